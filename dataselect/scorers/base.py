@@ -1,0 +1,114 @@
+"""The scorer interface: one selection signal, scikit-learn style.
+
+A scorer has a typed ``Config`` dataclass (hyper-parameters with documented defaults),
+an optional ``fit(pool, target)`` on a bounded pool sample and the target reference, and
+``score(batch) -> {column: array}``. Columns are named ``"<scorer name>.<column>"`` by
+:func:`prefixed` so scores from many scorers sit side by side in one table.
+
+Conventions the selector relies on:
+- ``<name>.keep`` (bool): a hard filter. False rejects the record before any budget logic.
+- ``<name>.reason`` (str): why a record failed ``keep`` ("" when it passed).
+- ``<name>.score`` (float): a soft score, higher is better, used by fusion.
+- ``<name>.group`` (int64): a duplicate/cluster group id when the scorer forms groups.
+
+``stage`` says where a scorer runs:
+- ``"shard"``: per record, from the record alone (plus fitted state). Runs in the per-shard
+  ``quality_scores`` asset, so refreshing one shard never rescores the others.
+- ``"pool"``: needs all records at once (duplicates across shards, clusters, label noise).
+  Runs in the global selection step on compact per-record columns (ids, hashes, signatures,
+  embeddings, labels, earlier scores), never on the text of every shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass
+class Batch:
+    """Records plus, when a scorer needs them, their row-aligned unit-norm embeddings."""
+
+    records: pa.Table
+    embeddings: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.records.num_rows
+
+    def column(self, name: str) -> np.ndarray:
+        return self.records.column(name).to_numpy(zero_copy_only=False)
+
+    @property
+    def texts(self) -> list[str]:
+        return self.records.column("text").to_pylist()
+
+
+class Scorer:
+    """Base class. Subclasses set ``name`` and ``Config`` and implement :meth:`score`."""
+
+    name: ClassVar[str]
+    stage: ClassVar[str] = "shard"
+    needs_embeddings: ClassVar[bool] = False
+    needs_fit: ClassVar[bool] = False
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: Any = None, **overrides: Any):
+        base = config if config is not None else self.Config()
+        self.config = dataclasses.replace(base, **overrides) if overrides else base
+
+    def fit(self, pool: Batch, target: Batch) -> "Scorer":
+        return self
+
+    def score(self, batch: Batch) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    # Fitted state is saved as JSON (config, scalars) + safetensors (arrays); never pickle.
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    def save(self, directory: str | Path) -> None:
+        from safetensors.numpy import save_file
+
+        from dataselect.storage import atomic_write_bytes
+
+        directory = str(directory).rstrip("/")
+        meta = {"scorer": self.name, "config": dataclasses.asdict(self.config)}
+        atomic_write_bytes(f"{directory}/{self.name}.json", json.dumps(meta, indent=2).encode())
+        arrays = {k: np.ascontiguousarray(v) for k, v in self.state_arrays().items()}
+        if arrays:
+            import tempfile
+
+            with tempfile.NamedTemporaryFile(suffix=".safetensors") as tmp:
+                save_file(arrays, tmp.name)
+                atomic_write_bytes(f"{directory}/{self.name}.safetensors", Path(tmp.name).read_bytes())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Scorer":
+        from safetensors.numpy import load
+
+        from dataselect.storage import read_bytes, exists
+
+        directory = str(directory).rstrip("/")
+        meta = json.loads(read_bytes(f"{directory}/{cls.name}.json"))
+        scorer = cls(cls.Config(**meta["config"]))
+        tensors = f"{directory}/{cls.name}.safetensors"
+        if exists(tensors):
+            scorer.load_state_arrays(load(read_bytes(tensors)))
+        return scorer
+
+
+def prefixed(name: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``{"keep": a}`` -> ``{"<name>.keep": a}``."""
+    return {f"{name}.{key}": value for key, value in columns.items()}
