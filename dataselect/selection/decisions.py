@@ -1,0 +1,181 @@
+"""Per-record decisions: every raw record ends selected, rejected or quarantined, with who decided
+and why (the datatrove habit of keeping a reason with every drop, taken down to the record).
+
+Order of decision:
+1. quarantine: rows that never became records (``decided_by="ingest"``, reason = the ingest error);
+2. hard filters, in the configured order: the first ``<name>.keep == False`` rejects the record and
+   its ``<name>.reason`` is copied (a null keep counts as a pass);
+3. the selection policy over the survivors, with a budget counted against ALL raw records.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from dataselect.records import (
+    DECIDED_BY,
+    ERROR,
+    FUSED_SCORE,
+    ID,
+    QUARANTINED,
+    REASON,
+    REJECTED,
+    ROW,
+    SELECTED,
+    SHARD,
+    STATUS,
+)
+from dataselect.selection.fusion import fuse, missing_columns
+from dataselect.selection.policies import SelectionConfig, run_policy
+
+log = logging.getLogger(__name__)
+
+SAMPLE_WEIGHT = "sample_weight"  # importance weight of a selected record (1 unless sensitivity sampling)
+DECISION_COLUMNS = [ID, SHARD, ROW, STATUS, DECIDED_BY, REASON, FUSED_SCORE, SAMPLE_WEIGHT]
+
+
+def _hard_filter_names(scores: pd.DataFrame, hard_filters: list[str] | None) -> list[str]:
+    present = [column[: -len(".keep")] for column in scores.columns if column.endswith(".keep")]
+    if hard_filters is None:
+        return present
+    absent = [name for name in hard_filters if f"{name}.keep" not in scores.columns]
+    if absent:
+        raise ValueError(f"hard filters {absent} have no '<name>.keep' column; present filters: {present}")
+    return list(hard_filters)
+
+
+def _failing(keep: pd.Series) -> np.ndarray:
+    """True where keep is explicitly False; a null keep (the scorer had no opinion) passes."""
+    values = keep.to_numpy(dtype=object)
+    return ~np.where(pd.isna(values), True, values).astype(bool)
+
+
+def decide(
+    scores: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    config: SelectionConfig,
+    embeddings: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One row per raw record: ``id, shard, row, status, decided_by, reason, fused_score,
+    sample_weight``, then every other column of ``scores`` (NaN/None for quarantined rows).
+
+    ``scores``: one row per good record with ``id``, ``shard``, ``row`` and score columns.
+    ``quarantine``: ``shard``, ``row``, ``error`` and optionally ``id`` (null -> ``"shard:row"``).
+    ``embeddings``: row-aligned with ``scores``; needed by the cluster policies.
+    Sorted by (shard, row). Notes (e.g. weighted columns that were missing) are logged and kept
+    in ``result.attrs["notes"]``. Deterministic for (inputs, config): ties are broken by id.
+    """
+    for column in (ID, SHARD, ROW):
+        if column not in scores.columns:
+            raise ValueError(f"scores table lacks column {column!r}")
+    for column in (SHARD, ROW, ERROR):
+        if column not in quarantine.columns:
+            raise ValueError(f"quarantine table lacks column {column!r}")
+    if embeddings is not None and len(embeddings) != len(scores):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(scores)} scored records")
+
+    notes: list[str] = []
+    missing = missing_columns(scores, config.weights)
+    if missing:
+        notes.append(f"weighted score columns not in the table, ignored: {missing}")
+    n = len(scores)
+    n_raw = n + len(quarantine)
+    budget = config.budget_count(n_raw)
+
+    fused = fuse(scores, config.weights, config.normalization)
+    status = np.full(n, None, dtype=object)
+    decided_by = np.full(n, None, dtype=object)
+    reason = np.full(n, "", dtype=object)
+    sample_weight = np.full(n, np.nan)
+
+    for name in _hard_filter_names(scores, config.hard_filters):
+        failing = _failing(scores[f"{name}.keep"]) & (status == None)  # noqa: E711
+        if not failing.any():
+            continue
+        if f"{name}.reason" in scores.columns:
+            reasons = scores[f"{name}.reason"].to_numpy(dtype=object)[failing]
+        else:
+            reasons = np.full(int(failing.sum()), "", dtype=object)
+        reason[failing] = [text if isinstance(text, str) and text else f"{name}.keep is False" for text in reasons]
+        status[failing] = REJECTED
+        decided_by[failing] = name
+
+    survivors = np.flatnonzero(status == None)  # noqa: E711
+    # Canonical candidate order (id, then shard/row) so every tie is broken by id.
+    canonical = np.lexsort(
+        (
+            scores[ROW].to_numpy()[survivors],
+            scores[SHARD].astype(str).to_numpy()[survivors],
+            scores[ID].astype(str).to_numpy()[survivors],
+        )
+    )
+    candidates = survivors[canonical]
+    result = run_policy(
+        config,
+        scores.iloc[candidates].reset_index(drop=True),
+        fused[candidates],
+        budget,
+        None if embeddings is None else np.asarray(embeddings)[candidates],
+    )
+    status[candidates] = np.where(result.selected, SELECTED, REJECTED)
+    decided_by[candidates] = config.policy
+    reason[candidates] = result.reason
+    sample_weight[candidates] = result.sample_weight
+
+    score_columns = [column for column in scores.columns if column not in (ID, SHARD, ROW)]
+    good = pd.DataFrame(
+        {
+            ID: scores[ID].astype(str).to_numpy(),
+            SHARD: scores[SHARD].astype(str).to_numpy(),
+            ROW: scores[ROW].to_numpy(np.int64),
+            STATUS: status,
+            DECIDED_BY: decided_by,
+            REASON: reason,
+            FUSED_SCORE: fused,
+            SAMPLE_WEIGHT: sample_weight,
+        }
+    )
+    good = pd.concat([good, scores[score_columns].reset_index(drop=True)], axis=1)
+
+    quarantine_ids = quarantine[ID] if ID in quarantine.columns else pd.Series([None] * len(quarantine))
+    shards = quarantine[SHARD].astype(str).to_numpy()
+    rows = quarantine[ROW].to_numpy(np.int64)
+    bad = pd.DataFrame(
+        {
+            ID: [
+                value if isinstance(value, str) and value else f"{shard}:{row}"
+                for value, shard, row in zip(quarantine_ids.tolist(), shards.tolist(), rows.tolist())
+            ],
+            SHARD: shards,
+            ROW: rows,
+            STATUS: QUARANTINED,
+            DECIDED_BY: "ingest",
+            REASON: quarantine[ERROR].astype(str).to_numpy(),
+            FUSED_SCORE: np.nan,
+            SAMPLE_WEIGHT: np.nan,
+        }
+    )
+    frames = [frame for frame in (good, bad) if len(frame)]
+    decisions = pd.concat(frames, ignore_index=True) if frames else good
+    decisions = decisions.sort_values([SHARD, ROW], kind="stable").reset_index(drop=True)
+    for note in notes:
+        log.warning("decide: %s", note)
+    decisions.attrs["notes"] = notes
+    return decisions
+
+
+def accounting(decisions: pd.DataFrame) -> dict:
+    """Counts that must add up: ``raw = selected + rejected + quarantined``, and
+    ``rejections_by_reason`` (decided_by -> count over rejected records) sums to ``rejected``."""
+    status = decisions[STATUS]
+    rejected = decisions[status == REJECTED]
+    return {
+        "raw": int(len(decisions)),
+        "selected": int((status == SELECTED).sum()),
+        "rejected": int(len(rejected)),
+        "quarantined": int((status == QUARANTINED).sum()),
+        "rejections_by_reason": {str(k): int(v) for k, v in rejected[DECIDED_BY].value_counts(sort=False).items()},
+    }

@@ -1,0 +1,243 @@
+"""Selection policies: which of the records that passed every hard filter fill the budget.
+
+- ``top_k``: highest fused score (the standard "score and keep the top fraction" filter).
+- ``gumbel_top_k``: importance resampling without replacement on a log-weight column
+  (DSIR, Xie et al. 2023), so the selection follows the target distribution instead of
+  collapsing onto its mode.
+- ``threshold``: every record with fused score >= ``threshold``, capped at the budget.
+- ``cluster_balanced``: equal per-cluster quotas over k-means clusters of the embeddings
+  (Diversify and Conquer, Zhang et al. 2024 style).
+- ``ccs``: Coverage-centric Coreset Selection (Zheng et al. 2023) over a difficulty score.
+- ``sensitivity``: clustering-based sensitivity sampling (Axiotis et al. 2024), with weights.
+
+Each policy returns, for every candidate, whether it was selected, a one-line reason, and a
+sample weight (1 for ordinary selections, the importance weight for sensitivity sampling).
+Candidates arrive sorted by id, so "ties broken by index" means "ties broken by id".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dataselect.scorers.clusters import (
+    cluster_balanced,
+    coverage_centric_plan,
+    gumbel_top_k,
+    kmeans_clusters,
+    rank_within_clusters,
+    sensitivity_plan,
+)
+from dataselect.selection.fusion import NORMALIZATIONS
+
+POLICIES = ("top_k", "gumbel_top_k", "threshold", "cluster_balanced", "ccs", "sensitivity")
+CLUSTER_POLICIES = ("cluster_balanced", "sensitivity")
+
+
+def _default_weights() -> dict[str, float]:
+    # Target relevance (learned classifier) and DSIR importance agree on "looks like the
+    # target" from two different views (embeddings vs n-grams); equal weights.
+    return {"relevance.score": 1.0, "dsir.score": 1.0}
+
+
+@dataclass
+class SelectionConfig:
+    """How ``decide`` turns scores into selected/rejected records."""
+
+    budget: float = 0.1  # <= 1: fraction of ALL raw records (quarantined included); > 1: a count
+    policy: str = "top_k"  # one of POLICIES
+    weights: dict[str, float] = field(default_factory=_default_weights)  # score column -> weight
+    normalization: str = "rank"  # "rank" or "zscore", per column before weighting
+    hard_filters: list[str] | None = None  # scorer names whose <name>.keep applies; None: all present
+    threshold: float | None = None  # fused-score cut for policy "threshold"
+    seed: int = 0  # every random choice (Gumbel noise, k-means, CCS sampling)
+    n_clusters: int | None = None  # cluster policies; None: round(sqrt(candidates)), in [1, 1024]
+    ccs_beta: float = 0.1  # CCS: fraction of hardest candidates pruned first
+    ccs_strata: int = 50  # CCS: number of equal-width difficulty strata
+    difficulty_column: str | None = None  # CCS difficulty (higher = harder); None: -fused score
+    log_weight_column: str = "dsir.log_weight"  # gumbel_top_k's log importance weight
+    sensitivity_power: float = 2.0  # sensitivity: cost = distance ** power (2 = k-means cost)
+    sensitivity_uniform_mix: float = 0.1  # sensitivity: uniform share of p (bounds weights by n/(0.1 k))
+    kmeans_niter: int = 20  # cluster policies: k-means iterations
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and self.budget > 0):
+            raise ValueError(f"budget must be a positive number (fraction <= 1 or count > 1), got {self.budget!r}")
+        if self.budget > 1 and float(self.budget) != int(self.budget):
+            raise ValueError(f"a budget > 1 is a record count and must be whole, got {self.budget!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; use one of {POLICIES}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}; use one of {NORMALIZATIONS}")
+        if self.policy == "threshold" and self.threshold is None:
+            raise ValueError("policy 'threshold' needs a threshold")
+        if not 0.0 <= self.ccs_beta < 1.0:
+            raise ValueError(f"ccs_beta must be in [0, 1), got {self.ccs_beta}")
+        if self.ccs_strata < 1:
+            raise ValueError(f"ccs_strata must be >= 1, got {self.ccs_strata}")
+        if self.n_clusters is not None and self.n_clusters < 1:
+            raise ValueError(f"n_clusters must be >= 1, got {self.n_clusters}")
+
+    def budget_count(self, n_raw: int) -> int:
+        """Records the budget allows out of ``n_raw`` raw records (fractions round down)."""
+        if self.budget <= 1:
+            return int(math.floor(self.budget * n_raw + 1e-9))
+        return int(self.budget)
+
+    def clusters_for(self, n_candidates: int) -> int:
+        if self.n_clusters is not None:
+            return self.n_clusters
+        return int(np.clip(round(math.sqrt(max(n_candidates, 1))), 1, 1024))
+
+
+@dataclass
+class PolicyResult:
+    selected: np.ndarray  # bool (m,)
+    reason: np.ndarray  # object (m,)
+    sample_weight: np.ndarray  # float64 (m,); NaN where not selected
+
+
+def _rank_order(fused: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order by fused score descending (ties: lower index = smaller id first) and 1-based ranks."""
+    order = np.lexsort((np.arange(len(fused)), -fused))
+    ranks = np.empty(len(fused), np.int64)
+    ranks[order] = np.arange(1, len(fused) + 1)
+    return order, ranks
+
+
+def _result(selected: np.ndarray, reason: list[str], weights: np.ndarray | None = None) -> PolicyResult:
+    sample_weight = np.where(selected, 1.0 if weights is None else weights, np.nan)
+    return PolicyResult(selected, np.array(reason, dtype=object), sample_weight)
+
+
+def _top_k(fused: np.ndarray, k: int, eligible: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
+    order, ranks = _rank_order(np.where(eligible, fused, -np.inf))
+    chosen = order[: min(k, int(eligible.sum()))]
+    selected = np.zeros(len(fused), bool)
+    selected[chosen] = True
+    cutoff = fused[chosen[-1]] if len(chosen) else math.nan
+    reason = []
+    for is_selected, ok, value, rank in zip(selected.tolist(), eligible.tolist(), fused.tolist(), ranks.tolist()):
+        if is_selected:
+            reason.append(f"{label}: fused {value:.2f}, rank {rank} <= {k}")
+        elif not ok:
+            reason.append("")  # filled by the caller
+        elif k == 0:
+            reason.append(f"budget allows 0 records: fused {value:.2f}")
+        else:
+            sign = "<" if value < cutoff else "="
+            reason.append(f"below budget cutoff: fused {value:.2f} {sign} {cutoff:.2f} (rank {rank} > {k})")
+    return selected, reason
+
+
+def run_policy(
+    config: SelectionConfig,
+    candidates: pd.DataFrame,
+    fused: np.ndarray,
+    k: int,
+    embeddings: np.ndarray | None = None,
+) -> PolicyResult:
+    """Apply ``config.policy`` to ``candidates`` (sorted by id) with their ``fused`` scores.
+
+    ``embeddings`` (row-aligned with ``candidates``) are required by the cluster policies.
+    """
+    m = len(candidates)
+    k = int(min(max(k, 0), m))
+    policy = config.policy
+    if policy in CLUSTER_POLICIES and embeddings is None:
+        raise ValueError(f"policy {policy!r} clusters the embeddings: pass embeddings= (row-aligned with scores)")
+    if embeddings is not None and len(embeddings) != m:
+        raise ValueError(f"{len(embeddings)} embeddings for {m} candidates")
+
+    if policy == "top_k":
+        selected, reason = _top_k(fused, k, np.ones(m, bool), "top_k")
+        return _result(selected, reason)
+
+    if policy == "threshold":
+        above = fused >= config.threshold
+        selected, reason = _top_k(fused, k, above, "threshold")
+        for i in np.flatnonzero(~above):
+            reason[i] = f"fused {fused[i]:.2f} < threshold {config.threshold:.2f}"
+        for i in np.flatnonzero(above & ~selected):
+            reason[i] = "above threshold but " + reason[i]
+        return _result(selected, reason)
+
+    if policy == "gumbel_top_k":
+        column = config.log_weight_column
+        if column not in candidates.columns:
+            raise ValueError(f"policy 'gumbel_top_k' needs the log-weight column {column!r} in the scores table")
+        log_weight = pd.to_numeric(candidates[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        selected = np.zeros(m, bool)
+        selected[gumbel_top_k(log_weight, k, config.seed)] = True
+        reason = [
+            f"drawn by gumbel_top_k on {column} (log weight {w:.2f})"
+            if s
+            else f"not drawn by gumbel_top_k on {column} (log weight {w:.2f}; {k} of {m} drawn)"
+            for s, w in zip(selected.tolist(), log_weight.tolist())
+        ]
+        return _result(selected, reason)
+
+    if policy == "cluster_balanced":
+        n_clusters = config.clusters_for(m)
+        clusters, _, _ = kmeans_clusters(embeddings, n_clusters, seed=config.seed, niter=config.kmeans_niter)
+        selected = np.zeros(m, bool)
+        selected[cluster_balanced(fused, clusters, k)] = True
+        rank = rank_within_clusters(fused, clusters) + 1
+        quota = np.bincount(clusters, weights=selected).astype(np.int64)
+        reason = [
+            f"cluster {c}: rank {r} within its quota of {quota[c]} (fused {f:.2f})"
+            if s
+            else f"cluster {c} quota of {quota[c]} filled: rank {r} in cluster (fused {f:.2f})"
+            for s, c, r, f in zip(selected.tolist(), clusters.tolist(), rank.tolist(), fused.tolist())
+        ]
+        return _result(selected, reason)
+
+    if policy == "ccs":
+        column = config.difficulty_column
+        if column is None:
+            difficulty = -fused  # low fused score = "hard" (least wanted) end of the range
+            described = "difficulty = -fused"
+        elif column in candidates.columns:
+            difficulty = pd.to_numeric(candidates[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+            described = f"difficulty = {column}"
+        else:
+            raise ValueError(f"policy 'ccs' needs the difficulty column {column!r} in the scores table")
+        indices, pruned, stratum = coverage_centric_plan(difficulty, k, config.ccs_beta, config.ccs_strata, config.seed)
+        selected = np.zeros(m, bool)
+        selected[indices] = True
+        taken = np.bincount(stratum[selected], minlength=config.ccs_strata)
+        size = np.bincount(stratum[stratum >= 0], minlength=config.ccs_strata)
+        reason = []
+        for s, p, st, d in zip(selected.tolist(), pruned.tolist(), stratum.tolist(), difficulty.tolist()):
+            if p:
+                reason.append(f"ccs: pruned among the hardest {config.ccs_beta:.0%} ({described} {d:.2f})")
+            elif s:
+                reason.append(f"ccs: sampled from stratum {st} ({taken[st]} of {size[st]} taken)")
+            else:
+                reason.append(f"ccs: not sampled from stratum {st} ({taken[st]} of {size[st]} taken)")
+        return _result(selected, reason)
+
+    # sensitivity
+    indices, weights, probability, clusters = sensitivity_plan(
+        embeddings,
+        k,
+        config.clusters_for(m),
+        config.seed,
+        config.sensitivity_power,
+        config.kmeans_niter,
+        config.sensitivity_uniform_mix,
+    )
+    selected = np.zeros(m, bool)
+    selected[indices] = True
+    sample_weight = np.ones(m)
+    sample_weight[indices] = weights
+    reason = [
+        f"drawn by sensitivity sampling (p={p:.2g}, weight {w:.2f}, cluster {c})"
+        if s
+        else f"not drawn by sensitivity sampling (p={p:.2g}, cluster {c}; {k} of {m} drawn)"
+        for s, p, w, c in zip(selected.tolist(), probability.tolist(), sample_weight.tolist(), clusters.tolist())
+    ]
+    return _result(selected, reason, sample_weight)
