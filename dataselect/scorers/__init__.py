@@ -1,1 +1,36 @@
-"""Scorer registry: adding a scorer is one module plus one line in ``SCORERS``."""
+"""Scorer registry: adding a scorer is one module plus one line in ``SCORERS``.
+
+Shard-stage scorers run per landing shard in ``quality_scores``; pool-stage scorers run once
+over all shards in ``filtered_set`` (see :mod:`dataselect.scorers.base`).
+"""
+
+from dataselect.scorers.base import Batch, Scorer
+from dataselect.scorers.color_filter import ColorFilter
+from dataselect.scorers.dsir import DSIRImportance
+from dataselect.scorers.duplicates import ExactDuplicates, MinHashSignatures, NearDuplicates
+from dataselect.scorers.heuristics import HeuristicRules
+from dataselect.scorers.label_noise import LabelNoise
+from dataselect.scorers.relevance import EmbeddingRelevance, NgramRelevance
+from dataselect.scorers.semdedup import SemanticDuplicates
+
+SCORERS: dict[str, type[Scorer]] = {
+    cls.name: cls
+    for cls in [
+        HeuristicRules,
+        MinHashSignatures,
+        DSIRImportance,
+        EmbeddingRelevance,
+        NgramRelevance,
+        ColorFilter,
+        ExactDuplicates,
+        NearDuplicates,
+        SemanticDuplicates,
+        LabelNoise,
+    ]
+}
+
+# The default recipe (chosen on the 20 Newsgroups benchmark, see benchmarks/README.md).
+DEFAULT_SHARD_SCORERS = ["heuristics", "minhash", "dsir", "relevance"]
+DEFAULT_POOL_SCORERS = ["exact_dup", "near_dup", "semdedup", "label_noise"]
+
+__all__ = ["Batch", "Scorer", "SCORERS", "DEFAULT_SHARD_SCORERS", "DEFAULT_POOL_SCORERS"]

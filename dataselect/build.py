@@ -1,0 +1,95 @@
+"""One versioned selection build: decisions for every raw record, the selected records, a manifest.
+
+A build's id is derived from its config and the content fingerprints of its input shards,
+so re-running with the same inputs, config and seed rewrites byte-identical outputs in the
+same place, and any change to either gives a new build beside the old ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from dataselect import records as cols
+from dataselect.pipeline import fingerprint, make_scorers, score_pool
+from dataselect.selection import SelectionConfig, accounting, decide
+from dataselect.storage import confined, exists, read_json, write_json, write_parquet
+
+DECISION_KEY_COLUMNS = [cols.ID, cols.SHARD, cols.ROW, cols.STATUS, cols.DECIDED_BY, cols.REASON, cols.FUSED_SCORE]
+
+
+@dataclass
+class BuildResult:
+    build_id: str
+    decisions: pd.DataFrame
+    selected: pa.Table
+    manifest: dict
+    paths: dict[str, str]
+
+
+def build_id_for(selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str]) -> str:
+    config_hash = fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options)
+    inputs_hash = fingerprint(sorted(shard_fingerprints.items()))
+    return f"{config_hash[:8]}-{inputs_hash[:8]}"
+
+
+def select(
+    scores: pa.Table,
+    quarantine: pd.DataFrame,
+    embeddings: np.ndarray | None,
+    selection: SelectionConfig,
+    pool_scorers: list[str],
+    pool_options: dict | None = None,
+    texts: list[str] | None = None,
+) -> pd.DataFrame:
+    """Pool-stage scoring, then hard filters and the budget policy: one decision per raw record."""
+    scorers = make_scorers(pool_scorers, pool_options)
+    frame = score_pool(scores, embeddings, scorers, texts if any(getattr(s, "needs_text", False) for s in scorers) else None)
+    return decide(frame, quarantine, selection, embeddings)
+
+
+def write_build(
+    root: str,
+    build_id: str,
+    decisions: pd.DataFrame,
+    selected: pa.Table,
+    manifest: dict,
+) -> dict[str, str]:
+    """Write a build's files atomically and append it to the build index (once per id)."""
+    paths = {
+        "decisions": str(confined(root, "builds", build_id, "decisions.parquet")),
+        "selected": str(confined(root, "builds", build_id, "selected.parquet")),
+        "manifest": str(confined(root, "builds", build_id, "manifest.json")),
+    }
+    write_parquet(paths["decisions"], pa.Table.from_pandas(decisions, preserve_index=False))
+    write_parquet(paths["selected"], selected)
+    write_json(paths["manifest"], manifest)
+    index_path = confined(root, "builds", "index.json")
+    index = read_json(index_path) if exists(index_path) else []
+    index = [entry for entry in index if entry["build_id"] != build_id] + [{"build_id": build_id, "manifest": paths["manifest"]}]
+    write_json(index_path, index)
+    return paths
+
+
+def previous_build(root: str, build_id: str) -> dict | None:
+    """The manifest of the most recent other build, for build-to-build comparison."""
+    index_path = confined(root, "builds", "index.json")
+    if not exists(index_path):
+        return None
+    others = [entry for entry in read_json(index_path) if entry["build_id"] != build_id]
+    return read_json(others[-1]["manifest"]) if others else None
+
+
+def make_manifest(build_id: str, selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str], decisions: pd.DataFrame, extra: dict | None = None) -> dict:
+    return {
+        "build_id": build_id,
+        "config": {"selection": dataclasses.asdict(selection), "pool_scorers": pool_scorers, "pool_options": pool_options, **(extra or {})},
+        "config_hash": fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options),
+        "seed": selection.seed,
+        "input_shards": dict(sorted(shard_fingerprints.items())),
+        "counts": accounting(decisions),
+    }

@@ -1,0 +1,189 @@
+"""Evaluate one selection build: arms, budget sweep, ablation, label-free metrics, comparison.
+
+Works from a build's decisions table alone (it carries every score column), so the sweep and
+the ablation re-run :func:`dataselect.selection.decide` with a changed budget or with one
+scorer left out, instead of rescoring anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dataselect import evaluation, metrics, report
+from dataselect import records as cols
+from dataselect.scorers.dsir import kl_reduction
+from dataselect.selection import SelectionConfig, decide
+
+DECISION_COLUMNS = [cols.STATUS, cols.DECIDED_BY, cols.REASON, cols.FUSED_SCORE, "sample_weight"]
+DUPLICATE_SCORERS = ("exact_dup", "near_dup", "semdedup")
+
+
+@dataclass
+class ReportConfig:
+    recipe: str = "tfidf_logreg"  # or "embedding_probe"
+    random_seeds: tuple[int, ...] = (101, 102, 103, 104, 105)  # independent of the selection seed
+    budgets: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.5)  # the sweep; () skips it
+    ablation: bool = True
+    regression_tolerance: float = 0.01  # accuracy drop vs the previous build that warns
+
+
+@dataclass
+class BuildEvaluation:
+    summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, bytes] = field(default_factory=dict)
+
+
+def split_decisions(decisions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Back to decide()'s inputs: the scored records and the quarantine."""
+    quarantined = decisions[cols.STATUS] == cols.QUARANTINED
+    scores = decisions.loc[~quarantined].drop(columns=[c for c in DECISION_COLUMNS if c in decisions.columns])
+    quarantine = decisions.loc[quarantined, [cols.SHARD, cols.ROW, cols.ID, cols.REASON]].rename(columns={cols.REASON: cols.ERROR})
+    return scores.reset_index(drop=True), quarantine.reset_index(drop=True)
+
+
+def reselect(decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None, budget: float | None = None,
+             without: str | None = None) -> list[str]:
+    """Ids the same build would select at another budget, or with scorer ``without`` left out."""
+    scores, quarantine = split_decisions(decisions)
+    changes: dict[str, Any] = {}
+    if budget is not None:
+        # A count of 1 would read as "100%": express small counts as a fraction of the raw records.
+        changes["budget"] = budget if budget > 1 else budget / len(decisions)
+    if without is not None:
+        filters = config.hard_filters if config.hard_filters is not None else [c[: -len(".keep")] for c in scores.columns if c.endswith(".keep")]
+        changes["hard_filters"] = [f for f in filters if f != without]
+        changes["weights"] = {c: w for c, w in config.weights.items() if not c.startswith(f"{without}.")} or {cols.FUSED_SCORE: 1.0}
+    vectors = None if embeddings is None else embeddings[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()]
+    again = decide(scores, quarantine, dataclasses.replace(config, **changes), vectors)
+    return again.loc[again[cols.STATUS] == cols.SELECTED, cols.ID].tolist()
+
+
+def _flags(decisions: pd.DataFrame) -> pd.DataFrame:
+    def failed(prefix: str) -> pd.Series:
+        column = f"{prefix}.keep"
+        return ~decisions[column].fillna(True).astype(bool) if column in decisions else pd.Series(False, index=decisions.index)
+
+    duplicate = np.logical_or.reduce([failed(s).to_numpy() for s in DUPLICATE_SCORERS])
+    junk = failed("heuristics").to_numpy() | (decisions[cols.STATUS] == cols.QUARANTINED).to_numpy()
+    return pd.DataFrame({"duplicate": duplicate, "junk": junk}, index=decisions.index)
+
+
+def evaluate_build(
+    decisions: pd.DataFrame,
+    pool: pd.DataFrame,
+    pool_embeddings: np.ndarray,
+    target_texts: list[str],
+    target_embeddings: np.ndarray,
+    selection: SelectionConfig,
+    eval_set: pd.DataFrame | None = None,
+    previous: dict[str, Any] | None = None,
+    config: ReportConfig | None = None,
+) -> BuildEvaluation:
+    """Everything the report shows. ``pool`` (id, text, label) and ``pool_embeddings`` are row-aligned
+    with the non-quarantined rows of ``decisions``; ``previous`` is the prior build's summary."""
+    config = config or ReportConfig()
+    started = time.perf_counter()
+    good = decisions[decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
+    selected_mask = (good[cols.STATUS] == cols.SELECTED).to_numpy()
+    selected_ids = good.loc[selected_mask, cols.ID].tolist()
+    pool_texts = pool[cols.TEXT].tolist()
+    rng = np.random.default_rng(config.random_seeds[0])
+    random_mask = np.zeros(len(good), bool)
+    random_mask[rng.choice(len(good), size=min(len(selected_ids), len(good)), replace=False)] = True
+
+    flags = _flags(decisions)
+    good_flags = flags[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()].reset_index(drop=True)
+    label_free = {
+        "kl_reduction": {
+            "selected": kl_reduction([pool_texts[i] for i in np.flatnonzero(selected_mask)], pool_texts, target_texts),
+            "random": kl_reduction([pool_texts[i] for i in np.flatnonzero(random_mask)], pool_texts, target_texts),
+        },
+        "embedding_distance": {
+            "selected": metrics.embedding_distance(pool_embeddings[selected_mask], target_embeddings),
+            "random": metrics.embedding_distance(pool_embeddings[random_mask], target_embeddings),
+            "full": metrics.embedding_distance(pool_embeddings, target_embeddings),
+        },
+        "target_coverage": {
+            "selected": metrics.target_coverage(pool_embeddings[selected_mask], target_embeddings),
+            "random": metrics.target_coverage(pool_embeddings[random_mask], target_embeddings),
+        },
+        "diversity": {
+            "selected": metrics.diversity(pool_embeddings[selected_mask]),
+            "random": metrics.diversity(pool_embeddings[random_mask]),
+        },
+        "rates": {
+            "selected": metrics.rates(good_flags[selected_mask]),
+            "random": metrics.rates(good_flags[random_mask]),
+            "full_raw_pool": metrics.rates(flags),
+        },
+    }
+    tables: dict[str, pd.DataFrame] = {}
+    score_columns = [c for c in good.columns if c.endswith(".score") or c == cols.FUSED_SCORE]
+    figures = {
+        "score_histograms": report.plot_score_histograms(good[score_columns], selected_mask),
+        "embedding_projection": report.plot_embedding_projection(pool_embeddings, selected_mask, target_embeddings),
+    }
+    summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
+
+    labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
+    if labelled:
+        embeddings_kwargs = {}
+        if config.recipe == "embedding_probe":
+            embeddings_kwargs = {"pool_embeddings": pool_embeddings, "eval_embeddings": eval_set.attrs.get("embeddings")}
+        evaluator = evaluation.ArmEvaluator(pool, eval_set, config.recipe, **embeddings_kwargs)
+        arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed)
+        summary.update(report.summarize(arms))
+        summary["headline"] = evaluation.headline_rows(arms)
+        figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
+        if config.budgets:
+            sweep = evaluator.budget_sweep(
+                lambda k: reselect(decisions, selection, _with_quarantine(decisions, pool_embeddings), budget=k),
+                config.budgets, config.random_seeds, True, True,
+            )
+            tables["budget_sweep"] = sweep
+            figures["budget_curve"] = report.plot_budget_curve(sweep)
+        if config.ablation:
+            scorers = sorted({c.split(".")[0] for c in good.columns if c.endswith(".keep")} | {c.split(".")[0] for c in selection.weights})
+            tables["ablation"] = evaluator.ablation(
+                selected_ids,
+                {s: (lambda s=s: reselect(decisions, selection, _with_quarantine(decisions, pool_embeddings), without=s)) for s in scorers},
+            )
+        summary["headline_numbers"] = {
+            "selected_accuracy": arms["selected"].accuracy,
+            "random_accuracy": arms["random"].accuracy,
+            "random_accuracy_hi": arms["random"].accuracy_hi,
+            "full_accuracy": arms["full"].accuracy if "full" in arms else None,
+        }
+    if previous is not None:
+        summary["build_comparison"] = evaluation.compare_builds(
+            previous.get("selected_ids", []), selected_ids, previous.get("metrics", {}), _comparable(summary)
+        )
+        delta = summary["build_comparison"]["metric_deltas"].get("headline_numbers.selected_accuracy")
+        summary["build_comparison"]["regression"] = bool(delta and delta["delta"] < -config.regression_tolerance)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["recipe"] = config.recipe
+    return BuildEvaluation(summary, tables, figures)
+
+
+def _with_quarantine(decisions: pd.DataFrame, good_embeddings: np.ndarray) -> np.ndarray:
+    """Embeddings aligned with every decision row (zeros for quarantined rows, which decide() drops)."""
+    full = np.zeros((len(decisions), good_embeddings.shape[1]), good_embeddings.dtype)
+    full[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()] = good_embeddings
+    return full
+
+
+def _comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a later build compares itself against."""
+    return {"headline_numbers": summary.get("headline_numbers", {}), "label_free": summary.get("label_free", {})}
+
+
+def comparison_record(summary: dict[str, Any], selected_ids: list[str]) -> dict[str, Any]:
+    """What to store with a build so the next one can compare (ids + metrics)."""
+    return {"selected_ids": selected_ids, "metrics": _comparable(summary)}

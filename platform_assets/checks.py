@@ -1,0 +1,156 @@
+"""Data-quality checks: Great Expectations suites on each stage's output.
+
+Blocking checks (ERROR) stop downstream assets: bad ids, broken vectors or a broken
+accounting must never reach a selection. The report's check only warns.
+"""
+
+
+import great_expectations as gx
+import numpy as np
+import pandas as pd
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
+
+from dataselect import records as cols
+from dataselect.storage import parquet_metadata, read_parquet
+from platform_assets.embeddings import embeddings
+from platform_assets.evaluation import evaluation_report
+from platform_assets.expectations import validate
+from platform_assets.ingest import raw_pool
+from platform_assets.partitions import shards
+from platform_assets.scoring import quality_scores
+from platform_assets.selection import filtered_set
+from resources import EmbeddingResource, StorageResource
+
+E = gx.expectations
+
+
+@asset_check(asset=raw_pool, blocking=True, partitions_def=shards, description="ids unique and non-null, text non-empty.")
+def raw_pool_valid(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
+    records = storage.read_shard("raw_pool", context.partition_key, [cols.ID, cols.TEXT]).to_pandas()
+    records["text_length"] = records[cols.TEXT].str.len()
+    return validate(
+        records[[cols.ID, "text_length"]],
+        [
+            E.ExpectColumnValuesToNotBeNull(column=cols.ID),
+            E.ExpectColumnValuesToBeUnique(column=cols.ID),
+            E.ExpectColumnValuesToNotBeNull(column="text_length"),
+            E.ExpectColumnValuesToBeBetween(column="text_length", min_value=1),
+        ],
+        "raw_pool",
+    )
+
+
+@asset_check(asset=embeddings, blocking=True, partitions_def=shards, description="Dimension, finite values, unit norm, one row per raw record.")
+def embeddings_valid(context: AssetCheckExecutionContext, storage: StorageResource, embedding: EmbeddingResource) -> AssetCheckResult:
+    key = context.partition_key
+    vectors = storage.read_embeddings(key)
+    expected_rows = storage.read_shard("raw_pool", key, [cols.ID]).num_rows
+    expected_dim = int(parquet_metadata(storage.shard_file("embeddings", key)).get("dim", vectors.shape[1]))
+    frame = pd.DataFrame(
+        {
+            "dim": np.full(len(vectors), vectors.shape[1] if vectors.ndim == 2 else 0),
+            "finite": np.isfinite(vectors).all(axis=1) if len(vectors) else np.zeros(0, bool),
+            "norm": np.linalg.norm(np.nan_to_num(vectors), axis=1) if len(vectors) else np.zeros(0),
+        }
+    )
+    return validate(
+        frame,
+        [
+            E.ExpectTableRowCountToEqual(value=expected_rows),
+            E.ExpectColumnValuesToBeInSet(column="dim", value_set=[expected_dim]),
+            E.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+            E.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001),
+        ],
+        "embeddings",
+    )
+
+
+@asset_check(asset=quality_scores, blocking=True, partitions_def=shards, description="One row per record, values in range, no NaN.")
+def quality_scores_valid(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
+    key = context.partition_key
+    table = storage.read_shard("quality_scores", key)
+    expected_rows = storage.read_shard("raw_pool", key, [cols.ID]).num_rows
+    numeric = [f.name for f in table.schema if (f.name.endswith(".score") or f.name.endswith(".probability") or f.name.endswith(".log_weight"))]
+    frame = table.select([cols.ID, *numeric]).to_pandas()
+    expectations = [E.ExpectTableRowCountToEqual(value=expected_rows), E.ExpectColumnValuesToBeUnique(column=cols.ID)]
+    for column in numeric:
+        expectations.append(E.ExpectColumnValuesToNotBeNull(column=column))
+        if column.endswith(".probability") or column == "heuristics.score":
+            expectations.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=0.0, max_value=1.0))
+    return validate(frame, expectations, "quality_scores")
+
+
+@asset_check(asset=filtered_set, blocking=True, description="Within budget, no quarantined or duplicate records selected, every id in raw_pool, "
+             "and the accounting invariant raw = selected + rejected + quarantined.")
+def filtered_set_valid(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
+    materialization = context.instance.get_latest_materialization_event(filtered_set.key).asset_materialization
+    build_id = materialization.metadata["build_id"].value
+    decisions = read_parquet(storage.path("builds", build_id, "decisions.parquet")).to_pandas()
+    manifest_budget = _budget_count(materialization.metadata["manifest"].value, len(decisions))
+    raw_ids, raw_total = set(), 0
+    for key in sorted(context.instance.get_dynamic_partitions(shards.name)):
+        raw_ids.update(storage.read_shard("raw_pool", key, [cols.ID]).column(cols.ID).to_pylist())
+        raw_total += int(parquet_metadata(storage.shard_file("raw_pool", key))["raw_count"])
+    selected = decisions[decisions[cols.STATUS] == cols.SELECTED].copy()
+    keep_columns = [c for c in decisions.columns if c.endswith(".keep")]
+    selected["passes_hard_filters"] = selected[keep_columns].fillna(False).astype(bool).all(axis=1) if keep_columns else True
+    selected["in_raw_pool"] = selected[cols.ID].isin(raw_ids)
+    accounting = pd.DataFrame({cols.STATUS: decisions[cols.STATUS]})
+    result_selected = validate(
+        selected[[cols.ID, "passes_hard_filters", "in_raw_pool"]],
+        [
+            E.ExpectTableRowCountToBeBetween(min_value=0, max_value=manifest_budget),
+            E.ExpectColumnValuesToBeUnique(column=cols.ID),
+            E.ExpectColumnValuesToBeInSet(column="passes_hard_filters", value_set=[True]),
+            E.ExpectColumnValuesToBeInSet(column="in_raw_pool", value_set=[True]),
+        ],
+        "filtered_set.selected",
+    )
+    result_accounting = validate(
+        accounting,
+        [
+            E.ExpectTableRowCountToEqual(value=raw_total),
+            E.ExpectColumnValuesToBeInSet(column=cols.STATUS, value_set=[cols.SELECTED, cols.REJECTED, cols.QUARANTINED]),
+        ],
+        "filtered_set.accounting",
+    )
+    return AssetCheckResult(
+        passed=result_selected.passed and result_accounting.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"{result_selected.description}; {result_accounting.description}",
+        metadata={
+            "selected_suite": result_selected.metadata["expectations"],
+            "accounting_suite": result_accounting.metadata["expectations"],
+            "raw_lines_in_input_files": raw_total,
+            "decisions": len(decisions),
+            "budget": manifest_budget,
+        },
+    )
+
+
+def _budget_count(manifest: dict, raw: int) -> int:
+    budget = manifest["config"]["selection"]["budget"]
+    return int(round(budget * raw)) if budget <= 1 else int(budget)
+
+
+@asset_check(asset=evaluation_report, description="Warns when the selected subset does not beat random subsets of the same size.")
+def selection_beats_random(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
+    materialization = context.instance.get_latest_materialization_event(evaluation_report.key).asset_materialization
+    summary = materialization.metadata["summary"].value
+    headline = summary.get("headline_numbers")
+    if not headline:
+        return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN, description="no labelled evaluation set: nothing to compare")
+    selected = headline.get("selected_accuracy")
+    random_mean = headline.get("random_accuracy")
+    frame = pd.DataFrame({"margin": [None if selected is None or random_mean is None else selected - random_mean]})
+    result = validate(
+        frame,
+        [E.ExpectColumnValuesToNotBeNull(column="margin"), E.ExpectColumnValuesToBeBetween(column="margin", min_value=0.0, strict_min=True)],
+        "evaluation_report",
+        severity=AssetCheckSeverity.WARN,
+        metadata={"selected_accuracy": selected, "random_accuracy": random_mean},
+    )
+    return result
+
+
+all_checks = [raw_pool_valid, embeddings_valid, quality_scores_valid, filtered_set_valid, selection_beats_random]

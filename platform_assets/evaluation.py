@@ -1,0 +1,88 @@
+"""evaluation_report: does the selection beat random subsets of the same size, and the full pool?"""
+
+
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from dataselect import records as cols
+from dataselect.build_report import ReportConfig, comparison_record, evaluate_build
+from dataselect.ingest import read_reference
+from dataselect.report import headline_markdown, write_report
+from dataselect.selection import SelectionConfig
+from dataselect.storage import exists, read_json, read_parquet, write_json
+from platform_assets.ingest import target_reference
+from platform_assets.metadata import png_markdown
+from platform_assets.selection import filtered_set
+from resources import EmbeddingResource, InputsResource, StorageResource
+
+_DEFAULTS = ReportConfig()
+
+
+class EvaluationConfig(Config):
+    recipe: str = Field(_DEFAULTS.recipe, description="tfidf_logreg | embedding_probe (fixed; only the subset varies)")
+    random_seeds: list[int] = Field(list(_DEFAULTS.random_seeds), description="Independent seeds of the random arms (≥ 5).")
+    budgets: list[float] = Field(list(_DEFAULTS.budgets), description="Budget sweep as pool fractions; [] skips it.")
+    ablation: bool = Field(_DEFAULTS.ablation, description="Rebuild the selection with each scorer left out.")
+    regression_tolerance: float = Field(_DEFAULTS.regression_tolerance, description="Accuracy drop vs the previous build that warns.")
+
+
+@asset(
+    deps=[filtered_set, target_reference],
+    group_name="evaluate",
+    kinds={"scikit-learn", "html"},
+    pool="gpu",
+    description="A fixed training recipe (DataComp style) trained on the selected set, random sets of the same size "
+    "and the full pool, evaluated on the labelled target evaluation set; label-free metrics; plots; one HTML report.",
+)
+def evaluation_report(
+    context: AssetExecutionContext,
+    config: EvaluationConfig,
+    storage: StorageResource,
+    inputs: InputsResource,
+    embedding: EmbeddingResource,
+) -> MaterializeResult:
+    event = context.instance.get_latest_materialization_event(filtered_set.key).asset_materialization
+    build_id = event.metadata["build_id"].value
+    build = storage.path("builds", build_id)
+    decisions = read_parquet(build / "decisions.parquet").to_pandas()
+    manifest = read_json(build / "manifest.json")
+    keys = sorted(manifest["input_shards"])
+    pool = pd.concat(
+        [storage.read_shard("raw_pool", k, [cols.ID, cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True
+    )
+    pool_vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
+    target, target_vectors = storage.read_target()
+    eval_path = inputs.evaluation()
+    eval_set = read_reference(eval_path).records.to_pandas() if eval_path is not None else None
+    if eval_set is not None and config.recipe == "embedding_probe":
+        eval_set.attrs["embeddings"] = embedding.get_embedder().embed(eval_set[cols.TEXT].tolist())
+
+    previous_path = storage.path("builds", "latest_evaluation.json")
+    previous = read_json(previous_path) if exists(previous_path) else None
+    if previous is not None and previous.get("build_id") == build_id:
+        previous = previous.get("previous")
+    result = evaluate_build(
+        decisions, pool, pool_vectors, target.column(cols.TEXT).to_pylist(), target_vectors,
+        SelectionConfig(**manifest["config"]["selection"]), eval_set, previous,
+        ReportConfig(config.recipe, tuple(config.random_seeds), tuple(config.budgets), config.ablation, config.regression_tolerance),
+    )
+    result.summary["build_id"] = build_id
+    paths = write_report(str(build / "report"), result.summary, result.tables, result.figures)
+    selected_ids = decisions.loc[decisions[cols.STATUS] == cols.SELECTED, cols.ID].tolist()
+    write_json(previous_path, {"build_id": build_id, **comparison_record(result.summary, selected_ids), "previous": previous})
+
+    comparison = result.summary.get("build_comparison")
+    return MaterializeResult(
+        metadata={
+            "build_id": build_id,
+            "headline": MetadataValue.md(headline_markdown(result.summary) if "headline" in result.summary else "_no labelled evaluation set_"),
+            "summary": MetadataValue.json({k: result.summary[k] for k in ("headline_numbers", "n_selected", "n_pool", "seconds") if k in result.summary}),
+            "label_free_metrics": MetadataValue.json(result.summary["label_free"]),
+            "build_comparison": MetadataValue.json(comparison or {"note": "first build"}),
+            "plots": MetadataValue.md("\n\n".join(png_markdown(name, png) for name, png in result.figures.items())),
+            "report_html": MetadataValue.path(paths.html),
+            "summary_json": MetadataValue.path(paths.summary_json),
+        }
+    )

@@ -1,0 +1,124 @@
+"""Fitted scorer models (one asset each, so their lineage shows) and quality_scores per shard."""
+
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from dataselect import records as cols
+from dataselect.pipeline import make_scorers, pool_sample, score_shard
+from dataselect.scorers import DEFAULT_SHARD_SCORERS, SCORERS
+from dataselect.scorers.base import Batch
+from platform_assets.embeddings import embeddings
+from platform_assets.ingest import raw_pool, target_reference
+from platform_assets.partitions import shards
+from resources import StorageResource
+
+
+class FitConfig(Config):
+    sample_size: int = Field(5000, description="Pool records sampled (content-keyed, deterministic) to fit against the target.")
+    seed: int = Field(0, description="Seed of the sample and of the fit.")
+    options: dict = Field(default_factory=dict, description="Scorer Config overrides, e.g. {'num_buckets': 20000}.")
+
+
+def _summary(scorer_class) -> str:
+    lines = (scorer_class.__doc__ or "").strip().splitlines()
+    return lines[0] if lines else scorer_class.__name__
+
+
+def fitted_model_asset(scorer_name: str) -> AssetsDefinition:
+    scorer_class = SCORERS[scorer_name]
+
+    @asset(
+        name=f"{scorer_name}_model",
+        deps=[target_reference, raw_pool] + ([embeddings] if scorer_class.needs_embeddings else []),
+        group_name="fit",
+        kinds={"scikit-learn" if scorer_name != "color" else "pytorch", "safetensors"},
+        pool="gpu" if scorer_name == "color" else None,
+        description=f"The fitted state of the '{scorer_name}' scorer ({_summary(scorer_class)}), "
+        "fit on the target reference and a bounded sample of the pool. Refit by the retraining build.",
+    )
+    def _fit(context: AssetExecutionContext, config: FitConfig, storage: StorageResource) -> MaterializeResult:
+        keys = sorted(storage.shard_files("raw_pool"))
+        columns = [cols.ID, cols.TEXT, cols.CONTENT_HASH, cols.LABEL]
+        total = sum(storage.read_shard("raw_pool", k, [cols.ID]).num_rows for k in keys)
+        shard_data = (
+            (storage.read_shard("raw_pool", k, columns), storage.read_embeddings(k) if scorer_class.needs_embeddings else None)
+            for k in keys
+        )
+        sample = pool_sample(shard_data, total, config.sample_size, config.seed)
+        target_records, target_vectors = storage.read_target()
+        scorer = make_scorers([scorer_name], {scorer_name: config.options})[0]
+        scorer.fit(sample, Batch(target_records, target_vectors if scorer_class.needs_embeddings else None))
+        scorer.save(storage.model_dir(scorer_name))
+        return MaterializeResult(
+            metadata={
+                "pool_sample_size": len(sample),
+                "target_size": target_records.num_rows,
+                "config": MetadataValue.json(vars(scorer.config)),
+                "path": MetadataValue.path(str(storage.model_dir(scorer_name))),
+            }
+        )
+
+    return _fit
+
+
+FIT_SCORERS = [name for name, cls in SCORERS.items() if cls.needs_fit and cls.stage == "shard"]
+model_assets = [fitted_model_asset(name) for name in FIT_SCORERS]
+# Models the default recipe uses; the others (e.g. color_model) are fitted when a user opts in.
+DEFAULT_MODEL_KEYS = [f"{name}_model" for name in FIT_SCORERS if name in DEFAULT_SHARD_SCORERS]
+
+
+class ScoringConfig(Config):
+    scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_SHARD_SCORERS), description="Shard-stage scorers to run.")
+    options: dict = Field(default_factory=dict, description="Per-scorer Config overrides for unfitted scorers, e.g. {'heuristics': {'min_words': 20}}.")
+
+
+@asset(
+    partitions_def=shards,
+    deps=[raw_pool, embeddings, *model_assets],
+    group_name="score",
+    kinds={"python", "parquet"},
+    description="Per-record quality and relevance scores of one shard: heuristic rules (each value and pass/fail), "
+    "DSIR importance log-weight, learned target relevance, MinHash signatures; one row per raw_pool record.",
+)
+def quality_scores(context: AssetExecutionContext, config: ScoringConfig, storage: StorageResource) -> MaterializeResult:
+    key = context.partition_key
+    records = storage.read_shard("raw_pool", key)
+    scorers = []
+    for name in config.scorers:
+        cls = SCORERS[name]
+        if cls.stage != "shard":
+            raise ValueError(f"scorer {name!r} runs on the whole pool, not per shard; configure it on filtered_set")
+        if cls.needs_fit:
+            model = storage.model_dir(name)
+            if not (model / f"{name}.json").exists():
+                raise FileNotFoundError(f"scorer {name!r} has no fitted model at {model}: materialize {name}_model first")
+            scorers.append(cls.load(model))
+        else:
+            scorers.extend(make_scorers([name], config.options))
+    needs_vectors = any(s.needs_embeddings for s in scorers)
+    vectors = storage.read_embeddings(key) if needs_vectors else None
+    table = score_shard(records, vectors, scorers)
+    target = storage.shard_file("quality_scores", key)
+    from dataselect.storage import write_parquet
+
+    write_parquet(target, table, {"scorers": ",".join(config.scorers)})
+    keep_columns = [c for c in table.column_names if c.endswith(".keep")]
+    frame = table.select(keep_columns).to_pandas() if keep_columns else None
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": table.num_rows,
+            "scorers": ", ".join(config.scorers),
+            "hard_filter_pass_rate": MetadataValue.json(
+                {c: round(float(frame[c].mean()), 4) for c in keep_columns} if frame is not None else {}
+            ),
+            "path": MetadataValue.path(str(target)),
+        }
+    )

@@ -1,0 +1,98 @@
+"""filtered_set: the budgeted, versioned selection over every shard, with one decision per raw record."""
+
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from dataselect import records as cols
+from dataselect.build import build_id_for, make_manifest, select, write_build
+from dataselect.scorers import DEFAULT_POOL_SCORERS
+from dataselect.selection import SelectionConfig, accounting
+from dataselect.storage import parquet_metadata
+from platform_assets.embeddings import embeddings
+from platform_assets.ingest import raw_pool
+from platform_assets.metadata import table_preview
+from platform_assets.partitions import shards
+from platform_assets.scoring import quality_scores
+from resources import StorageResource
+
+_DEFAULTS = SelectionConfig()
+
+
+class SelectionBuildConfig(Config):
+    budget: float = Field(_DEFAULTS.budget, description="≤ 1: fraction of all raw records; > 1: a record count.")
+    policy: str = Field(_DEFAULTS.policy, description="top_k | gumbel_top_k | threshold | cluster_balanced | ccs | sensitivity")
+    seed: int = Field(_DEFAULTS.seed, description="Seed for every random choice of the build.")
+    weights: dict[str, float] = Field(default_factory=lambda: dict(SelectionConfig().weights), description="Score column -> fusion weight.")
+    normalization: str = Field(_DEFAULTS.normalization, description="rank | zscore, applied per score before fusion.")
+    threshold: float | None = Field(_DEFAULTS.threshold, description="Fused-score threshold for the threshold policy.")
+    hard_filters: list[str] | None = Field(_DEFAULTS.hard_filters, description="Scorers whose '<name>.keep' rejects; None = all.")
+    pool_scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise).")
+    pool_scorer_options: dict = Field(default_factory=dict, description="Per pool scorer Config overrides.")
+
+    def selection(self) -> SelectionConfig:
+        fields = {name: getattr(self, name) for name in ("budget", "policy", "seed", "weights", "normalization", "threshold", "hard_filters")}
+        return SelectionConfig(**fields)
+
+
+def _shard_keys(context: AssetExecutionContext, storage: StorageResource) -> list[str]:
+    keys = sorted(context.instance.get_dynamic_partitions(shards.name))
+    missing = [k for k in keys if k not in storage.shard_files("quality_scores")]
+    if missing:
+        raise Failure(f"shards without quality_scores: {missing}; materialize them before the selection build")
+    if not keys:
+        raise Failure("no shards: add files to the landing directory (the landing sensor registers them)")
+    return keys
+
+
+@asset(
+    deps=[quality_scores, raw_pool, embeddings],
+    group_name="select",
+    kinds={"python", "parquet"},
+    description="The selected training set under a budget: hard filters first (quarantine, duplicates, failed heuristics, "
+    "label noise), then the policy on the fused score. Writes the selected records, a decisions table with one row per "
+    "raw record (status, deciding scorer, reason, scores) and a manifest, under builds/<build id>/.",
+)
+def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, storage: StorageResource) -> MaterializeResult:
+    keys = _shard_keys(context, storage)
+    selection = config.selection()
+    scores = pa.concat_tables([storage.read_shard("quality_scores", k) for k in keys], promote_options="permissive")
+    quarantine = pd.concat([storage.read_shard("quarantine", k).to_pandas() for k in keys], ignore_index=True)
+    vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
+    fingerprints = {k: parquet_metadata(storage.shard_file("raw_pool", k))["fingerprint"] for k in keys}
+    texts = None
+    if "label_noise" in config.pool_scorers:
+        texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
+    decisions = select(scores, quarantine, vectors, selection, config.pool_scorers, config.pool_scorer_options, texts)
+
+    build_id = build_id_for(selection, config.pool_scorers, config.pool_scorer_options, fingerprints)
+    chosen = pa.array(decisions.loc[decisions[cols.STATUS] == cols.SELECTED, cols.ID].tolist(), pa.string())
+    selected = pa.concat_tables(
+        [t.filter(pc.is_in(t.column(cols.ID), value_set=chosen)) for t in (storage.read_shard("raw_pool", k) for k in keys)],
+        promote_options="permissive",
+    )
+    manifest = make_manifest(build_id, selection, config.pool_scorers, config.pool_scorer_options, fingerprints, decisions)
+    paths = write_build(storage.root, build_id, decisions, selected, manifest)
+    counts = accounting(decisions)
+    context.log.info(f"build {build_id}: {counts}")
+    return MaterializeResult(
+        metadata={
+            "build_id": build_id,
+            "dagster/row_count": selected.num_rows,
+            "raw": counts["raw"],
+            "selected": counts["selected"],
+            "rejected": counts["rejected"],
+            "quarantined": counts["quarantined"],
+            "rejections_by_scorer": MetadataValue.json(counts["rejections_by_reason"]),
+            "selected_path": MetadataValue.path(paths["selected"]),
+            "decisions_path": MetadataValue.path(paths["decisions"]),
+            "manifest": MetadataValue.json(manifest),
+            "decisions_preview": MetadataValue.md(
+                table_preview(decisions[decisions[cols.STATUS] != cols.SELECTED], [cols.ID, cols.STATUS, cols.DECIDED_BY, cols.REASON])
+            ),
+        }
+    )

@@ -1,0 +1,76 @@
+"""Storage roots and input locations, as configurable resources.
+
+Paths are UPath-compatible strings, so ``s3://bucket/prefix`` works like a local folder;
+object-store credentials come from the environment (``EnvVar``) and never from files in
+the repository. Every derived path goes through :func:`dataselect.storage.confined`, so a
+shard key or build id cannot point outside the storage root.
+"""
+
+
+from dagster import ConfigurableResource
+from upath import UPath
+
+from dataselect.storage import as_path, confined, safe_name
+
+
+class StorageResource(ConfigurableResource):
+    """Where every asset writes its Parquet/JSON files (default ``./data/store``)."""
+
+    root: str = "data/store"
+
+    def path(self, *parts: str) -> UPath:
+        return confined(self.root, *parts)
+
+    def shard_file(self, asset: str, shard: str) -> UPath:
+        return self.path(asset, f"{safe_name(shard)}.parquet")
+
+    def shard_files(self, asset: str) -> dict[str, UPath]:
+        folder = self.path(asset)
+        if not folder.exists():
+            return {}
+        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix == ".parquet" and not p.name.startswith(".")}
+
+    def read_shard(self, asset: str, shard: str, columns: list[str] | None = None):
+        from dataselect.storage import read_parquet
+
+        return read_parquet(self.shard_file(asset, shard), columns=columns)
+
+    def read_embeddings(self, shard: str):
+        """One shard's vectors as an (n, dim) float32 array, row-aligned with its raw_pool records."""
+        return _read_vectors(self.shard_file("embeddings", shard))
+
+    def read_target(self):
+        """The target reference records and their embeddings."""
+        from dataselect.storage import read_parquet
+
+        return read_parquet(self.path("reference", "target.parquet")), _read_vectors(self.path("reference", "target_embeddings.parquet"))
+
+    def model_dir(self, scorer_name: str) -> UPath:
+        return self.path("models", safe_name(scorer_name))
+
+
+class InputsResource(ConfigurableResource):
+    """The landing folder of raw shards, the target reference and the optional evaluation set."""
+
+    landing_dir: str = "data/landing"
+    reference_path: str = "data/reference.jsonl"
+    evaluation_path: str | None = "data/eval.jsonl"
+
+    def landing(self) -> UPath:
+        return as_path(self.landing_dir)
+
+    def reference(self) -> UPath:
+        return as_path(self.reference_path)
+
+    def evaluation(self) -> UPath | None:
+        if not self.evaluation_path:
+            return None
+        path = as_path(self.evaluation_path)
+        return path if path.exists() else None
+
+
+def _read_vectors(path: UPath):
+    from dataselect.embedding import arrow_to_vectors
+    from dataselect.storage import read_parquet
+
+    return arrow_to_vectors(read_parquet(path))[1]
