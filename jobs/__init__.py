@@ -16,7 +16,7 @@ from platform_assets.partitions import shards
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 
 per_shard = AssetSelection.assets("raw_pool", "embeddings", "quality_scores")
-global_steps = AssetSelection.assets("filtered_set", "evaluation_report")
+global_steps = AssetSelection.assets("filtered_set", "evaluation_set", "evaluation_report")
 fitted_models = AssetSelection.assets("target_reference", *DEFAULT_MODEL_KEYS)
 
 shard_ingest_job = define_asset_job(

@@ -15,7 +15,7 @@ from dataselect.storage import parquet_metadata, read_parquet
 from platform_assets.embeddings import embeddings
 from platform_assets.evaluation import evaluation_report
 from platform_assets.expectations import validate
-from platform_assets.ingest import raw_pool
+from platform_assets.ingest import evaluation_set, raw_pool
 from platform_assets.partitions import shards
 from platform_assets.scoring import quality_scores
 from platform_assets.selection import filtered_set
@@ -153,4 +153,41 @@ def selection_beats_random(context: AssetCheckExecutionContext, storage: Storage
     return result
 
 
-all_checks = [raw_pool_valid, embeddings_valid, quality_scores_valid, filtered_set_valid, selection_beats_random]
+@asset_check(asset=evaluation_set, blocking=True, description="The evaluation set shares no id and no content hash with the pool or the reference.")
+def evaluation_set_disjoint(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
+    evaluation = read_parquet(storage.path("reference", "evaluation.parquet"), [cols.ID, cols.CONTENT_HASH]).to_pandas()
+    seen_ids, seen_hashes = set(), set()
+    for key in sorted(context.instance.get_dynamic_partitions(shards.name)):
+        if key in storage.shard_files("raw_pool"):
+            table = storage.read_shard("raw_pool", key, [cols.ID, cols.CONTENT_HASH])
+            seen_ids.update(table.column(cols.ID).to_pylist())
+            seen_hashes.update(table.column(cols.CONTENT_HASH).to_pylist())
+    target = read_parquet(storage.path("reference", "target.parquet"), [cols.ID, cols.CONTENT_HASH])
+    seen_hashes.update(target.column(cols.CONTENT_HASH).to_pylist())
+    evaluation["id_in_pool"] = evaluation[cols.ID].isin(seen_ids)
+    evaluation["content_in_pool_or_reference"] = evaluation[cols.CONTENT_HASH].isin(seen_hashes)
+    return validate(
+        evaluation[["id_in_pool", "content_in_pool_or_reference"]],
+        [
+            E.ExpectColumnValuesToBeInSet(column="id_in_pool", value_set=[False]),
+            E.ExpectColumnValuesToBeInSet(column="content_in_pool_or_reference", value_set=[False]),
+        ],
+        "evaluation_set",
+    )
+
+
+@asset_check(asset=evaluation_report, description="Warns when this build's selected-arm accuracy dropped beyond the tolerance vs the previous build.")
+def no_regression_vs_previous_build(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    materialization = context.instance.get_latest_materialization_event(evaluation_report.key).asset_materialization
+    comparison = materialization.metadata["build_comparison"].value
+    regression = bool(comparison.get("regression", False))
+    delta = comparison.get("metric_deltas", {}).get("headline_numbers.selected_accuracy")
+    return AssetCheckResult(
+        passed=not regression,
+        severity=AssetCheckSeverity.WARN,
+        description="first build" if "note" in comparison else f"selected accuracy change vs previous build: {delta}",
+        metadata={"regression": regression, "delta": delta, "added": comparison.get("n_added"), "removed": comparison.get("n_removed")},
+    )
+
+
+all_checks = [evaluation_set_disjoint, no_regression_vs_previous_build, raw_pool_valid, embeddings_valid, quality_scores_valid, filtered_set_valid, selection_beats_random]

@@ -59,7 +59,7 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
     run(["target_reference", *model_keys], run_config={"ops": {k: {"config": {"seed": seed}} for k in model_keys}})
     for f in files:
         run(["quality_scores"], f.key)
-    run(["filtered_set", "evaluation_report"], run_config={"ops": {"filtered_set": {"config": selection_config}}})
+    run(["filtered_set", "evaluation_set", "evaluation_report"], run_config={"ops": {"filtered_set": {"config": selection_config}}})
 
     from dataselect.storage import read_json
 

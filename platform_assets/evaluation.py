@@ -8,14 +8,13 @@ from pydantic import Field
 
 from dataselect import records as cols
 from dataselect.build_report import ReportConfig, comparison_record, evaluate_build
-from dataselect.ingest import read_reference
 from dataselect.report import headline_markdown, write_report
 from dataselect.selection import SelectionConfig
 from dataselect.storage import exists, read_json, read_parquet, write_json
-from platform_assets.ingest import target_reference
+from platform_assets.ingest import evaluation_set, target_reference
 from platform_assets.metadata import png_markdown
 from platform_assets.selection import filtered_set
-from resources import EmbeddingResource, InputsResource, StorageResource
+from resources import EmbeddingResource, StorageResource
 
 _DEFAULTS = ReportConfig()
 
@@ -29,7 +28,7 @@ class EvaluationConfig(Config):
 
 
 @asset(
-    deps=[filtered_set, target_reference],
+    deps=[filtered_set, target_reference, evaluation_set],
     group_name="evaluate",
     kinds={"scikit-learn", "html"},
     pool="gpu",
@@ -40,7 +39,6 @@ def evaluation_report(
     context: AssetExecutionContext,
     config: EvaluationConfig,
     storage: StorageResource,
-    inputs: InputsResource,
     embedding: EmbeddingResource,
 ) -> MaterializeResult:
     event = context.instance.get_latest_materialization_event(filtered_set.key).asset_materialization
@@ -54,8 +52,8 @@ def evaluation_report(
     )
     pool_vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
     target, target_vectors = storage.read_target()
-    eval_path = inputs.evaluation()
-    eval_set = read_reference(eval_path).records.to_pandas() if eval_path is not None else None
+    eval_set = read_parquet(storage.path("reference", "evaluation.parquet")).to_pandas()
+    eval_set = eval_set if len(eval_set) else None
     if eval_set is not None and config.recipe == "embedding_probe":
         eval_set.attrs["embeddings"] = embedding.get_embedder().embed(eval_set[cols.TEXT].tolist())
 

@@ -74,3 +74,37 @@ def target_reference(inputs: InputsResource, storage: StorageResource, embedding
             "source": MetadataValue.path(str(inputs.reference())),
         }
     )
+
+
+@asset(
+    deps=[raw_pool, target_reference],
+    group_name="ingest",
+    kinds={"python", "parquet"},
+    description="The optional labelled target evaluation set, normalised; used only by the evaluation report. "
+    "A blocking check proves it shares no id and no content hash with the pool or the reference.",
+)
+def evaluation_set(inputs: InputsResource, storage: StorageResource) -> MaterializeResult:
+    path = inputs.evaluation()
+    if path is None:
+        records = read_reference_schema()
+        dropped = 0
+    else:
+        result = read_reference(path)
+        records, dropped = result.records, result.quarantine.num_rows
+    write_parquet(storage.path("reference", "evaluation.parquet"), records)
+    labels = records.column(cols.LABEL).to_pylist() if records.num_rows else []
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": records.num_rows,
+            "dropped_invalid": dropped,
+            "labels": MetadataValue.json(sorted({str(l) for l in labels if l is not None})),
+            "source": str(path) if path is not None else "none configured",
+        }
+    )
+
+
+def read_reference_schema():
+    """An empty evaluation table, so downstream code sees one shape with or without an eval set."""
+    from dataselect.ingest import RECORD_SCHEMA
+
+    return RECORD_SCHEMA.empty_table()

@@ -15,6 +15,7 @@ from dataselect import records as cols
 from dataselect.pipeline import make_scorers, pool_sample, score_shard
 from dataselect.scorers import DEFAULT_SHARD_SCORERS, SCORERS
 from dataselect.scorers.base import Batch
+from dataselect.storage import parquet_metadata, write_parquet
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool, target_reference
 from platform_assets.partitions import shards
@@ -107,9 +108,9 @@ def quality_scores(context: AssetExecutionContext, config: ScoringConfig, storag
     vectors = storage.read_embeddings(key) if needs_vectors else None
     table = score_shard(records, vectors, scorers)
     target = storage.shard_file("quality_scores", key)
-    from dataselect.storage import write_parquet
-
-    write_parquet(target, table, {"scorers": ",".join(config.scorers)})
+    # The raw shard version these scores belong to: the selection refuses mixed versions.
+    source = parquet_metadata(storage.shard_file("raw_pool", key))["fingerprint"]
+    write_parquet(target, table, {"scorers": ",".join(config.scorers), "fingerprint": source})
     keep_columns = [c for c in table.column_names if c.endswith(".keep")]
     frame = table.select(keep_columns).to_pandas() if keep_columns else None
     return MaterializeResult(

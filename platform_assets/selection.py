@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, RetryPolicy, asset
 from pydantic import Field
 
 from dataselect import records as cols
@@ -49,8 +49,21 @@ def _shard_keys(context: AssetExecutionContext, storage: StorageResource) -> lis
     return keys
 
 
+def _snapshot(storage: StorageResource, keys: list[str]) -> dict[str, str]:
+    """Each shard's raw file fingerprint, after checking its scores were computed from that version."""
+    fingerprints = {}
+    for key in keys:
+        raw = parquet_metadata(storage.shard_file("raw_pool", key))["fingerprint"]
+        scored = parquet_metadata(storage.shard_file("quality_scores", key)).get("fingerprint")
+        if scored != raw:
+            raise Failure(f"shard {key!r}: quality_scores were computed from another version of the file; rescore it first")
+        fingerprints[key] = raw
+    return fingerprints
+
+
 @asset(
     deps=[quality_scores, raw_pool, embeddings],
+    retry_policy=RetryPolicy(max_retries=2, delay=10),
     group_name="select",
     kinds={"python", "parquet"},
     description="The selected training set under a budget: hard filters first (quarantine, duplicates, failed heuristics, "
@@ -63,7 +76,7 @@ def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, s
     scores = pa.concat_tables([storage.read_shard("quality_scores", k) for k in keys], promote_options="permissive")
     quarantine = pd.concat([storage.read_shard("quarantine", k).to_pandas() for k in keys], ignore_index=True)
     vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
-    fingerprints = {k: parquet_metadata(storage.shard_file("raw_pool", k))["fingerprint"] for k in keys}
+    fingerprints = _snapshot(storage, keys)
     texts = None
     if "label_noise" in config.pool_scorers:
         texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
@@ -75,6 +88,8 @@ def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, s
         [t.filter(pc.is_in(t.column(cols.ID), value_set=chosen)) for t in (storage.read_shard("raw_pool", k) for k in keys)],
         promote_options="permissive",
     )
+    if _snapshot(storage, keys) != fingerprints:
+        raise Failure("a shard was refreshed while this build read it; the retry reads a consistent snapshot")
     manifest = make_manifest(build_id, selection, config.pool_scorers, config.pool_scorer_options, fingerprints, decisions)
     paths = write_build(storage.root, build_id, decisions, selected, manifest)
     counts = accounting(decisions)
