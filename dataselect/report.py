@@ -244,6 +244,17 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, value)]
 
 
+def _by_arm(label_free: dict[str, Any]) -> pd.DataFrame:
+    """Label-free metrics as one row per metric and one column per arm (selected, random, full...)."""
+    cells: dict[str, dict[str, Any]] = {}
+    for group, arms in label_free.items():
+        for arm, value in arms.items():
+            for name, number in _flatten(value):
+                cells.setdefault(f"{group}.{name}" if name else group, {})[arm] = number
+    frame = pd.DataFrame.from_dict(cells, orient="index")
+    return frame.rename_axis("metric").reset_index()
+
+
 def _headline_frame(summary: dict[str, Any]) -> pd.DataFrame:
     rows = summary.get("headline", [])
     frame = pd.DataFrame(rows)
@@ -298,7 +309,7 @@ def render_html(summary: dict[str, Any], tables: dict[str, pd.DataFrame], figure
     sections = {k: v for k, v in summary.items() if k not in ("headline", "arms") and isinstance(v, dict)}
     loose = [(k, v) for k, v in summary.items() if k not in ("headline", "arms") and not isinstance(v, dict)]
     for key, value in sections.items():
-        frame = pd.DataFrame(_flatten(value), columns=["name", "value"])
+        frame = _by_arm(value) if key == "label_free" else pd.DataFrame(_flatten(value), columns=["name", "value"])
         parts.append(f"<h2>{html.escape(key.replace('_', ' ').capitalize())}</h2>" + _table_html(frame))
     if loose:
         parts.append("<h2>Details</h2>" + _table_html(pd.DataFrame(loose, columns=["name", "value"])))
