@@ -265,6 +265,16 @@ def test_cluster_balanced_policy_takes_from_both_clusters():
         decide(scores, quarantine, config)
 
 
+def test_cluster_balanced_candidate_factor_balances_only_the_best_candidates():
+    scores, quarantine = ten_records()
+    # Without the factor, cluster B's best (r8) takes a slot; with factor 1 only the top-3 by fused
+    # score (r0, r3, r6 of cluster A) are eligible, so quotas never reach into cluster B.
+    config = SelectionConfig(budget=3, policy="cluster_balanced", n_clusters=2, candidate_factor=1.0)
+    table = decide(scores, quarantine, config, embeddings=embeddings_for(scores)).set_index("id")
+    assert set(table.index[table.status == SELECTED]) == {"r0", "r3", "r6"}
+    assert table.loc["r8", "reason"].startswith("outside the top 3 candidates by fused score")
+
+
 def test_ccs_policy_on_a_difficulty_column():
     scores, quarantine = ten_records()
     difficulty = {"r0": 0.0, "r3": 0.1, "r6": 5.0, "r8": 9.0, "r4": 9.1, "r1": 9.2, "r9": 100.0}

@@ -62,6 +62,7 @@ class SelectionConfig:
     sensitivity_power: float = 2.0  # sensitivity: cost = distance ** power (2 = k-means cost)
     sensitivity_uniform_mix: float = 0.1  # sensitivity: uniform share of p (bounds weights by n/(0.1 k))
     kmeans_niter: int = 20  # cluster policies: k-means iterations
+    candidate_factor: float | None = None  # cluster_balanced: balance among the top factor*k by fused; None: all
 
     def __post_init__(self) -> None:
         if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and self.budget > 0):
@@ -181,14 +182,24 @@ def run_policy(
         return _result(selected, reason)
 
     if policy == "cluster_balanced":
-        n_clusters = config.clusters_for(m)
-        clusters, _, _ = kmeans_clusters(embeddings, n_clusters, seed=config.seed, niter=config.kmeans_niter)
+        # Optionally balance only among the best candidate_factor * k by fused score, so the
+        # quotas spread the budget over the relevant region instead of over the whole pool.
+        eligible = np.arange(m)
+        if config.candidate_factor is not None:
+            eligible = np.sort(np.argsort(-fused, kind="stable")[: min(m, math.ceil(config.candidate_factor * k))])
+        n_clusters = config.clusters_for(len(eligible))
+        sub_clusters, _, _ = kmeans_clusters(embeddings[eligible], n_clusters, seed=config.seed, niter=config.kmeans_niter)
+        clusters = np.full(m, -1, np.int64)
+        clusters[eligible] = sub_clusters
         selected = np.zeros(m, bool)
-        selected[cluster_balanced(fused, clusters, k)] = True
-        rank = rank_within_clusters(fused, clusters) + 1
-        quota = np.bincount(clusters, weights=selected).astype(np.int64)
+        selected[eligible[cluster_balanced(fused[eligible], sub_clusters, k)]] = True
+        rank = np.zeros(m, np.int64)
+        rank[eligible] = rank_within_clusters(fused[eligible], sub_clusters) + 1
+        quota = np.bincount(sub_clusters, weights=selected[eligible], minlength=n_clusters).astype(np.int64)
         reason = [
-            f"cluster {c}: rank {r} within its quota of {quota[c]} (fused {f:.2f})"
+            f"outside the top {len(eligible)} candidates by fused score (fused {f:.2f})"
+            if c < 0
+            else f"cluster {c}: rank {r} within its quota of {quota[c]} (fused {f:.2f})"
             if s
             else f"cluster {c} quota of {quota[c]} filled: rank {r} in cluster (fused {f:.2f})"
             for s, c, r, f in zip(selected.tolist(), clusters.tolist(), rank.tolist(), fused.tolist())
