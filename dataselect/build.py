@@ -70,7 +70,9 @@ def write_build(
     write_json(paths["manifest"], manifest)
     index_path = confined(root, "builds", "index.json")
     index = read_json(index_path) if exists(index_path) else []
-    index = [entry for entry in index if entry["build_id"] != build_id] + [{"build_id": build_id, "manifest": paths["manifest"]}]
+    # Paths relative to the store root, so a store can be moved or synced as a whole.
+    manifest_relative = f"builds/{build_id}/manifest.json"
+    index = [entry for entry in index if entry["build_id"] != build_id] + [{"build_id": build_id, "manifest": manifest_relative}]
     write_json(index_path, index)
     return paths
 
@@ -81,7 +83,7 @@ def previous_build(root: str, build_id: str) -> dict | None:
     if not exists(index_path):
         return None
     others = [entry for entry in read_json(index_path) if entry["build_id"] != build_id]
-    return read_json(others[-1]["manifest"]) if others else None
+    return read_json(confined(root, *others[-1]["manifest"].split("/"))) if others else None
 
 
 def make_manifest(build_id: str, selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str], decisions: pd.DataFrame, extra: dict | None = None) -> dict:

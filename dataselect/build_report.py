@@ -50,7 +50,8 @@ def split_decisions(decisions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
 
 def reselect(decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None, budget: float | None = None,
              without: str | None = None) -> list[str]:
-    """Ids the same build would select at another budget, or with scorer ``without`` left out."""
+    """Record keys (see :func:`record_keys`) the same build would select at another budget, or with
+    scorer ``without`` left out."""
     scores, quarantine = split_decisions(decisions)
     changes: dict[str, Any] = {}
     if budget is not None:
@@ -62,7 +63,12 @@ def reselect(decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.nd
         changes["weights"] = {c: w for c, w in config.weights.items() if not c.startswith(f"{without}.")} or {cols.FUSED_SCORE: 1.0}
     vectors = None if embeddings is None else embeddings[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()]
     again = decide(scores, quarantine, dataclasses.replace(config, **changes), vectors)
-    return again.loc[again[cols.STATUS] == cols.SELECTED, cols.ID].tolist()
+    return record_keys(again.loc[again[cols.STATUS] == cols.SELECTED]).tolist()
+
+
+def record_keys(frame: pd.DataFrame) -> pd.Series:
+    """``shard:row``: unique per raw record even when an id repeats across shards."""
+    return frame[cols.SHARD].astype(str) + ":" + frame[cols.ROW].astype(str)
 
 
 def _flags(decisions: pd.DataFrame) -> pd.DataFrame:
@@ -92,7 +98,9 @@ def evaluate_build(
     started = time.perf_counter()
     good = decisions[decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
     selected_mask = (good[cols.STATUS] == cols.SELECTED).to_numpy()
-    selected_ids = good.loc[selected_mask, cols.ID].tolist()
+    # The evaluation keys records by position, since ids may repeat across shards.
+    pool = pool.assign(**{cols.ID: record_keys(good).to_numpy()})
+    selected_ids = pool.loc[selected_mask, cols.ID].tolist()
     pool_texts = pool[cols.TEXT].tolist()
     rng = np.random.default_rng(config.random_seeds[0])
     random_mask = np.zeros(len(good), bool)
@@ -163,7 +171,7 @@ def evaluate_build(
         }
     if previous is not None:
         summary["build_comparison"] = evaluation.compare_builds(
-            previous.get("selected_ids", []), selected_ids, previous.get("metrics", {}), _comparable(summary)
+            previous.get("selected_ids", []), good.loc[selected_mask, cols.ID].tolist(), previous.get("metrics", {}), _comparable(summary)
         )
         delta = summary["build_comparison"]["metric_deltas"].get("headline_numbers.selected_accuracy")
         summary["build_comparison"]["regression"] = bool(delta and delta["delta"] < -config.regression_tolerance)

@@ -1,18 +1,26 @@
 """Files through fsspec/UPath, so a local path and an object-store URL work the same.
 
 Every write is atomic: the bytes go to a temporary sibling which is then renamed over the
-target, so a crash leaves either the old file or the new one, never a partial one.
-(On object stores a single PUT is already atomic; the rename is then a server-side copy.)
+target, so a crash leaves either the old file or the new one, never a partial one. The
+temporary sibling a killed writer leaves behind is removed by the next write of the same
+target. (On object stores a single PUT is already atomic; the rename is then a server-side copy.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: stale temp files are then left for a person to delete
+    fcntl = None
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -58,26 +66,126 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     return as_path(path).read_bytes()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> UPath:
+def _is_local(path: UPath) -> bool:
+    return path.protocol in ("", "file", "local")
+
+
+def _temporary_name(target: UPath) -> str:
+    # Hidden (leading dot), so listings of landing/store folders skip in-flight writes.
+    return f".{target.name}.{uuid.uuid4().hex}.tmp"
+
+
+def _remove_stale_temporaries(target: UPath) -> None:
+    """Delete temp siblings of ``target`` left by writers that died (SIGKILL, OOM, power loss).
+
+    A live writer holds an exclusive ``flock`` on its temp file for as long as it writes, and
+    the kernel drops that lock when the process dies, however it dies. So a temp sibling we
+    can lock has no live writer and can only be a crashed writer's leftover; one we cannot
+    lock is in flight and is left alone. Local files only: on an object store a temp object
+    exists only after a completed PUT, and the hidden name keeps it out of every listing.
+    """
+    if fcntl is None or not _is_local(target):
+        return
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{32}}\.tmp")
+    folder = str(target.parent.path)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    prefix = f".{target.name}."
+    for name in names:
+        if not (name.startswith(prefix) and pattern.fullmatch(name)):
+            continue
+        stale = os.path.join(folder, name)
+        try:
+            descriptor = os.open(stale, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # another writer cleaned it first
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            continue  # a live writer
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(descriptor)  # also releases the lock
+
+
+def _fsync_directory(folder: str) -> None:
+    # Makes the rename itself durable, not only the file contents.
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary handle whose bytes appear at ``path`` all at once when the block exits cleanly.
+
+    For writes too large to hold in memory. The bytes go to a hidden temp sibling, which is
+    renamed over ``path`` on success and removed on an exception; after a crash the next
+    write of ``path`` removes it (see :func:`_remove_stale_temporaries`). Readers therefore
+    see the old file or the new one, never a partial one.
+    """
     target = as_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    _remove_stale_temporaries(target)
+    if not _is_local(target):
+        temporary = target.parent / _temporary_name(target)
+        try:
+            with temporary.open("wb") as handle:
+                yield handle
+            temporary.rename(target)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+        return
+
+    folder = str(target.parent.path)
+    for _ in range(3):
+        temporary = os.path.join(folder, _temporary_name(target))
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, as with open()
+        if fcntl is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            try:
+                # A cleaner may have taken the lock in the instant between create and flock,
+                # and removed the file as stale: then start again under a new name.
+                if os.stat(temporary).st_ino == os.fstat(descriptor).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(descriptor)
+            continue
+        break
+    else:
+        raise OSError(f"could not create a temporary file beside {target}")
     try:
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            if hasattr(handle, "fileno"):
-                try:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                except (OSError, io.UnsupportedOperation):
-                    pass
-        temporary.rename(target) if target.protocol not in ("", "file", "local") else os.replace(
-            str(temporary.path), str(target.path)
-        )
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.replace(temporary, str(target.path))  # while still locked: never seen as stale
+        _fsync_directory(folder)
     finally:
-        if temporary.exists():
-            temporary.unlink()
-    return target
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> UPath:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path) as handle:
+        handle.write(data)
+    return as_path(path)
 
 
 def write_json(path: str | os.PathLike, value: Any) -> UPath:

@@ -48,7 +48,11 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
                              resources=resources, run_config=run_config or {}, raise_on_error=False)
         where = f" [{partition_key}]" if partition_key else ""
         if not result.success:
-            failure = next((e.message for e in result.all_events if e.is_failure), "see the Dagster event log")
+            failures = [e for e in result.all_events if e.is_step_failure]
+            error = failures[0].step_failure_data.error if failures else None
+            while error is not None and error.cause is not None:
+                error = error.cause  # the user's exception, not Dagster's wrapper around it
+            failure = error.message.strip() if error is not None else "see the Dagster event log"
             raise SystemExit(f"materializing {selection}{where} failed: {failure}")
         _progress(f"{', '.join(selection)}{where}: done in {time.perf_counter() - started:.1f}s")
 

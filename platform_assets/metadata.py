@@ -10,7 +10,8 @@ def table_preview(frame: pd.DataFrame, columns: list[str], limit: int = 10) -> s
     """A markdown table of the first rows (empty-table note when there are none)."""
     if frame.empty:
         return "_none_"
-    shown = frame[[c for c in columns if c in frame.columns]].head(limit).astype(str)
+    shown = frame[[c for c in columns if c in frame.columns]].head(limit)
+    shown = shown.astype(object).where(shown.notna(), "").astype(str)
     shown = shown.apply(lambda column: column.str.slice(0, 120).str.replace("|", "\\|").str.replace("\n", " "))
     header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
     rows = "".join("| " + " | ".join(row) + " |\n" for row in shown.itertuples(index=False))

@@ -5,6 +5,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -12,7 +13,7 @@ from dagster import (
 from pydantic import Field
 
 from dataselect import records as cols
-from dataselect.pipeline import make_scorers, pool_sample, score_shard
+from dataselect.pipeline import make_scorers, pool_sample, records_fingerprint, score_shard
 from dataselect.scorers import DEFAULT_SHARD_SCORERS, SCORERS
 from dataselect.scorers.base import Batch
 from dataselect.storage import parquet_metadata, write_parquet
@@ -105,7 +106,12 @@ def quality_scores(context: AssetExecutionContext, config: ScoringConfig, storag
         else:
             scorers.extend(make_scorers([name], config.options))
     needs_vectors = any(s.needs_embeddings for s in scorers)
-    vectors = storage.read_embeddings(key) if needs_vectors else None
+    vectors = None
+    if needs_vectors:
+        embedded_from = parquet_metadata(storage.shard_file("embeddings", key)).get("source")
+        if embedded_from != records_fingerprint(records):
+            raise Failure(f"shard {key!r}: embeddings are from another version of raw_pool; materialize embeddings first", allow_retries=False)
+        vectors = storage.read_embeddings(key)
     table = score_shard(records, vectors, scorers)
     target = storage.shard_file("quality_scores", key)
     # The raw shard version these scores belong to: the selection refuses mixed versions.

@@ -56,7 +56,10 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> dict[str, str]:
         raw = parquet_metadata(storage.shard_file("raw_pool", key))["fingerprint"]
         scored = parquet_metadata(storage.shard_file("quality_scores", key)).get("fingerprint")
         if scored != raw:
-            raise Failure(f"shard {key!r}: quality_scores were computed from another version of the file; rescore it first")
+            raise Failure(
+                f"shard {key!r}: quality_scores were computed from another version of the file; rescore it first",
+                allow_retries=False,
+            )
         fingerprints[key] = raw
     return fingerprints
 
@@ -83,15 +86,21 @@ def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, s
     decisions = select(scores, quarantine, vectors, selection, config.pool_scorers, config.pool_scorer_options, texts)
 
     build_id = build_id_for(selection, config.pool_scorers, config.pool_scorer_options, fingerprints)
-    chosen = pa.array(decisions.loc[decisions[cols.STATUS] == cols.SELECTED, cols.ID].tolist(), pa.string())
+    # By (shard, row), not id: ids repeated across shards must not select both copies.
+    chosen = decisions.loc[decisions[cols.STATUS] == cols.SELECTED].groupby(cols.SHARD)[cols.ROW].apply(list).to_dict()
     selected = pa.concat_tables(
-        [t.filter(pc.is_in(t.column(cols.ID), value_set=chosen)) for t in (storage.read_shard("raw_pool", k) for k in keys)],
+        [
+            storage.read_shard("raw_pool", k).filter(
+                pc.is_in(storage.read_shard("raw_pool", k, [cols.ROW]).column(cols.ROW), value_set=pa.array(chosen.get(k, []), pa.int64()))
+            )
+            for k in keys
+        ],
         promote_options="permissive",
-    )
+    ).replace_schema_metadata(None)  # drop the first shard's file metadata (its source path and hash)
     if _snapshot(storage, keys) != fingerprints:
         raise Failure("a shard was refreshed while this build read it; the retry reads a consistent snapshot")
     manifest = make_manifest(build_id, selection, config.pool_scorers, config.pool_scorer_options, fingerprints, decisions)
-    paths = write_build(storage.root, build_id, decisions, selected, manifest)
+    paths = write_build(storage.root_path(), build_id, decisions, selected, manifest)
     counts = accounting(decisions)
     context.log.info(f"build {build_id}: {counts}")
     return MaterializeResult(

@@ -1,13 +1,18 @@
 """Storage roots and input locations, as configurable resources.
 
-Paths are UPath-compatible strings, so ``s3://bucket/prefix`` works like a local folder;
-object-store credentials come from the environment (``EnvVar``) and never from files in
-the repository. Every derived path goes through :func:`dataselect.storage.confined`, so a
-shard key or build id cannot point outside the storage root.
+Paths are UPath-compatible strings, so ``s3://bucket/prefix`` works like a local folder.
+Object-store credentials never come from files in the repository: either fsspec reads them
+from the environment itself (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` for S3), or
+``StorageResource.storage_options`` passes them explicitly, each value a Dagster ``EnvVar``
+so that only the variable's name is stored in run config and shown in the UI.
+
+Every derived path goes through :func:`dataselect.storage.confined`, so a shard key or
+build id cannot point outside the storage root.
 """
 
 
 from dagster import ConfigurableResource
+from pydantic import Field
 from upath import UPath
 
 from dataselect.storage import as_path, confined, safe_name
@@ -17,9 +22,20 @@ class StorageResource(ConfigurableResource):
     """Where every asset writes its Parquet/JSON files (default ``./data/store``)."""
 
     root: str = "data/store"
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="fsspec options for a URL root (e.g. {'key': EnvVar('AWS_ACCESS_KEY_ID'), "
+        "'secret': EnvVar('AWS_SECRET_ACCESS_KEY')} for s3://). Pass secrets only as EnvVar, never as literals.",
+    )
+
+    def root_path(self) -> UPath:
+        """The root as a UPath, carrying ``storage_options`` when the root is a URL."""
+        if "://" in self.root and self.storage_options:
+            return UPath(self.root, **self.storage_options)
+        return as_path(self.root)
 
     def path(self, *parts: str) -> UPath:
-        return confined(self.root, *parts)
+        return confined(self.root_path(), *parts)
 
     def shard_file(self, asset: str, shard: str) -> UPath:
         return self.path(asset, f"{safe_name(shard)}.parquet")

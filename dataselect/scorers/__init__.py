@@ -9,6 +9,7 @@ from dataselect.scorers.color_filter import ColorFilter
 from dataselect.scorers.dsir import DSIRImportance
 from dataselect.scorers.duplicates import ExactDuplicates, MinHashSignatures, NearDuplicates
 from dataselect.scorers.heuristics import HeuristicRules
+from dataselect.scorers.ids import UniqueIds
 from dataselect.scorers.label_noise import LabelNoise
 from dataselect.scorers.relevance import EmbeddingRelevance, NgramRelevance
 from dataselect.scorers.semdedup import SemanticDuplicates
@@ -26,11 +27,14 @@ SCORERS: dict[str, type[Scorer]] = {
         NearDuplicates,
         SemanticDuplicates,
         LabelNoise,
+        UniqueIds,
     ]
 }
 
 # The default recipe (chosen on the 20 Newsgroups benchmark, see benchmarks/README.md).
-DEFAULT_SHARD_SCORERS = ["heuristics", "minhash", "dsir", "relevance"]
-DEFAULT_POOL_SCORERS = ["exact_dup", "near_dup", "semdedup", "label_noise"]
+# Fused relevance = embedding relevance + n-gram relevance (see SelectionConfig's default weights);
+# DSIR stays scored so policy "gumbel_top_k" and KL checks work without rescoring.
+DEFAULT_SHARD_SCORERS = ["heuristics", "minhash", "dsir", "relevance", "ngram_relevance"]
+DEFAULT_POOL_SCORERS = ["unique_id", "exact_dup", "near_dup", "semdedup", "label_noise"]
 
 __all__ = ["Batch", "Scorer", "SCORERS", "DEFAULT_SHARD_SCORERS", "DEFAULT_POOL_SCORERS"]
