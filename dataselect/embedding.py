@@ -233,7 +233,8 @@ class StaticEmbedder:
         pca_dims: int = 256  # output dimension; PCA of the 384-d token vectors (also decorrelates them)
         cache_dir: str | None = None  # distilled model dir; None -> default_static_cache_dir(pca_dims)
         max_tokens: int | None = 512  # tokens read per text (None: all); a mean over more adds little
-        batch_size: int = 1024  # texts tokenized per call into model2vec
+        batch_size: int = 1024  # texts per model2vec call (only for texts that need truncation)
+        word_chunk: int = 16_384  # texts per distinct-word pass; bounds the sparse matrices' memory
         distill_device: str = "auto"  # where the one-off distillation forward pass runs
 
     device = "cpu"
@@ -251,6 +252,7 @@ class StaticEmbedder:
             else default_static_cache_dir(self.dim)
         )
         self._model = None
+        self._token_vectors: np.ndarray | None = None
 
     @property
     def model(self):
@@ -303,16 +305,78 @@ class StaticEmbedder:
             shutil.rmtree(staging, ignore_errors=True)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        texts = list(texts)
+        texts = ["" if text is None else text for text in texts]
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        # No multiprocessing: with 2 shared cores it only adds start-up cost, and one process
-        # keeps the output independent of the worker layout.
-        vectors = self.model.encode(
-            texts, batch_size=self.config.batch_size, use_multiprocessing=False, show_progress_bar=False
-        )
-        # model2vec stores float16 vectors; the mean is re-normalised in float32.
+        model = self.model
+        output = np.empty((len(texts), self.dim), dtype=np.float32)
+        chunk = max(1, self.config.word_chunk)
+        for start in range(0, len(texts), chunk):
+            output[start : start + chunk] = self._embed_by_words(texts[start : start + chunk], model)
+        return output
+
+    def _embed_by_words(self, texts: list[str], model) -> np.ndarray:
+        """Mean token embedding per text, tokenizing each distinct word of the batch only once.
+
+        BERT's normaliser works per character and its pre-tokenizer splits at every whitespace, so
+        a text's WordPiece tokens are the concatenation of its space-separated words' tokens. The
+        batch's distinct words (a few tens of thousands however many texts) go through the
+        tokenizer; per text, ``counts (texts x words) @ piece sums (words x dim)`` is one sparse
+        product. This equals model2vec's ``encode`` (the mean of the token rows) up to float16
+        rounding, and is ~10x faster on 2 cores, where tokenizing every text was the bottleneck.
+        Texts that model2vec would truncate (too many characters or tokens) go through
+        ``model.encode`` itself, so truncation stays exactly model2vec's.
+        """
+        import pyarrow.compute as pc
+        import scipy.sparse as sp
+
+        n = len(texts)
+        array = pa.array(texts, pa.string())
+        # Only ASCII whitespace: every one of these is whitespace to BERT (so splitting there is
+        # exact), while other separators stay inside a word for the tokenizer to handle. Literal
+        # replace + split is several times faster than a regex split.
+        for separator in ("\t", "\n", "\r"):
+            array = pc.replace_substring(array, separator, " ")
+        word_lists = pc.split_pattern(array, " ")
+        words = pc.list_flatten(word_lists)
+        parents = pc.list_parent_indices(word_lists).to_numpy()
+        present = pc.greater(pc.binary_length(words), 0)
+        words = words.filter(present)
+        parents = parents[present.to_numpy(zero_copy_only=False)]
+        encoded = pc.dictionary_encode(words)
+        word_codes = encoded.indices.to_numpy()
+        distinct = encoded.dictionary.to_pylist()
+
+        pieces = [encoding.ids for encoding in model.tokenizer.encode_batch_fast(distinct, add_special_tokens=False)]
+        if model.unk_token_id is not None:  # model2vec drops the unknown token (word-level models)
+            pieces = [[i for i in ids if i != model.unk_token_id] for ids in pieces]
+        piece_counts = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
+        flat_pieces = np.fromiter((i for ids in pieces for i in ids), dtype=np.int64, count=int(piece_counts.sum()))
+        word_of_piece = np.repeat(np.arange(len(pieces)), piece_counts)
+        vocabulary = model.embedding.shape[0]
+        word_pieces = sp.csr_matrix((np.ones(len(flat_pieces), np.float32), (word_of_piece, flat_pieces)), shape=(len(pieces), vocabulary))
+        word_sums = word_pieces @ self._float32_token_vectors(model)  # (distinct words, dim)
+
+        text_words = sp.csr_matrix((np.ones(len(word_codes), np.float32), (parents, word_codes)), shape=(n, len(pieces)))
+        tokens_per_text = text_words @ piece_counts.astype(np.float32)
+        vectors = np.asarray(text_words @ word_sums, dtype=np.float32)
+        np.divide(vectors, np.maximum(tokens_per_text, 1.0)[:, None], out=vectors)
+
+        limit = self.config.max_tokens
+        if limit is not None:
+            too_long = (pc.utf8_length(array).to_numpy() > limit * model.median_token_length) | (tokens_per_text > limit)
+            if too_long.any():
+                rows = np.flatnonzero(too_long)
+                vectors[rows] = model.encode(
+                    [texts[i] for i in rows], batch_size=self.config.batch_size, use_multiprocessing=False, show_progress_bar=False
+                )
         return _unit_rows(vectors)
+
+    def _float32_token_vectors(self, model) -> np.ndarray:
+        # float32 once per embedder: the sums over a word's pieces are then exact to float32.
+        if self._token_vectors is None:
+            self._token_vectors = np.asarray(model.embedding, dtype=np.float32)
+        return self._token_vectors
 
 
 def choose_backend(backend: str = "auto", device: str = "auto", cuda_available: bool | None = None) -> str:

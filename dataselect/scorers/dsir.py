@@ -7,8 +7,9 @@ importance weight is ``sum_j count_j * (log p_target[j] - log p_raw[j])``, and a
 of ``k`` records is drawn *without replacement* by Gumbel top-k on those log weights.
 :func:`kl_reduction` is the paper's cheap proxy for how target-like a selection is.
 
-Featurisation is scikit-learn's ``HashingVectorizer`` (C-level hashing into a sparse
-matrix), so scoring is one sparse matrix-vector product per batch.
+Featurisation gives scikit-learn's ``HashingVectorizer`` counts (same murmurhash3 buckets),
+computed with Arrow string kernels over the whole batch, so scoring is one sparse
+matrix-vector product per batch.
 """
 
 from __future__ import annotations
@@ -56,11 +57,77 @@ def _vectorizer(config: DSIRConfig) -> HashingVectorizer:
     )
 
 
-def hashed_counts(texts: list[str], config: DSIRConfig) -> sp.csr_matrix:
-    """(n, num_buckets) n-gram counts per text."""
+_DEFAULT_TOKEN_PATTERN = r"\w+|[^\w\s]+"
+# Its second alternative in RE2 terms (Python's ``\w`` is a letter, a number or "_"). Spacing out
+# these runs, rarer than words, makes whitespace the only separator left.
+_SYMBOL_RUN = r"([^\pL\pN_\s]+)"
+
+
+def _murmur_buckets(strings: list[str], num_buckets: int) -> np.ndarray:
+    """Bucket of each string exactly as scikit-learn's ``FeatureHasher`` computes it."""
+    from sklearn.utils import murmurhash3_32
+
+    hashes = np.fromiter((murmurhash3_32(s, 0) for s in strings), dtype=np.int64, count=len(strings))
+    # FeatureHasher maps -2**31 (whose abs overflows int32) to this bucket instead of abs(h).
+    return np.where(hashes == -(2**31), (2**31 - 1 - (num_buckets - 1)) % num_buckets, np.abs(hashes) % num_buckets)
+
+
+def _vectorised_counts(texts: list[str], config: DSIRConfig) -> sp.csr_matrix:
+    """``HashingVectorizer`` counts without its per-document Python analyzer.
+
+    Tokens come from Arrow's RE2 kernels (space out every symbol run, split on whitespace: the
+    pieces are exactly the matches of ``\w+|[^\w\s]+``), n-grams are element-wise joins of shifted
+    token arrays, and only the *distinct* n-grams of the batch are hashed, with scikit-learn's own
+    murmurhash3, so the buckets and the counts are scikit-learn's.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(texts)
+    array = pc.fill_null(pa.array(texts, pa.string()), "")
+    if config.lowercase:
+        array = pc.utf8_lower(array)
+    spaced = pc.utf8_trim_whitespace(pc.replace_substring_regex(array, _SYMBOL_RUN, r" \1 "))
+    token_lists = pc.utf8_split_whitespace(spaced)
+    tokens = pc.list_flatten(token_lists)
+    parents = pc.list_parent_indices(token_lists).to_numpy()
+    present = pc.greater(pc.binary_length(tokens), 0)  # an empty text splits into one empty token
+    tokens, parents = tokens.filter(present), parents[present.to_numpy(zero_copy_only=False)]
+    rows, buckets = [], []
+    low, high = config.ngram_range
+    for size in range(low, high + 1):
+        if len(tokens) < size:
+            break
+        count = len(tokens) - size + 1
+        # An n-gram starting at i is real when its first and last tokens share a text.
+        same_text = parents[: count] == parents[size - 1 :]
+        parts = [tokens.slice(offset, count) for offset in range(size)]
+        grams = parts[0] if size == 1 else pc.binary_join_element_wise(*parts, " ")
+        grams = grams.filter(pa.array(same_text))
+        encoded = pc.dictionary_encode(grams)
+        distinct_buckets = _murmur_buckets(encoded.dictionary.to_pylist(), config.num_buckets)
+        rows.append(parents[: count][same_text])
+        buckets.append(distinct_buckets[encoded.indices.to_numpy()])
+    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    column = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
+    counts = sp.csr_matrix((np.ones(len(row)), (row, column)), shape=(n, config.num_buckets), dtype=np.float64)
+    counts.sum_duplicates()
+    return counts
+
+
+def hashed_counts(texts: list[str], config: DSIRConfig, chunk_size: int = 20_000) -> sp.csr_matrix:
+    """(n, num_buckets) n-gram counts per text, equal to scikit-learn's ``HashingVectorizer``.
+
+    With the default token pattern the counts are computed by :func:`_vectorised_counts` (about
+    10x faster), in chunks of ``chunk_size`` texts to bound memory; another pattern goes through
+    ``HashingVectorizer`` itself.
+    """
     if len(texts) == 0:  # HashingVectorizer cannot transform an empty list
         return sp.csr_matrix((0, config.num_buckets), dtype=np.float64)
-    return _vectorizer(config).transform(["" if t is None else t for t in texts]).tocsr()
+    texts = ["" if t is None else t for t in texts]
+    if config.token_pattern != _DEFAULT_TOKEN_PATTERN:
+        return _vectorizer(config).transform(texts).tocsr()
+    return sp.vstack([_vectorised_counts(texts[i : i + chunk_size], config) for i in range(0, len(texts), chunk_size)]).tocsr()
 
 
 def log_distribution(counts: sp.spmatrix, smoothing: float) -> np.ndarray:

@@ -1,0 +1,131 @@
+"""The scale benchmarks on tiny pools (so the harness cannot rot), and the fast paths they led to
+(vectorised static embedding and DSIR featurisation) checked against the libraries they replace."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchmarks import comparisons, perf, refresh  # noqa: E402
+from benchmarks.synthetic import SyntheticConfig, SyntheticPool, write_pool  # noqa: E402
+from dataselect.embedding import StaticEmbedder, _unit_rows  # noqa: E402
+from dataselect.scorers.dsir import DSIRConfig, _vectorizer, hashed_counts  # noqa: E402
+
+
+def test_synthetic_pool_is_seeded_sized_and_carries_its_truth(tmp_path):
+    config = SyntheticConfig(n_records=500, records_per_shard=200, seed=3)
+    first, again = SyntheticPool(config).shard(1), SyntheticPool(config).shard(1)
+    assert first.texts.equals(again.texts) and list(first.labels) == list(again.labels)
+    assert not SyntheticPool(SyntheticConfig(n_records=500, records_per_shard=200, seed=4)).shard(1).texts.equals(first.texts)
+    lengths = pc.binary_length(first.texts).to_numpy()
+    assert 850 < lengths[~first.is_junk].mean() < 1150  # ~1 KB records
+    copies = np.flatnonzero((first.duplicate_of >= 0) & ~first.is_near_duplicate)
+    texts = first.texts.to_pylist()
+    assert len(copies) and all(texts[i] == texts[first.duplicate_of[i]] for i in copies)
+    near = np.flatnonzero(first.is_near_duplicate)
+    assert len(near) and all(texts[i] != texts[first.duplicate_of[i]] for i in near)
+
+    description = write_pool(tmp_path, config, reference_size=20)
+    assert description["shards"] == ["synthetic-00000", "synthetic-00001", "synthetic-00002"]
+    lines = (tmp_path / "landing" / "synthetic-00002.jsonl").read_text().splitlines()
+    assert len(lines) == 100 and set(json.loads(lines[0])) == {"id", "text", "label"}
+    reference = [json.loads(line) for line in (tmp_path / "reference.jsonl").read_text().splitlines()]
+    assert len(reference) == 20 and {r["label"] for r in reference} <= {"topic-0", *(f"topic-{k}" for k in range(8))}
+
+
+def test_perf_stages_on_a_tiny_pool(tmp_path):
+    config = perf.PerfConfig(sizes=(300,), records_per_shard=150, fit_sample_size=200, work=tmp_path)
+    work, description = perf.prepare_pool(300, config)
+    options = {"fit_sample_size": 200, "budget": 0.1, "seed": 0}
+    # In process (each stage in a child costs an interpreter and torch import per stage).
+    counts = {stage: perf.STAGE_FUNCTIONS[stage](work, options) for stage in perf.STAGES}
+    assert counts == {"ingest": 300, "embed": 300, "fit": 300, "score": 300, "select": 300}
+    [build] = [p for p in (work / "store" / "builds").iterdir() if p.is_dir()]
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert manifest["counts"]["raw"] == 300 and manifest["counts"]["selected"] == 30
+    assert manifest["counts"]["rejections_by_reason"].get("exact_dup", 0) > 0  # planted copies found
+
+
+def test_perf_child_process_reports_its_own_peak(tmp_path):
+    config = perf.PerfConfig(work=tmp_path)
+    work, _ = perf.prepare_pool(100, perf.PerfConfig(records_per_shard=100, work=tmp_path))
+    result = perf.measure_stage("ingest", work, {"fit_sample_size": 100, "budget": 0.1, "seed": 0})
+    assert result["records"] == 100 and result["seconds"] > 0
+    assert 50 < result["peak_rss_mb"] < 4096 and result["process_seconds"] >= result["seconds"]
+    assert config.results.name == "perf.md"
+
+
+def test_perf_summary_medians_end_to_end_and_slopes(tmp_path):
+    runs = []
+    for size, scale in ((1_000, 1.0), (10_000, 10.0)):
+        for repeat, noise in enumerate((1.0, 1.2, 0.9)):
+            for stage in perf.STAGES:
+                runs.append({"size": size, "stage": stage, "repeat": repeat, "records": size, "seconds": scale * noise,
+                             "peak_rss_mb": 100.0 * scale + repeat, "bytes_per_record": 1000.0})
+    rows = {(r["size"], r["stage"]): r for r in perf.summarize(runs)}
+    assert rows[(1_000, "embed")]["seconds"] == pytest.approx(1.0)  # median of 1.0, 1.2, 0.9
+    assert rows[(10_000, "embed")]["slope"] == pytest.approx(1.0)  # 10x records, 10x time
+    assert rows[(10_000, "end_to_end")]["seconds"] == pytest.approx(50.0)  # five stages of median 10 s
+    assert rows[(10_000, "end_to_end")]["records_per_second"] == pytest.approx(200.0)
+    assert rows[(10_000, "end_to_end")]["max_peak_rss_mb"] == pytest.approx(1002.0)
+    text = perf.write_markdown(runs, tmp_path / "perf.md")
+    assert "| 10,000 | end_to_end | 3 | 50.0 | 200 | – |" in text and (tmp_path / "perf.md").exists()
+    assert "not run" in text  # no 100k, no 1M: the targets section says so rather than guessing
+
+
+def test_comparisons_on_a_tiny_pool(tmp_path):
+    config = comparisons.ComparisonConfig(size=400, reference_size=60, repeats=1, reference_repeats=1,
+                                          reference_num_proc=1, results=tmp_path / "comparisons.md")
+    results = {r["name"].split(":")[0]: r for r in comparisons.run(config)}
+    assert set(results) == {"DSIR", "MinHash LSH near-duplicates", "SemDeDup"}
+    assert all(r["ours_seconds"] > 0 and r["reference_seconds"] > 0 for r in results.values())
+    dsir = results["DSIR"]["parity"]
+    assert dsir["spearman_log_weights"] > 0.5  # both rank by target-likeness
+    assert dsir["in_domain_share_top"]["dataselect"] > 3 * dsir["in_domain_share_top"]["pool"]
+    minhash = results["MinHash LSH near-duplicates"]["parity"]
+    assert minhash["recall_of_planted"]["dataselect"] >= 0.8 and minhash["agreement_jaccard"] >= 0.8
+    semdedup = results["SemDeDup"]["parity"]
+    assert semdedup["recall_of_brute_force"] >= 0.9
+    assert "| DSIR" in (tmp_path / "comparisons.md").read_text()
+
+
+def test_refresh_report_states_the_ratio_against_the_target():
+    repeats = [{"full": {"seconds": 100.0, "runs": 22, "records_embedded": 1000, "records_scored": 1000},
+                "refresh": {"seconds": s, "runs": 2, "records_embedded": 100, "records_scored": 100}, "ratio": s / 100.0}
+               for s in (10.0, 20.0, 12.0)]
+    text = refresh.markdown(refresh.RefreshConfig(shards=10, records_per_shard=100), repeats, {"bytes_per_record": 1000.0})
+    assert "**12.0%**" in text and "**met**" in text
+    assert "| refresh (1 new shard + global steps) | 12.0 | 2 | 100 | 100 |" in text
+
+
+# --- the fast paths equal what they replace ------------------------------------------------
+
+
+def test_static_embedding_by_words_equals_model2vec(newsgroups_records):
+    from dataselect.normalize import normalize_text
+
+    texts = [normalize_text(r["text"]) for r in newsgroups_records[:300]]
+    texts += ["", "tab\tand\r\nnewline", "non\u00a0breaking space", "UPPER case, punctuation!!", "x " * 700]
+    embedder = StaticEmbedder()
+    fast = embedder.embed(texts)
+    reference = _unit_rows(embedder.model.encode(texts, use_multiprocessing=False))  # model2vec's own path
+    assert fast.dtype == np.float32 and fast.shape == reference.shape
+    # model2vec averages in float16; ours sums in float32: equal up to float16 rounding.
+    np.testing.assert_allclose(fast, reference, atol=2e-3)
+    nonzero = np.linalg.norm(reference, axis=1) > 0
+    assert ((fast[nonzero] * reference[nonzero]).sum(axis=1) > 0.9999).all()
+
+
+def test_dsir_counts_equal_hashing_vectorizer(newsgroups_records):
+    texts = [r["text"] for r in newsgroups_records[:400]] + ["", "a..b,,c!?d e", "x_y 3.14 ... ¿qué? 東京 tower--test", "  lead  "]
+    for config in (DSIRConfig(), DSIRConfig(ngram_range=(1, 3), num_buckets=997, lowercase=False)):
+        fast = hashed_counts(texts, config, chunk_size=150)
+        expected = _vectorizer(config).transform(texts).tocsr()
+        assert fast.shape == expected.shape and abs(fast - expected).max() == 0
