@@ -10,6 +10,7 @@ from pydantic import Field
 
 from dataselect import records as cols
 from dataselect.build import build_id_for, make_manifest, select, write_build
+from dataselect.pipeline import make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
 from dataselect.selection import SelectionConfig, accounting
 from dataselect.storage import parquet_metadata
@@ -81,7 +82,8 @@ def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, s
     vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
     fingerprints = _snapshot(storage, keys)
     texts = None
-    if "label_noise" in config.pool_scorers:
+    # Only label noise on TF-IDF reads texts here; on embeddings no shard's text is loaded.
+    if any(getattr(s, "needs_text", False) for s in make_scorers(config.pool_scorers, config.pool_scorer_options)):
         texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
     decisions = select(scores, quarantine, vectors, selection, config.pool_scorers, config.pool_scorer_options, texts)
 
