@@ -339,7 +339,7 @@ class StaticEmbedder:
             array = pc.replace_substring(array, separator, " ")
         word_lists = pc.split_pattern(array, " ")
         words = pc.list_flatten(word_lists)
-        parents = pc.list_parent_indices(word_lists).to_numpy()
+        parents = np.array(pc.list_parent_indices(word_lists), dtype=np.int64)
         present = pc.greater(pc.binary_length(words), 0)
         words = words.filter(present)
         parents = parents[present.to_numpy(zero_copy_only=False)]

@@ -90,7 +90,7 @@ def _vectorised_counts(texts: list[str], config: DSIRConfig) -> sp.csr_matrix:
     spaced = pc.utf8_trim_whitespace(pc.replace_substring_regex(array, _SYMBOL_RUN, r" \1 "))
     token_lists = pc.utf8_split_whitespace(spaced)
     tokens = pc.list_flatten(token_lists)
-    parents = pc.list_parent_indices(token_lists).to_numpy()
+    parents = np.array(pc.list_parent_indices(token_lists), dtype=np.int64)
     present = pc.greater(pc.binary_length(tokens), 0)  # an empty text splits into one empty token
     tokens, parents = tokens.filter(present), parents[present.to_numpy(zero_copy_only=False)]
     rows, buckets = [], []

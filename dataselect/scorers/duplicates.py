@@ -135,7 +135,8 @@ def shingle_hashes(texts: list[str] | pa.Array, shingle_size: int = 5) -> tuple[
     n = len(texts)
     token_lists = pc.utf8_split_whitespace(pc.utf8_lower(pc.fill_null(texts, "")))
     tokens = pc.list_flatten(token_lists)
-    parents = pc.list_parent_indices(token_lists).to_numpy()
+    # An owned copy: a zero-copy view would point into a temporary Arrow buffer.
+    parents = np.array(pc.list_parent_indices(token_lists).to_numpy(zero_copy_only=False), dtype=np.int64)
     non_empty = pc.greater(pc.utf8_length(tokens), 0).to_numpy(zero_copy_only=False)
     tokens, parents = tokens.filter(pa.array(non_empty)), parents[non_empty]
     # pandas' SipHash with its fixed key: C-speed, stable across runs and platforms.

@@ -80,7 +80,7 @@ class HeuristicRules(Scorer):
         # Word statistics: split the whole batch once into whitespace tokens (Gopher's words).
         token_lists = pc.utf8_split_whitespace(texts)
         tokens = pc.list_flatten(token_lists)
-        token_parents = pc.list_parent_indices(token_lists).to_numpy()
+        token_parents = np.array(pc.list_parent_indices(token_lists), dtype=np.int64)
         token_lengths = pc.utf8_length(tokens).to_numpy()
         # Leading whitespace and empty texts yield empty tokens; they are not words.
         words = np.bincount(token_parents, weights=token_lengths > 0, minlength=n)
@@ -105,7 +105,7 @@ class HeuristicRules(Scorer):
         # Line statistics: flatten all lines of the batch once, then reduce per text.
         line_lists = pc.split_pattern(texts, "\n")
         lines = pc.utf8_trim_whitespace(pc.list_flatten(line_lists))
-        parents = pc.list_parent_indices(line_lists).to_numpy()
+        parents = np.array(pc.list_parent_indices(line_lists), dtype=np.int64)
         non_blank = pc.greater(pc.utf8_length(lines), 0).to_numpy(zero_copy_only=False)
         lines_per_text = _per_text(non_blank, parents, n)
         frame = pd.DataFrame({"text": parents[non_blank], "line": lines.filter(pa.array(non_blank))})
