@@ -3,7 +3,7 @@
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AutomationCondition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from dataselect import records as cols
@@ -29,6 +29,7 @@ class EvaluationConfig(Config):
 
 @asset(
     deps=[filtered_set, target_reference, evaluation_set],
+    automation_condition=AutomationCondition.eager(),
     group_name="evaluate",
     kinds={"scikit-learn", "html"},
     pool="gpu",

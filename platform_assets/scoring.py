@@ -4,6 +4,7 @@
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    AutomationCondition,
     Config,
     Failure,
     MaterializeResult,
@@ -84,7 +85,11 @@ class ScoringConfig(Config):
 
 @asset(
     partitions_def=shards,
-    deps=[raw_pool, embeddings, *model_assets],
+    # Lineage to the default recipe's models; an opt-in scorer's model (e.g. color_model) is
+    # read when configured but not a dependency, so automation never waits for an unfitted one.
+    deps=[raw_pool, embeddings, *[a for a in model_assets if a.key.to_user_string() in DEFAULT_MODEL_KEYS]],
+    # Rescore a shard when its embeddings or a scorer model is newer than its scores.
+    automation_condition=AutomationCondition.eager(),
     group_name="score",
     kinds={"python", "parquet"},
     description="Per-record quality and relevance scores of one shard: heuristic rules (each value and pass/fail), "

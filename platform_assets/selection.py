@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, RetryPolicy, asset
+from dagster import AssetExecutionContext, AutomationCondition, Config, Failure, MaterializeResult, MetadataValue, RetryPolicy, asset
 from pydantic import Field
 
 from dataselect import records as cols
@@ -67,6 +67,8 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> dict[str, str]:
 
 @asset(
     deps=[quality_scores, raw_pool, embeddings],
+    # Rebuild once every shard's scores are in place after any of them changed.
+    automation_condition=AutomationCondition.eager(),
     retry_policy=RetryPolicy(max_retries=2, delay=10),
     group_name="select",
     kinds={"python", "parquet"},
