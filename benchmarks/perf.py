@@ -186,16 +186,18 @@ def stage_select(work: Path, options: dict) -> int:
     fingerprints = {k: parquet_metadata(confined(store, "raw_pool", f"{k}.parquet"))["fingerprint"] for k in keys}
     selection = SelectionConfig(budget=options["budget"], seed=options["seed"])
     pool_scorers = list(DEFAULT_POOL_SCORERS)
-    # The core's select() reads texts only for scorers that need them (none by default).
-    decisions = select(scores, quarantine, vectors, selection, pool_scorers, {}, None)
+    # The README's large-pool setting: label noise on embeddings, so no stage holds every text
+    # (the default TF-IDF features need all texts in memory). These numbers were measured so.
+    pool_options = {"label_noise": {"features": "embeddings"}}
+    decisions = select(scores, quarantine, vectors, selection, pool_scorers, pool_options, None)
     del scores, vectors
-    build_id = build_id_for(selection, pool_scorers, {}, fingerprints)
+    build_id = build_id_for(selection, pool_scorers, pool_options, fingerprints)
     chosen = pa.array(decisions.loc[decisions[cols.STATUS] == cols.SELECTED, cols.ID].tolist(), pa.string())
     selected = pa.concat_tables(
         [t.filter(pc.is_in(t.column(cols.ID), value_set=chosen)) for t in (read_parquet(confined(store, "raw_pool", f"{k}.parquet")) for k in keys)],
         promote_options="permissive",
     )
-    manifest = make_manifest(build_id, selection, pool_scorers, {}, fingerprints, decisions)
+    manifest = make_manifest(build_id, selection, pool_scorers, pool_options, fingerprints, decisions)
     write_build(store, build_id, decisions, selected, manifest)
     return len(decisions)
 
