@@ -7,12 +7,12 @@ from dataselect.scorers.clusters import (
     cluster_balanced,
     coverage_centric,
     coverage_centric_plan,
-    gumbel_top_k,
     kmeans_clusters,
     sensitivity_plan,
     sensitivity_probabilities,
     sensitivity_sampling,
 )
+from dataselect.scorers.dsir import gumbel_top_k
 from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, fuse, normalize
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from dataselect.scorers.dsir import gumbel_top_k
+
 
 def kmeans_clusters(
     embeddings: np.ndarray,
@@ -229,14 +231,3 @@ def sensitivity_plan(
         indices = gumbel_top_k(np.log(probabilities), k, seed)
     indices = np.sort(indices)
     return indices, 1.0 / (max(k, 1) * probabilities[indices]), probabilities, labels
-
-
-def gumbel_top_k(log_weights: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """``k`` distinct indices sampled without replacement with probability ∝ ``exp(log_weights)``
-    (the Gumbel-top-k trick). NaN counts as -inf; ties (e.g. among -inf) go to the lower index.
-    Returned in draw order."""
-    log_weights = np.asarray(log_weights, dtype=np.float64)
-    n = len(log_weights)
-    k = int(min(max(k, 0), n))
-    keys = np.where(np.isnan(log_weights), -np.inf, log_weights) + np.random.default_rng(seed).gumbel(size=n)
-    return np.lexsort((np.arange(n), -keys))[:k].astype(np.int64)

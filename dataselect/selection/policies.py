@@ -26,11 +26,11 @@ import pandas as pd
 from dataselect.scorers.clusters import (
     cluster_balanced,
     coverage_centric_plan,
-    gumbel_top_k,
     kmeans_clusters,
     rank_within_clusters,
     sensitivity_plan,
 )
+from dataselect.scorers.dsir import gumbel_top_k
 from dataselect.selection.fusion import NORMALIZATIONS
 
 POLICIES = ("top_k", "gumbel_top_k", "threshold", "cluster_balanced", "ccs", "sensitivity")
