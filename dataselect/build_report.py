@@ -51,7 +51,7 @@ def split_decisions(decisions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
 def reselect(decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None, budget: float | None = None,
              without: str | None = None) -> list[str]:
     """Record keys (see :func:`record_keys`) the same build would select at another budget, or with
-    scorer ``without`` left out."""
+    scorer ``without`` left out. ``embeddings`` are row-aligned with the non-quarantined decisions."""
     scores, quarantine = split_decisions(decisions)
     changes: dict[str, Any] = {}
     if budget is not None:
@@ -61,8 +61,7 @@ def reselect(decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.nd
         filters = config.hard_filters if config.hard_filters is not None else [c[: -len(".keep")] for c in scores.columns if c.endswith(".keep")]
         changes["hard_filters"] = [f for f in filters if f != without]
         changes["weights"] = {c: w for c, w in config.weights.items() if not c.startswith(f"{without}.")} or {cols.FUSED_SCORE: 1.0}
-    vectors = None if embeddings is None else embeddings[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()]
-    again = decide(scores, quarantine, dataclasses.replace(config, **changes), vectors)
+    again = decide(scores, quarantine, dataclasses.replace(config, **changes), embeddings)
     return record_keys(again.loc[again[cols.STATUS] == cols.SELECTED]).tolist()
 
 
@@ -152,7 +151,7 @@ def evaluate_build(
         figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
         if config.budgets:
             sweep = evaluator.budget_sweep(
-                lambda k: reselect(decisions, selection, _with_quarantine(decisions, pool_embeddings), budget=k),
+                lambda k: reselect(decisions, selection, pool_embeddings, budget=k),
                 config.budgets, config.random_seeds, True, True,
             )
             tables["budget_sweep"] = sweep
@@ -161,7 +160,7 @@ def evaluate_build(
             scorers = sorted({c.split(".")[0] for c in good.columns if c.endswith(".keep")} | {c.split(".")[0] for c in selection.weights})
             tables["ablation"] = evaluator.ablation(
                 selected_ids,
-                {s: (lambda s=s: reselect(decisions, selection, _with_quarantine(decisions, pool_embeddings), without=s)) for s in scorers},
+                {s: (lambda s=s: reselect(decisions, selection, pool_embeddings, without=s)) for s in scorers},
             )
         summary["headline_numbers"] = {
             "selected_accuracy": arms["selected"].accuracy,
@@ -178,13 +177,6 @@ def evaluate_build(
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["recipe"] = config.recipe
     return BuildEvaluation(summary, tables, figures)
-
-
-def _with_quarantine(decisions: pd.DataFrame, good_embeddings: np.ndarray) -> np.ndarray:
-    """Embeddings aligned with every decision row (zeros for quarantined rows, which decide() drops)."""
-    full = np.zeros((len(decisions), good_embeddings.shape[1]), good_embeddings.dtype)
-    full[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()] = good_embeddings
-    return full
 
 
 def _comparable(summary: dict[str, Any]) -> dict[str, Any]:
