@@ -87,7 +87,8 @@ def test_requirements_follow_the_features():
         tfidf.score(Batch(pa.table({"label": ["a", "b", "a", "b"]})))
 
 
-def test_newsgroups_flipped_labels_detected(newsgroups_records):
+def noisy_newsgroups(newsgroups_records):
+    """3,000 training messages with 15% of the labels flipped to another group."""
     rng = np.random.default_rng(0)
     train = [record for record in newsgroups_records if record["split"] == "train"]
     chosen = [train[i] for i in np.sort(rng.choice(len(train), size=3000, replace=False))]
@@ -98,8 +99,11 @@ def test_newsgroups_flipped_labels_detected(newsgroups_records):
     for i in np.flatnonzero(flipped):
         others = classes[classes != labels[i]]
         noisy[i] = others[rng.integers(len(others))]
-    table = pa.table({"text": [record["text"] for record in chosen], "label": list(noisy)})
+    return pa.table({"text": [record["text"] for record in chosen], "label": list(noisy)}), flipped
 
+
+def test_newsgroups_flipped_labels_detected(newsgroups_records):
+    table, flipped = noisy_newsgroups(newsgroups_records)
     started = time.perf_counter()
     out = LabelNoise(features="tfidf", tfidf_max_features=20_000, seed=0).score(Batch(table))
     elapsed = time.perf_counter() - started
@@ -112,6 +116,20 @@ def test_newsgroups_flipped_labels_detected(newsgroups_records):
           f"flagged {flagged.sum()}, precision {precision:.2f}, recall {recall:.2f}, {elapsed:.1f}s")
     assert auroc >= 0.90
     assert precision >= 0.6  # measured ~0.75; the base rate of flips is 0.15
+
+
+@pytest.mark.parametrize("classifier", [None, "logistic"])
+def test_newsgroups_flipped_labels_detected_on_embeddings(newsgroups_records, classifier):
+    from dataselect.embedding import StaticEmbedder
+
+    table, flipped = noisy_newsgroups(newsgroups_records)
+    vectors = StaticEmbedder().embed(table.column("text").to_pylist())
+    scorer = LabelNoise(features="embeddings", classifier=classifier, seed=0)
+    assert type(scorer._classifier()).__name__ == ("LinearDiscriminantAnalysis" if classifier is None else "LogisticRegression")
+    out = scorer.score(Batch(table, vectors))
+    auroc = roc_auc_score(flipped, 1.0 - out["self_confidence"])
+    print(f"\nlabel_noise embeddings/{scorer._classifier().__class__.__name__}: AUROC {auroc:.3f}")
+    assert auroc >= 0.90
 
 
 def test_single_class_pool_has_nothing_to_compare():

@@ -1,5 +1,5 @@
 """The scale benchmarks on tiny pools (so the harness cannot rot), and the fast paths they led to
-(vectorised static embedding and DSIR featurisation) checked against the libraries they replace."""
+(vectorised static embedding) checked against the libraries they replace."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchmarks import comparisons, perf, refresh  # noqa: E402
 from benchmarks.synthetic import SyntheticConfig, SyntheticPool, write_pool  # noqa: E402
 from dataselect.embedding import StaticEmbedder, _unit_rows  # noqa: E402
-from dataselect.scorers.dsir import DSIRConfig, _vectorizer, hashed_counts  # noqa: E402
 
 
 def test_synthetic_pool_is_seeded_sized_and_carries_its_truth(tmp_path):
@@ -121,11 +120,3 @@ def test_static_embedding_by_words_equals_model2vec(newsgroups_records):
     np.testing.assert_allclose(fast, reference, atol=2e-3)
     nonzero = np.linalg.norm(reference, axis=1) > 0
     assert ((fast[nonzero] * reference[nonzero]).sum(axis=1) > 0.9999).all()
-
-
-def test_dsir_counts_equal_hashing_vectorizer(newsgroups_records):
-    texts = [r["text"] for r in newsgroups_records[:400]] + ["", "a..b,,c!?d e", "x_y 3.14 ... ¿qué? 東京 tower--test", "  lead  "]
-    for config in (DSIRConfig(), DSIRConfig(ngram_range=(1, 3), num_buckets=997, lowercase=False)):
-        fast = hashed_counts(texts, config, chunk_size=150)
-        expected = _vectorizer(config).transform(texts).tocsr()
-        assert fast.shape == expected.shape and abs(fast - expected).max() == 0

@@ -48,6 +48,11 @@ class Batch:
     def texts(self) -> list[str]:
         return self.records.column("text").to_pylist()
 
+    @property
+    def text_array(self) -> pa.Array:
+        """The texts as one Arrow array, for vectorised string kernels (no Python strings)."""
+        return self.records.column("text").combine_chunks()
+
 
 class Scorer:
     """Base class. Subclasses set ``name`` and ``Config`` and implement :meth:`score`."""

@@ -1,8 +1,10 @@
 """Label-noise detection by confident learning (Northcutt, Jiang & Chuang 2021, "Confident
 Learning: Estimating Uncertainty in Dataset Labels", JAIR).
 
-1. Out-of-fold predicted probabilities ``p(k | x)`` from a cross-validated logistic regression
-   (every record is scored by a model that never saw its label).
+1. Out-of-fold predicted probabilities ``p(k | x)`` from a cross-validated linear model (every
+   record is scored by a model that never saw its label): logistic regression on TF-IDF, or
+   linear discriminant analysis (a shared-covariance Gaussian per class, fitted in closed form)
+   on dense embeddings.
 2. Per-class thresholds ``t_k`` = mean ``p(k | x)`` over records labelled ``k`` (the expected
    self-confidence of class ``k``).
 3. Confident joint: a record counts for the class ``k`` that has the highest ``p(k | x)`` among the
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -65,7 +68,12 @@ class LabelNoise(Scorer):
         # ranks flips with AUROC 0.996 vs 0.981 and flags them at 86% vs 53% precision, so it
         # discards far fewer clean records; embeddings scale to pools whose text won't fit in memory.
         features: str = "tfidf"
+        # "logistic" or "lda"; None picks by features: logistic regression for tfidf (LDA would need
+        # a vocabulary-sized dense covariance), LDA with Ledoit-Wolf shrinkage for embeddings (on the
+        # benchmark: AUROC 0.980 vs 0.981 for logistic regression, 1.8 s vs 19 s for 13k records).
+        classifier: str | None = None
         n_folds: int = 5  # cross-validation folds for out-of-fold probabilities
+        # Logistic regression only:
         C: float = 10.0  # inverse L2 strength; weak regularisation suits unit-norm/tf-idf rows
         solver: str = "saga"  # scikit-learn solver; saga is ~10x faster than lbfgs on sparse tf-idf
         max_iter: int = 200  # solver epochs/iterations
@@ -98,6 +106,16 @@ class LabelNoise(Scorer):
             return vectorizer.fit_transform(texts)
         raise ValueError(f"label_noise: unknown features {self.config.features!r} (use 'embeddings' or 'tfidf')")
 
+    def _classifier(self):
+        c = self.config
+        kind = c.classifier or ("lda" if c.features == "embeddings" else "logistic")
+        if kind == "lda":
+            return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+        if kind == "logistic":
+            # saga visits rows in a seeded random order
+            return LogisticRegression(C=c.C, solver=c.solver, max_iter=c.max_iter, tol=c.tol, random_state=c.seed)
+        raise ValueError(f"label_noise: unknown classifier {kind!r} (use 'logistic' or 'lda')")
+
     def score(self, batch: Batch) -> dict[str, np.ndarray]:
         n = len(batch)
         raw_labels = batch.records.column(LABEL).to_pylist()
@@ -114,13 +132,7 @@ class LabelNoise(Scorer):
         if len(classes) >= 2 and class_counts.max() >= 2:
             n_splits = int(min(self.config.n_folds, class_counts.max()))
             folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.config.seed)
-            model = LogisticRegression(
-                C=self.config.C,
-                solver=self.config.solver,
-                max_iter=self.config.max_iter,
-                tol=self.config.tol,
-                random_state=self.config.seed,  # saga visits rows in a seeded random order
-            )
+            model = self._classifier()
             probabilities = cross_val_predict(
                 model, self._features(batch, rows), encoded, cv=folds, method="predict_proba"
             )

@@ -6,8 +6,8 @@ Filtering Networks"): train a cheap model to tell the wanted reference data from
 then rank the pool by its predicted probability of being reference-like.
 
 - :class:`EmbeddingRelevance` works on the row-aligned unit-norm embeddings.
-- :class:`NgramRelevance` works on hashed word 1-2-gram TF-IDF (sublinear tf, l2 norm), so it
-  needs no embedding model.
+- :class:`NgramRelevance` works on hashed word 1-2-gram TF-IDF (sublinear tf, l2 norm; n-grams
+  from :mod:`dataselect.ngrams`), so it needs no embedding model.
 
 Both fit an L2 logistic regression with class-balanced weights (the target is usually much
 smaller than the pool sample), then calibrate it with Platt scaling (Platt 1999): a 1-D
@@ -25,11 +25,11 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
-from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import normalize
 
+from dataselect import ngrams
 from dataselect.scorers.base import Batch, Scorer
 
 
@@ -163,14 +163,7 @@ class NgramRelevance(_CalibratedLinearRelevance):
         )
 
     def _counts(self, batch: Batch) -> sp.csr_matrix:
-        vectorizer = HashingVectorizer(
-            n_features=self.config.num_features,
-            ngram_range=self.config.ngram_range,
-            alternate_sign=False,
-            norm=None,
-            dtype=np.float64,
-        )
-        counts = vectorizer.transform(["" if t is None else t for t in batch.texts]).tocsr()
+        counts = ngrams.hashed_counts(batch.text_array, self.config.num_features, self.config.ngram_range)
         counts.data = 1.0 + np.log(counts.data)  # sublinear tf: repeated words add little evidence
         return counts
 

@@ -1,0 +1,129 @@
+"""Hashed word n-grams of a whole batch of texts, without a Python loop over tokens.
+
+DSIR and the n-gram relevance filter both describe a text as a bag of hashed word n-grams.
+Here the batch is tokenised by Arrow's RE2 string kernels, each *distinct* word is hashed once,
+and an n-gram's hash is mixed from its words' hashes with numpy (splitmix64), so no n-gram
+string is ever built. Tokens are the matches of ``\\w+|[^\\w\\s]+`` (words and punctuation runs,
+NLTK's WordPunct tokenisation, which the DSIR authors use); n-grams never cross two texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+TOKEN_PATTERN = r"\w+|[^\w\s]+"
+# The second alternative in RE2 terms (Python's ``\w`` is a letter, a number or "_"). Spacing
+# these runs out leaves whitespace as the only separator between tokens.
+_SYMBOL_RUN = r"([^\pL\pN_\s]+)"
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection on uint64 that spreads every input bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def word_hash(word: str) -> int:
+    """The 64-bit hash of one token (murmurhash3, then mixed): the reference for tests."""
+    from sklearn.utils import murmurhash3_32
+
+    return int(_mix(np.array([murmurhash3_32(word, 0, positive=True)], np.uint64))[0])
+
+
+def ngram_key(hashes: Sequence[int]) -> int:
+    """The bucket-independent key of the n-gram whose words have these :func:`word_hash` values."""
+    return int(_ngram_keys([np.array([h], np.uint64) for h in hashes])[0])
+
+
+def _ngram_keys(word_hashes: list[np.ndarray]) -> np.ndarray:
+    """Keys of n-grams given aligned arrays of their 1st, 2nd, ... words' hashes (order matters)."""
+    key = word_hashes[0].copy()
+    for following in word_hashes[1:]:
+        key = _mix(key * _GOLDEN + following)
+    return _mix(key + np.uint64(len(word_hashes)))  # separates the n-gram orders
+
+
+def tokenize(texts: pa.Array | Sequence[str | None], lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, :func:`word_hash`) of every token of every text, in reading order."""
+    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
+    array = pc.fill_null(array, "")
+    if lowercase:
+        array = pc.utf8_lower(array)
+    token_lists = pc.utf8_split_whitespace(pc.replace_substring_regex(array, _SYMBOL_RUN, r" \1 "))
+    tokens = pc.list_flatten(token_lists)
+    parents = np.asarray(pc.list_parent_indices(token_lists), dtype=np.int64)
+    present = pc.greater(pc.binary_length(tokens), 0)  # leading/trailing spaces split into ""
+    tokens = tokens.filter(present)
+    parents = parents[present.to_numpy(zero_copy_only=False)]
+    encoded = pc.dictionary_encode(tokens)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    from sklearn.utils import murmurhash3_32
+
+    vocabulary = encoded.dictionary.to_pylist()
+    distinct = _mix(np.fromiter((murmurhash3_32(w, 0, positive=True) for w in vocabulary), np.uint64, len(vocabulary)))
+    return parents, distinct[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def ngram_buckets(
+    texts: pa.Array | Sequence[str | None],
+    num_buckets: int,
+    ngram_range: tuple[int, int] = (1, 2),
+    lowercase: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, bucket in ``[0, num_buckets)``) of every n-gram of every text."""
+    parents, hashes = tokenize(texts, lowercase)
+    rows, buckets = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    low, high = ngram_range
+    for size in range(low, high + 1):
+        count = len(hashes) - size + 1
+        if count <= 0:
+            break
+        # The n-gram starting at token i is real when its first and last tokens share a text.
+        inside = parents[:count] == parents[size - 1 :]
+        keys = _ngram_keys([hashes[offset : offset + count][inside] for offset in range(size)])
+        rows.append(parents[:count][inside])
+        buckets.append((keys % np.uint64(num_buckets)).astype(np.int64))
+    return np.concatenate(rows), np.concatenate(buckets)
+
+
+def chunks(texts: pa.Array | Sequence[str | None], size: int = 20_000):
+    """Consecutive slices of at most ``size`` texts, to bound the per-token arrays' memory."""
+    for start in range(0, len(texts), size):
+        yield texts[start : start + size]
+
+
+def hashed_counts(
+    texts: pa.Array | Sequence[str | None],
+    num_buckets: int,
+    ngram_range: tuple[int, int] = (1, 2),
+    lowercase: bool = True,
+) -> sp.csr_matrix:
+    """(n texts, num_buckets) n-gram counts, like ``HashingVectorizer`` with the token pattern above."""
+    parts = []
+    for chunk in chunks(texts):
+        rows, buckets = ngram_buckets(chunk, num_buckets, ngram_range, lowercase)
+        parts.append(sp.csr_matrix((np.ones(len(rows)), (rows, buckets)), shape=(len(chunk), num_buckets)))
+    counts = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, num_buckets))
+    counts.sum_duplicates()
+    return counts
+
+
+def bucket_totals(
+    texts: pa.Array | Sequence[str | None],
+    num_buckets: int,
+    ngram_range: tuple[int, int] = (1, 2),
+    lowercase: bool = True,
+) -> np.ndarray:
+    """Summed n-gram counts per bucket over all texts (``hashed_counts(...).sum(axis=0)``)."""
+    totals = np.zeros(num_buckets, np.float64)
+    for chunk in chunks(texts):
+        totals += np.bincount(ngram_buckets(chunk, num_buckets, ngram_range, lowercase)[1], minlength=num_buckets)
+    return totals
