@@ -39,12 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dataselect.scorers import DEFAULT_SHARD_SCORERS, SCORERS
+
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "work" / "perf"
 RESULTS = REPO / "benchmarks" / "results" / "perf.md"
 STAGES = ["ingest", "embed", "fit", "score", "select"]
-SHARD_SCORERS = ["heuristics", "minhash", "dsir", "relevance"]
-FIT_SCORERS = ["dsir", "relevance"]
+SHARD_SCORERS = list(DEFAULT_SHARD_SCORERS)  # what quality_scores runs by default
+FIT_SCORERS = [name for name in SHARD_SCORERS if SCORERS[name].needs_fit]
 # Targets from the issue.
 TARGET_END_TO_END_RPS = 2_000
 TARGET_PEAK_RSS_MB_AT_1M = 4_096
@@ -58,6 +60,7 @@ class PerfConfig:
     repeats: int = 3
     stages: tuple[str, ...] = tuple(STAGES)
     records_per_shard: int = 10_000
+    workers: int = 2  # processes for the per-shard stages (ingest, embed, score): one per core
     fit_sample_size: int = 5_000  # the FitConfig default of the fit assets
     budget: float = 0.1
     seed: int = 0
@@ -77,36 +80,65 @@ def _shard_keys(store: str) -> list[str]:
     return sorted(p.stem for p in (Path(store) / "raw_pool").glob("*.parquet"))
 
 
-def stage_ingest(work: Path, options: dict) -> int:
-    from dataselect.ingest import list_landing_files, read_shard
+# State the parent sets up before forking the shard workers (models loaded once, inherited).
+_SHARED: dict = {}
+
+
+def map_shards(function, items: list, workers: int) -> list:
+    """``function`` over per-shard ``items`` in ``workers`` forked processes, as Dagster's
+    multiprocess executor runs one shard partition per process (1 = in this process)."""
+    if workers <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(function, items))
+
+
+def _ingest_one(item: tuple) -> int:
+    from dataselect.ingest import read_shard
     from dataselect.storage import confined, write_parquet
 
-    store, total = _store(work), 0
-    for landing in list_landing_files(work / "pool" / "landing"):
-        result = read_shard(landing.path, landing.key)
-        meta = {"fingerprint": landing.fingerprint, "source": str(landing.path), "raw_count": str(result.raw_count)}
-        write_parquet(confined(store, "raw_pool", f"{landing.key}.parquet"), result.records, meta)
-        write_parquet(confined(store, "quarantine", f"{landing.key}.parquet"), result.quarantine, meta)
-        total += result.raw_count
-    return total
+    store, path, key, fingerprint = item
+    result = read_shard(path, key)
+    meta = {"fingerprint": fingerprint, "source": str(path), "raw_count": str(result.raw_count)}
+    write_parquet(confined(store, "raw_pool", f"{key}.parquet"), result.records, meta)
+    write_parquet(confined(store, "quarantine", f"{key}.parquet"), result.quarantine, meta)
+    return result.raw_count
 
 
-def stage_embed(work: Path, options: dict) -> int:
+def stage_ingest(work: Path, options: dict) -> int:
+    from dataselect.ingest import list_landing_files
+
+    store = _store(work)
+    items = [(store, landing.path, landing.key, landing.fingerprint) for landing in list_landing_files(work / "pool" / "landing")]
+    return sum(map_shards(_ingest_one, items, options["workers"]))
+
+
+def _embed_one(item: tuple) -> int:
     from dataselect import records as cols
-    from dataselect.embedding import StaticEmbedder, vectors_to_arrow
+    from dataselect.embedding import vectors_to_arrow
     from dataselect.pipeline import records_fingerprint
     from dataselect.storage import confined, read_parquet, write_parquet
 
-    store, total = _store(work), 0
-    embedder = StaticEmbedder()
-    for key in _shard_keys(store):
-        records = read_parquet(confined(store, "raw_pool", f"{key}.parquet"), columns=[cols.ID, cols.TEXT, cols.CONTENT_HASH])
-        source = records_fingerprint(records)
-        vectors = embedder.embed(records.column(cols.TEXT).to_pylist())
-        table = vectors_to_arrow(records.column(cols.ID), vectors)
-        write_parquet(confined(store, "embeddings", f"{key}.parquet"), table, {"source": source, "backend": embedder.name, "dim": str(embedder.dim)})
-        total += records.num_rows
-    return total
+    store, key = item
+    embedder = _SHARED["embedder"]
+    records = read_parquet(confined(store, "raw_pool", f"{key}.parquet"), columns=[cols.ID, cols.TEXT, cols.CONTENT_HASH])
+    source = records_fingerprint(records)
+    vectors = embedder.embed(records.column(cols.TEXT).to_pylist())
+    table = vectors_to_arrow(records.column(cols.ID), vectors)
+    write_parquet(confined(store, "embeddings", f"{key}.parquet"), table, {"source": source, "backend": embedder.name, "dim": str(embedder.dim)})
+    return records.num_rows
+
+
+def stage_embed(work: Path, options: dict) -> int:
+    from dataselect.embedding import StaticEmbedder
+
+    store = _store(work)
+    _SHARED["embedder"] = StaticEmbedder()
+    _SHARED["embedder"].embed(["warm up: load the model before forking"])
+    return sum(map_shards(_embed_one, [(store, key) for key in _shard_keys(store)], options["workers"]))
 
 
 def _read_vectors(store: str, asset: str, key: str) -> np.ndarray:
@@ -146,25 +178,32 @@ def stage_fit(work: Path, options: dict) -> int:
     return total
 
 
-def stage_score(work: Path, options: dict) -> int:
-    from dataselect.pipeline import make_scorers, score_shard
-    from dataselect.scorers import SCORERS
+def _score_one(item: tuple) -> int:
+    from dataselect.pipeline import score_shard
     from dataselect.storage import confined, parquet_metadata, read_parquet, write_parquet
 
-    store, total = _store(work), 0
-    scorers = [
+    store, key = item
+    scorers = _SHARED["scorers"]
+    raw = confined(store, "raw_pool", f"{key}.parquet")
+    records = read_parquet(raw)
+    needs_vectors = any(s.needs_embeddings for s in scorers)
+    table = score_shard(records, _read_vectors(store, "embeddings", key) if needs_vectors else None, scorers)
+    meta = {"scorers": ",".join(SHARD_SCORERS), "fingerprint": parquet_metadata(raw)["fingerprint"]}
+    write_parquet(confined(store, "quality_scores", f"{key}.parquet"), table, meta)
+    return records.num_rows
+
+
+def stage_score(work: Path, options: dict) -> int:
+    from dataselect.pipeline import make_scorers
+    from dataselect.scorers import SCORERS
+    from dataselect.storage import confined
+
+    store = _store(work)
+    _SHARED["scorers"] = [
         SCORERS[name].load(confined(store, "models", name)) if SCORERS[name].needs_fit else make_scorers([name])[0]
         for name in SHARD_SCORERS
     ]
-    needs_vectors = any(s.needs_embeddings for s in scorers)
-    for key in _shard_keys(store):
-        raw = confined(store, "raw_pool", f"{key}.parquet")
-        records = read_parquet(raw)
-        table = score_shard(records, _read_vectors(store, "embeddings", key) if needs_vectors else None, scorers)
-        meta = {"scorers": ",".join(SHARD_SCORERS), "fingerprint": parquet_metadata(raw)["fingerprint"]}
-        write_parquet(confined(store, "quality_scores", f"{key}.parquet"), table, meta)
-        total += records.num_rows
-    return total
+    return sum(map_shards(_score_one, [(store, key) for key in _shard_keys(store)], options["workers"]))
 
 
 def stage_select(work: Path, options: dict) -> int:
@@ -225,12 +264,18 @@ def run_child(stage: str, work: Path, options: dict, result_path: Path) -> None:
     _import_libraries()
     started = time.perf_counter()
     cpu_started = time.process_time()
+    children_started = os.times()
     records = STAGE_FUNCTIONS[stage](work, options)
     seconds = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    children = os.times()
+    children_cpu = (children.children_user - children_started.children_user) + (children.children_system - children_started.children_system)
+    # Kilobytes on Linux. Workers run side by side, so the peak is bounded by this process's peak
+    # plus every worker at the largest worker's peak (an upper bound: forked pages are shared).
+    own_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    worker_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if children_cpu > 0 else 0
     result_path.write_text(json.dumps({
-        "stage": stage, "records": int(records), "seconds": seconds, "cpu_seconds": time.process_time() - cpu_started,
-        "peak_rss_mb": peak_kb / 1024,
+        "stage": stage, "records": int(records), "seconds": seconds, "cpu_seconds": time.process_time() - cpu_started + children_cpu,
+        "peak_rss_mb": (own_kb + options["workers"] * worker_kb) / 1024,
     }))
 
 
@@ -269,7 +314,7 @@ def run_benchmark(config: PerfConfig) -> list[dict]:
     config.work.mkdir(parents=True, exist_ok=True)
     runs_path = config.work / "runs.jsonl"
     runs: list[dict] = []
-    options = {"fit_sample_size": config.fit_sample_size, "budget": config.budget, "seed": config.seed}
+    options = {"fit_sample_size": config.fit_sample_size, "budget": config.budget, "seed": config.seed, "workers": config.workers}
     for size in config.sizes:
         work, description = prepare_pool(size, config)
         for repeat in range(config.repeats):
@@ -420,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=PerfConfig.repeats)
     parser.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES)
     parser.add_argument("--records-per-shard", type=int, default=PerfConfig.records_per_shard)
+    parser.add_argument("--workers", type=int, default=PerfConfig.workers)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="")
@@ -433,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         run_child(args.child, args.work, json.loads(args.options), args.child_result)
         return 0
     config = PerfConfig(sizes=tuple(args.sizes), repeats=args.repeats, stages=tuple(args.stages),
-                        records_per_shard=args.records_per_shard, work=args.work, results=args.results, tag=args.tag)
+                        records_per_shard=args.records_per_shard, workers=args.workers, work=args.work, results=args.results, tag=args.tag)
     if args.report_only:
         print(write_markdown(load_runs(config.work / "runs.jsonl"), config.results))
         return 0

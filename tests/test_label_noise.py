@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dataselect.scorers.base import Batch
-from dataselect.scorers.label_noise import LabelNoise, confident_learning_issues
+from dataselect.scorers.label_noise import LabelNoise, PooledGaussianClassifier, confident_learning_issues
 
 
 def blobs(n_per_class=60, n_classes=3, dim=16, spread=0.15, seed=0):
@@ -125,11 +125,29 @@ def test_newsgroups_flipped_labels_detected_on_embeddings(newsgroups_records, cl
     table, flipped = noisy_newsgroups(newsgroups_records)
     vectors = StaticEmbedder().embed(table.column("text").to_pylist())
     scorer = LabelNoise(features="embeddings", classifier=classifier, seed=0)
-    assert type(scorer._classifier()).__name__ == ("LinearDiscriminantAnalysis" if classifier is None else "LogisticRegression")
+    assert type(scorer._classifier()).__name__ == ("PooledGaussianClassifier" if classifier is None else "LogisticRegression")
     out = scorer.score(Batch(table, vectors))
     auroc = roc_auc_score(flipped, 1.0 - out["self_confidence"])
     print(f"\nlabel_noise embeddings/{scorer._classifier().__class__.__name__}: AUROC {auroc:.3f}")
     assert auroc >= 0.90
+
+
+def test_pooled_gaussian_equals_scikit_learn_lda():
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    rng = np.random.default_rng(1)
+    y = rng.choice(["a", "b", "c"], size=600, p=[0.5, 0.3, 0.2])
+    x = rng.normal(size=(600, 8)) + (y[:, None] == "b") * 1.5 - (y[:, None] == "c") * 1.0
+    test = rng.normal(size=(50, 8))
+    for shrinkage in (0.0, 0.3):
+        ours = PooledGaussianClassifier(shrinkage=shrinkage).fit(x, y)
+        theirs = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage or None).fit(x, y)
+        if shrinkage == 0.0:  # scikit-learn shrinks per class before pooling: equal only unshrunk
+            np.testing.assert_allclose(ours.predict_proba(test), theirs.predict_proba(test), atol=1e-5)  # float32 products
+        assert (ours.predict(test) == theirs.predict(test)).mean() > 0.95
+    assert list(ours.classes_) == ["a", "b", "c"]
+    automatic = PooledGaussianClassifier().fit(x[:20], y[:20])  # 20 records, 8 dims: still invertible
+    assert np.isfinite(automatic.predict_proba(test)).all()
 
 
 def test_single_class_pool_has_nothing_to_compare():

@@ -42,8 +42,9 @@ def test_synthetic_pool_is_seeded_sized_and_carries_its_truth(tmp_path):
 def test_perf_stages_on_a_tiny_pool(tmp_path):
     config = perf.PerfConfig(sizes=(300,), records_per_shard=150, fit_sample_size=200, work=tmp_path)
     work, description = perf.prepare_pool(300, config)
-    options = {"fit_sample_size": 200, "budget": 0.1, "seed": 0}
-    # In process (each stage in a child costs an interpreter and torch import per stage).
+    options = {"fit_sample_size": 200, "budget": 0.1, "seed": 0, "workers": 2}
+    # In process (each stage in a child costs an interpreter and torch import per stage); the
+    # per-shard stages fork two workers over the two shards.
     counts = {stage: perf.STAGE_FUNCTIONS[stage](work, options) for stage in perf.STAGES}
     assert counts == {"ingest": 300, "embed": 300, "fit": 300, "score": 300, "select": 300}
     [build] = [p for p in (work / "store" / "builds").iterdir() if p.is_dir()]
@@ -55,7 +56,7 @@ def test_perf_stages_on_a_tiny_pool(tmp_path):
 def test_perf_child_process_reports_its_own_peak(tmp_path):
     config = perf.PerfConfig(work=tmp_path)
     work, _ = perf.prepare_pool(100, perf.PerfConfig(records_per_shard=100, work=tmp_path))
-    result = perf.measure_stage("ingest", work, {"fit_sample_size": 100, "budget": 0.1, "seed": 0})
+    result = perf.measure_stage("ingest", work, {"fit_sample_size": 100, "budget": 0.1, "seed": 0, "workers": 1})
     assert result["records"] == 100 and result["seconds"] > 0
     assert 50 < result["peak_rss_mb"] < 4096 and result["process_seconds"] >= result["seconds"]
     assert config.results.name == "perf.md"

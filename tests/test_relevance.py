@@ -115,7 +115,12 @@ def top_decile_share(score, is_sci):
 def test_ngram_relevance_ranks_target_domain_first(sci_task):
     pool, target, is_sci = sci_task
     pool_batch = Batch(pa.table({"text": pool}))
-    out = NgramRelevance().fit(pool_batch, Batch(pa.table({"text": target}))).score(pool_batch)
+    scorer = NgramRelevance().fit(pool_batch, Batch(pa.table({"text": target})))
+    out = scorer.score(pool_batch)
+    # The matrix-free scoring path equals the tf-idf matrix the classifier was trained on.
+    np.testing.assert_allclose(
+        scorer.decision_function(pool_batch), scorer.features(pool_batch) @ scorer.coef_ + scorer.intercept_, rtol=1e-10, atol=1e-10
+    )
     assert is_sci.mean() < 0.25
     assert top_decile_share(out["score"], is_sci) >= 0.70
 

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from dataselect import ngrams
 from dataselect import records as cols
 from dataselect.scorers.base import Batch, Scorer
 
@@ -139,8 +140,7 @@ def shingle_hashes(texts: list[str] | pa.Array, shingle_size: int = 5) -> tuple[
     parents = np.array(pc.list_parent_indices(token_lists).to_numpy(zero_copy_only=False), dtype=np.int64)
     non_empty = pc.greater(pc.utf8_length(tokens), 0).to_numpy(zero_copy_only=False)
     tokens, parents = tokens.filter(pa.array(non_empty)), parents[non_empty]
-    # pandas' SipHash with its fixed key: C-speed, stable across runs and platforms.
-    word_hash = pd.util.hash_array(tokens.to_numpy(zero_copy_only=False)) if len(tokens) else np.zeros(0, _U64)
+    word_hash = ngrams.hash_tokens(tokens)  # stable across runs and platforms
     counts = np.bincount(parents, minlength=n)
     starts = np.r_[0, np.cumsum(counts)[:-1]] if n else np.zeros(0, np.int64)
     multipliers = np.random.default_rng(0x5EED).integers(0, 2**63, size=shingle_size, dtype=np.uint64) * _U64(2) + _U64(1)

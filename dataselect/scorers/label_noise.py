@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -56,6 +58,43 @@ def confident_learning_issues(
     return is_issue, confident_class.astype(np.int64), thresholds
 
 
+class PooledGaussianClassifier(ClassifierMixin, BaseEstimator):
+    """Linear discriminant analysis: one Gaussian per class with a shared, shrunk covariance.
+
+    The model of scikit-learn's ``LinearDiscriminantAnalysis(solver="lsqr")`` (equal to it when
+    ``shrinkage=0``), fitted with two matrix products instead of per-class loops, so a 5-fold
+    fit on 100k x 256 embeddings takes about a second. ``shrinkage="auto"`` shrinks the pooled
+    covariance towards a scaled identity by the Ledoit-Wolf estimate, which keeps it invertible
+    when a pool is small next to the embedding dimension.
+    """
+
+    def __init__(self, shrinkage: float | str = "auto"):
+        self.shrinkage = shrinkage
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "PooledGaussianClassifier":
+        # float32 for the two n x d products (half the time); the d x d algebra in float64.
+        x = np.asarray(x, dtype=np.float32)
+        self.classes_, encoded = np.unique(y, return_inverse=True)
+        one_hot = np.zeros((len(x), len(self.classes_)), np.float32)
+        one_hot[np.arange(len(x)), encoded] = 1.0
+        counts = one_hot.sum(axis=0).astype(np.float64)
+        means = (one_hot.T @ x).astype(np.float64) / counts[:, None]
+        centered = x - means[encoded].astype(np.float32)
+        covariance = (centered.T @ centered).astype(np.float64) / len(x)
+        shrinkage = ledoit_wolf_shrinkage(centered, assume_centered=True) if self.shrinkage == "auto" else float(self.shrinkage)
+        mu = np.trace(covariance) / covariance.shape[0]
+        covariance = (1.0 - shrinkage) * covariance + shrinkage * mu * np.eye(covariance.shape[0])
+        self.coef_ = np.linalg.lstsq(covariance, means.T, rcond=None)[0].T
+        self.intercept_ = -0.5 * np.einsum("kd,kd->k", means, self.coef_) + np.log(counts / len(x))
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return softmax(np.asarray(x, dtype=np.float64) @ self.coef_.T + self.intercept_, axis=1)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+
+
 class LabelNoise(Scorer):
     """Pool scorer: ``self_confidence``, ``suggested_label``, ``is_issue``, ``keep``, ``reason``, ``score``."""
 
@@ -69,7 +108,7 @@ class LabelNoise(Scorer):
         # discards far fewer clean records; embeddings scale to pools whose text won't fit in memory.
         features: str = "tfidf"
         # "logistic" or "lda"; None picks by features: logistic regression for tfidf (LDA would need
-        # a vocabulary-sized dense covariance), LDA with Ledoit-Wolf shrinkage for embeddings (on the
+        # a vocabulary-sized dense covariance), LDA (PooledGaussianClassifier) for embeddings (on the
         # benchmark: AUROC 0.980 vs 0.981 for logistic regression, 1.8 s vs 19 s for 13k records).
         classifier: str | None = None
         n_folds: int = 5  # cross-validation folds for out-of-fold probabilities
@@ -110,7 +149,7 @@ class LabelNoise(Scorer):
         c = self.config
         kind = c.classifier or ("lda" if c.features == "embeddings" else "logistic")
         if kind == "lda":
-            return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+            return PooledGaussianClassifier(shrinkage="auto")
         if kind == "logistic":
             # saga visits rows in a seeded random order
             return LogisticRegression(C=c.C, solver=c.solver, max_iter=c.max_iter, tol=c.tol, random_state=c.seed)

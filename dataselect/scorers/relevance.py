@@ -167,6 +167,20 @@ class NgramRelevance(_CalibratedLinearRelevance):
         counts.data = 1.0 + np.log(counts.data)  # sublinear tf: repeated words add little evidence
         return counts
 
+    def decision_function(self, batch: Batch) -> np.ndarray:
+        """``features(batch) @ coef_ + intercept_`` from the distinct (text, n-gram) counts, with
+        no sparse matrix: sublinear tf-idf weights, then per-text dot product and l2 norm."""
+        if not hasattr(self, "idf_"):
+            raise RuntimeError("NgramRelevance.score called before fit() or load()")
+        width, parts = self.config.num_features, [np.zeros(0)]
+        for chunk in ngrams.chunks(batch.text_array):
+            rows, buckets, counts = ngrams.distinct_counts(*ngrams.ngram_buckets(chunk, width, self.config.ngram_range), width)
+            weight = (1.0 + np.log(counts)) * self.idf_[buckets]
+            norm = np.sqrt(np.bincount(rows, weight * weight, minlength=len(chunk)))
+            dot = np.bincount(rows, weight * self.coef_[buckets], minlength=len(chunk))
+            parts.append(np.divide(dot, norm, out=np.zeros(len(chunk)), where=norm > 0) + self.intercept_)
+        return np.concatenate(parts)
+
     def fit_features(self, pool: Batch, target: Batch) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         counts = sp.vstack([self._counts(target), self._counts(pool)]).tocsr()
         # Smoothed idf over target and pool sample together (scikit-learn's formula).
