@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.covariance import ledoit_wolf_shrinkage
@@ -58,6 +59,10 @@ def confident_learning_issues(
     return is_issue, confident_class.astype(np.int64), thresholds
 
 
+def _row_chunks(n: int, size: int = 65_536):
+    return (slice(start, min(start + size, n)) for start in range(0, n, size))
+
+
 class PooledGaussianClassifier(ClassifierMixin, BaseEstimator):
     """Linear discriminant analysis: one Gaussian per class with a shared, shrunk covariance.
 
@@ -72,16 +77,29 @@ class PooledGaussianClassifier(ClassifierMixin, BaseEstimator):
         self.shrinkage = shrinkage
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> "PooledGaussianClassifier":
-        # float32 for the two n x d products (half the time); the d x d algebra in float64.
+        # float32 for the n x d products (half the time), in row chunks so no n x d temporary is
+        # made (a million 256-d rows are 1 GB); the d x d algebra is float64.
         x = np.asarray(x, dtype=np.float32)
         self.classes_, encoded = np.unique(y, return_inverse=True)
-        one_hot = np.zeros((len(x), len(self.classes_)), np.float32)
-        one_hot[np.arange(len(x)), encoded] = 1.0
-        counts = one_hot.sum(axis=0).astype(np.float64)
-        means = (one_hot.T @ x).astype(np.float64) / counts[:, None]
-        centered = x - means[encoded].astype(np.float32)
-        covariance = (centered.T @ centered).astype(np.float64) / len(x)
-        shrinkage = ledoit_wolf_shrinkage(centered, assume_centered=True) if self.shrinkage == "auto" else float(self.shrinkage)
+        counts = np.bincount(encoded, minlength=len(self.classes_)).astype(np.float64)
+        sums = np.zeros((len(self.classes_), x.shape[1]))
+        for rows in _row_chunks(len(x)):
+            width = rows.stop - rows.start
+            one_hot = sp.csr_matrix((np.ones(width, np.float32), (encoded[rows], np.arange(width))), shape=(len(self.classes_), width))
+            sums += one_hot @ x[rows]
+        means = sums / counts[:, None]
+        covariance = np.zeros((x.shape[1], x.shape[1]))
+        for rows in _row_chunks(len(x)):
+            centered = x[rows] - means[encoded[rows]].astype(np.float32)
+            covariance += centered.T @ centered
+        covariance /= len(x)
+        if self.shrinkage == "auto":
+            # A scalar estimate: 50k evenly spaced rows pin it down as well as all of them.
+            sample = np.arange(0, len(x), max(1, len(x) // 50_000))
+            centered = x[sample] - means[encoded[sample]].astype(np.float32)
+            shrinkage = ledoit_wolf_shrinkage(centered, assume_centered=True)
+        else:
+            shrinkage = float(self.shrinkage)
         mu = np.trace(covariance) / covariance.shape[0]
         covariance = (1.0 - shrinkage) * covariance + shrinkage * mu * np.eye(covariance.shape[0])
         self.coef_ = np.linalg.lstsq(covariance, means.T, rcond=None)[0].T
@@ -89,7 +107,7 @@ class PooledGaussianClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return softmax(np.asarray(x, dtype=np.float64) @ self.coef_.T + self.intercept_, axis=1)
+        return softmax(np.asarray(x, dtype=np.float32) @ self.coef_.T.astype(np.float32) + self.intercept_, axis=1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(x).argmax(axis=1)]
@@ -132,7 +150,8 @@ class LabelNoise(Scorer):
         if self.config.features == "embeddings":
             if batch.embeddings is None:
                 raise ValueError("label_noise with features='embeddings' needs Batch.embeddings")
-            return np.asarray(batch.embeddings, dtype=np.float32)[rows]
+            vectors = np.asarray(batch.embeddings, dtype=np.float32)
+            return vectors if len(rows) == len(vectors) else vectors[rows]  # no copy when all are labelled
         if self.config.features == "tfidf":
             if TEXT not in batch.records.column_names:
                 raise ValueError("label_noise with features='tfidf' needs a 'text' column in the batch")
