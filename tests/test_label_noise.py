@@ -146,6 +146,18 @@ def test_pooled_gaussian_equals_scikit_learn_lda():
             np.testing.assert_allclose(ours.predict_proba(test), theirs.predict_proba(test), atol=1e-5)  # float32 products
         assert (ours.predict(test) == theirs.predict(test)).mean() > 0.95
     assert list(ours.classes_) == ["a", "b", "c"]
+    # Out-of-fold probabilities by 0/1 weights equal scikit-learn's cross_val_predict on copies.
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    folds = StratifiedKFold(n_splits=4, shuffle=True, random_state=0)
+    np.testing.assert_allclose(
+        PooledGaussianClassifier(shrinkage=0.1).out_of_fold_proba(x, y, folds),
+        cross_val_predict(PooledGaussianClassifier(shrinkage=0.1), x, y, cv=folds, method="predict_proba"),
+        atol=1e-5,
+    )
+    # A class without training rows gets probability 0 rather than NaN.
+    absent = PooledGaussianClassifier().fit(x, y, sample_weight=(y != "c").astype(float)).predict_proba(test)
+    assert np.isfinite(absent).all() and (absent[:, 2] == 0).all()
     automatic = PooledGaussianClassifier().fit(x[:20], y[:20])  # 20 records, 8 dims: still invertible
     assert np.isfinite(automatic.predict_proba(test)).all()
 
