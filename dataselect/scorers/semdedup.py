@@ -144,7 +144,10 @@ class SemanticDuplicates(Scorer):
         np.minimum.at(best, components, precedence)
         representative = order[best[components]] if n else np.zeros(0, np.int64)
         keep = representative == np.arange(n)
-        cosine = np.einsum("ij,ij->i", vectors, vectors[representative]) if n else np.zeros(0)
+        # Kept records are their own representative (cosine 1); only the dropped few need a product.
+        cosine = np.ones(n, np.float32)
+        dropped = np.flatnonzero(~keep)
+        cosine[dropped] = np.einsum("ij,ij->i", vectors[dropped], vectors[representative[dropped]])
         reason = np.array(
             [
                 "" if kept else f"semantic duplicate of {ids[rep]} (cosine {cos:.2f})"

@@ -29,7 +29,7 @@ from dataselect.records import (
     STATUS,
 )
 from dataselect.selection.fusion import fuse, missing_columns
-from dataselect.selection.policies import SelectionConfig, run_policy
+from dataselect.selection.policies import CLUSTER_POLICIES, SelectionConfig, run_policy
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,15 @@ def decide(
         )
     )
     candidates = survivors[canonical]
+    # Only what the policy reads is gathered for the candidates: at a million records a copy of
+    # every score column or of the embeddings costs hundreds of MB.
+    policy_columns = [c for c in (config.log_weight_column, config.difficulty_column) if c is not None and c in scores.columns]
     result = run_policy(
         config,
-        scores.iloc[candidates].reset_index(drop=True),
+        scores[policy_columns].iloc[candidates].reset_index(drop=True),
         fused[candidates],
         budget,
-        None if embeddings is None else np.asarray(embeddings)[candidates],
+        np.asarray(embeddings)[candidates] if embeddings is not None and config.policy in CLUSTER_POLICIES else None,
     )
     status[candidates] = np.where(result.selected, SELECTED, REJECTED)
     decided_by[candidates] = config.policy
