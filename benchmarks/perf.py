@@ -321,7 +321,7 @@ def run_benchmark(config: PerfConfig) -> list[dict]:
             shutil.rmtree(work / "store", ignore_errors=True)  # every repeat starts from the landing files
             for stage in config.stages:
                 result = measure_stage(stage, work, options)
-                result.update(size=size, repeat=repeat, bytes_per_record=description["bytes_per_record"], tag=config.tag,
+                result.update(size=size, repeat=repeat, bytes_per_record=description["bytes_per_record"], tag=config.tag, workers=config.workers,
                               time=time.strftime("%Y-%m-%dT%H:%M:%S"))
                 runs.append(result)
                 with runs_path.open("a") as handle:
@@ -442,10 +442,14 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
         f"before the stage started), Python {platform.python_version()}. Static (model2vec) embedding backend. Synthetic pools "
         f"(`benchmarks/synthetic.py`) of {', '.join(f'{s:,}' for s in sizes)} records, "
         + ", ".join(f"{bytes_per_record[s]:,.0f} B/record of JSONL at {s:,}" for s in sizes if bytes_per_record.get(s))
-        + ", 10,000 records per landing shard. Each stage runs in a fresh process: seconds exclude the interpreter start and "
-        "imports; peak RSS is that process's `ru_maxrss` (imports included). End to end = the sum of the five stages' seconds in one repeat "
-        "(median over repeats); its peak = the largest stage peak of the repeat. Records per CPU-s divides by the process's "
-        "CPU time (user + system, all its threads): less sensitive to the other jobs on the machine than wall-clock records/s. Slope = d log(time) / d log(records) against the next smaller size.",
+        + ", 10,000 records per landing shard. Each stage runs in a fresh process; the per-shard stages (ingest, embed, score) "
+        f"fan their shards out over {max(r.get('workers', 1) for r in runs) if runs else 1} forked worker processes, one per core, "
+        "as Dagster runs one shard partition per process. Seconds exclude the interpreter start and imports. Peak RSS is the "
+        "stage process's `ru_maxrss` (imports included) plus, for the per-shard stages, the number of workers times the largest "
+        "worker's `ru_maxrss`: an upper bound on the memory in use at once (forked pages are shared). End to end = the sum of the "
+        "five stages' seconds in one repeat (median over repeats); its peak = the largest stage peak of the repeat. Records per "
+        "CPU-s divides by the CPU time (user + system) of the stage process and its workers. Slope = d log(time) / d log(records) "
+        "against the next smaller size.",
         "",
         markdown_table(rows),
         "",
