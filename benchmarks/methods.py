@@ -167,7 +167,8 @@ def _write_jsonl(path: Path, ids: list[str], texts: list[str]) -> None:
 def authors_dsir(
     ids: list[str], texts: list[str], target_texts: list[str], k: int, seed: int, work_dir: Path, fit_and_score_only: bool = False
 ):
-    """``data_selection.HashedNgramDSIR`` on the same pool/target (num_proc=1: in this process).
+    """``data_selection.HashedNgramDSIR`` on the same pool/target, one process per core (our DSIR
+    uses one thread per core: the same 2 cores each).
 
     Returns ``(seconds for fit + importance weights, selected ids or None)``. The selection is its
     own ``resample`` (Gumbel top-k, with its default 100-token minimum length filter).
@@ -179,7 +180,7 @@ def authors_dsir(
         scratch = Path(scratch)
         _write_jsonl(scratch / "raw.jsonl", ids, texts)
         _write_jsonl(scratch / "target.jsonl", [str(i) for i in range(len(target_texts))], target_texts)
-        dsir = HashedNgramDSIR([str(scratch / "raw.jsonl")], [str(scratch / "target.jsonl")], str(scratch / "cache"), num_proc=1)
+        dsir = HashedNgramDSIR([str(scratch / "raw.jsonl")], [str(scratch / "target.jsonl")], str(scratch / "cache"), num_proc=len(os.sched_getaffinity(0)))
         started = time.perf_counter()
         dsir.fit_importance_estimator(num_tokens_to_fit="all")
         dsir.compute_importance_weights()

@@ -59,3 +59,13 @@ def test_buckets_spread_evenly():
     per_bucket = np.bincount(buckets, minlength=100)
     # 200 expected per bucket: a poor mix (e.g. the low bits of a plain multiply) would be far off.
     assert per_bucket.min() > 140 and per_bucket.max() < 260
+
+
+def test_threads_and_chunking_do_not_change_the_counts(newsgroups_records):
+    texts = [r["text"] for r in newsgroups_records[:5000]]
+    one = ngrams.hashed_counts(texts, 4096, threads=1)
+    for threads in (2, 3):
+        assert (ngrams.hashed_counts(texts, 4096, threads=threads) != one).nnz == 0
+        np.testing.assert_array_equal(ngrams.bucket_totals(texts, 4096, threads=threads), np.asarray(one.sum(axis=0)).ravel())
+    pieces = ngrams.map_chunks(len, texts, threads=2, size=1000)
+    assert pieces == [1000] * 5  # at most `size` texts per slice, in order

@@ -36,6 +36,7 @@ class DSIRConfig:
     # True divides by the n-gram count, i.e. ranks by per-token log-likelihood ratio.
     length_normalize: bool = False
     seed: int = 0  # for gumbel_top_k when a caller samples with this config
+    threads: int | None = None  # featurisation threads; None: one per core
 
     def __post_init__(self) -> None:
         # JSON round-trips turn the tuple into a list; keep configs comparable.
@@ -44,12 +45,12 @@ class DSIRConfig:
 
 def hashed_counts(texts, config: DSIRConfig) -> sp.csr_matrix:
     """(n, num_buckets) hashed n-gram counts per text (:func:`dataselect.ngrams.hashed_counts`)."""
-    return ngrams.hashed_counts(texts, config.num_buckets, config.ngram_range, config.lowercase)
+    return ngrams.hashed_counts(texts, config.num_buckets, config.ngram_range, config.lowercase, config.threads)
 
 
 def log_distribution_of(texts, config: DSIRConfig) -> np.ndarray:
     """The smoothed log distribution over buckets of all the n-grams of ``texts``."""
-    totals = ngrams.bucket_totals(texts, config.num_buckets, config.ngram_range, config.lowercase) + config.smoothing
+    totals = ngrams.bucket_totals(texts, config.num_buckets, config.ngram_range, config.lowercase, config.threads) + config.smoothing
     return np.log(totals) - np.log(totals.sum())
 
 
@@ -118,12 +119,12 @@ class DSIRImportance(Scorer):
             raise RuntimeError("DSIRImportance.score called before fit() or load()")
         c = self.config
         log_ratio = self.log_p_target_ - self.log_p_raw_
-        log_weight, lengths = [np.zeros(0)], [np.zeros(0)]
-        for chunk in ngrams.chunks(batch.text_array):
+
+        def weigh(chunk) -> np.ndarray:
             rows, buckets = ngrams.ngram_buckets(chunk, c.num_buckets, c.ngram_range, c.lowercase)
-            log_weight.append(np.bincount(rows, weights=log_ratio[buckets], minlength=len(chunk)))
-            lengths.append(np.bincount(rows, minlength=len(chunk)))
-        log_weight, lengths = np.concatenate(log_weight), np.concatenate(lengths)
+            return np.stack([np.bincount(rows, weights=log_ratio[buckets], minlength=len(chunk)), np.bincount(rows, minlength=len(chunk))])
+
+        log_weight, lengths = np.concatenate([np.zeros((2, 0)), *ngrams.map_chunks(weigh, batch.text_array, c.threads)], axis=1)
         score = log_weight / np.maximum(lengths, 1.0) if c.length_normalize else log_weight
         return {"log_weight": log_weight, "score": score}
 

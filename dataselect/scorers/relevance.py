@@ -144,6 +144,7 @@ class NgramRelevance(_CalibratedLinearRelevance):
         C: float = 1.0
         num_features: int = 2**18  # hashed dimension: few collisions for a pool-sized vocabulary
         ngram_range: tuple[int, int] = (1, 2)
+        threads: int | None = None  # featurisation threads; None: one per core
 
         def __post_init__(self) -> None:
             self.ngram_range = tuple(self.ngram_range)
@@ -163,7 +164,7 @@ class NgramRelevance(_CalibratedLinearRelevance):
         )
 
     def _counts(self, batch: Batch) -> sp.csr_matrix:
-        counts = ngrams.hashed_counts(batch.text_array, self.config.num_features, self.config.ngram_range)
+        counts = ngrams.hashed_counts(batch.text_array, self.config.num_features, self.config.ngram_range, threads=self.config.threads)
         counts.data = 1.0 + np.log(counts.data)  # sublinear tf: repeated words add little evidence
         return counts
 
@@ -172,14 +173,16 @@ class NgramRelevance(_CalibratedLinearRelevance):
         no sparse matrix: sublinear tf-idf weights, then per-text dot product and l2 norm."""
         if not hasattr(self, "idf_"):
             raise RuntimeError("NgramRelevance.score called before fit() or load()")
-        width, parts = self.config.num_features, [np.zeros(0)]
-        for chunk in ngrams.chunks(batch.text_array):
+        width = self.config.num_features
+
+        def decision_of(chunk) -> np.ndarray:
             rows, buckets, counts = ngrams.distinct_counts(*ngrams.ngram_buckets(chunk, width, self.config.ngram_range), width)
             weight = (1.0 + np.log(counts)) * self.idf_[buckets]
             norm = np.sqrt(np.bincount(rows, weight * weight, minlength=len(chunk)))
             dot = np.bincount(rows, weight * self.coef_[buckets], minlength=len(chunk))
-            parts.append(np.divide(dot, norm, out=np.zeros(len(chunk)), where=norm > 0) + self.intercept_)
-        return np.concatenate(parts)
+            return np.divide(dot, norm, out=np.zeros(len(chunk)), where=norm > 0) + self.intercept_
+
+        return np.concatenate([np.zeros(0), *ngrams.map_chunks(decision_of, batch.text_array, self.config.threads)])
 
     def fit_features(self, pool: Batch, target: Batch) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         counts = sp.vstack([self._counts(target), self._counts(pool)]).tocsr()
