@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import sys
 import tempfile
