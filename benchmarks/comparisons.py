@@ -275,10 +275,13 @@ def markdown(results: list[dict], config: ComparisonConfig, bytes_per_record: fl
         lines.append(f"| {result['name']} | {result['ours_seconds']:.2f} | {result['reference_seconds']:.2f} | "
                      f"{result['speedup']:.1f}× | `{parity}` |")
     lines += ["", "## Targets", ""]
-    for dsir in (r for r in results if r["name"].startswith("DSIR")):
-        verdict = "met" if dsir["speedup"] >= TARGET_DSIR_SPEEDUP else "NOT met"
-        lines.append(f"- DSIR ≥ {TARGET_DSIR_SPEEDUP:.0f}× data-selection's throughput, {dsir['cores']} core(s) each (data-selection's "
-                     f"processes, dataselect's threads): {dsir['speedup']:.1f}×, **{verdict}**.")
+    dsir_rows = sorted((r for r in results if r["name"].startswith("DSIR")), key=lambda r: -r["cores"])
+    if dsir_rows:  # the target is on the machine's cores; fewer cores are shown for reference
+        best = dsir_rows[0]
+        verdict = "met" if best["speedup"] >= TARGET_DSIR_SPEEDUP else "NOT met"
+        lines.append(f"- DSIR ≥ {TARGET_DSIR_SPEEDUP:.0f}× data-selection's throughput on the same {best['cores']} cores (data-selection's "
+                     f"processes, dataselect's threads): {best['speedup']:.1f}×, **{verdict}**."
+                     + "".join(f" On {r['cores']} core(s) each: {r['speedup']:.1f}×." for r in dsir_rows[1:]))
     lines.append("")
     return "\n".join(lines)
 
