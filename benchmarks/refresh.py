@@ -45,6 +45,7 @@ class RefreshConfig:
     records_per_shard: int = 2_000
     repeats: int = 3
     global_steps: tuple[str, ...] = ("filtered_set",)
+    label_noise_features: str = "tfidf"  # the default recipe; "embeddings" is the large-pool setting
     seed: int = 0
     work: Path = WORK
     results: Path = RESULTS
@@ -92,7 +93,7 @@ class Driver:
             elif name == "quality_scores":
                 self.records_scored += int(metadata["dagster/row_count"].value)
 
-    def build_all(self, keys: list[str], global_steps: tuple[str, ...], seed: int = 0) -> None:
+    def build_all(self, keys: list[str], global_steps: tuple[str, ...], seed: int = 0, features: str = "tfidf") -> None:
         from platform_assets.scoring import DEFAULT_MODEL_KEYS
 
         for key in keys:
@@ -100,16 +101,17 @@ class Driver:
         self.run(["target_reference", *DEFAULT_MODEL_KEYS], run_config={"ops": {k: {"config": {"seed": seed}} for k in DEFAULT_MODEL_KEYS}})
         for key in keys:
             self.run(["quality_scores"], key)
-        self.run(list(global_steps), run_config=_global_config(global_steps, seed))
+        self.run(list(global_steps), run_config=_global_config(global_steps, seed, features))
 
-    def refresh_shard(self, key: str, global_steps: tuple[str, ...], seed: int = 0) -> None:
+    def refresh_shard(self, key: str, global_steps: tuple[str, ...], seed: int = 0, features: str = "tfidf") -> None:
         self.register([key])
         self.run(["raw_pool", "embeddings", "quality_scores"], key)
-        self.run(list(global_steps), run_config=_global_config(global_steps, seed))
+        self.run(list(global_steps), run_config=_global_config(global_steps, seed, features))
 
 
-def _global_config(global_steps: tuple[str, ...], seed: int) -> dict:
-    ops = {"filtered_set": {"config": {"seed": seed}}}
+def _global_config(global_steps: tuple[str, ...], seed: int, label_noise_features: str = "tfidf") -> dict:
+    options = {"label_noise": {"features": label_noise_features}}
+    ops = {"filtered_set": {"config": {"seed": seed, "pool_scorer_options": options}}}
     if "evaluation_report" in global_steps:
         ops["evaluation_report"] = {"config": {"random_seeds": [101, 102, 103, 104, 105], "budgets": [0.1], "ablation": False}}
     return {"ops": ops}
@@ -130,7 +132,7 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
         driver = Driver(instance, str(full_landing), reference, str(scratch / "full-store"))
         driver.register(keys)
         started = time.perf_counter()
-        driver.build_all(keys, config.global_steps, config.seed)
+        driver.build_all(keys, config.global_steps, config.seed, config.label_noise_features)
         full = {"seconds": time.perf_counter() - started, "records_embedded": driver.records_embedded,
                 "records_scored": driver.records_scored, "runs": driver.runs}
 
@@ -141,11 +143,11 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
     with instance_for_test() as instance:
         driver = Driver(instance, str(landing), reference, str(scratch / "refresh-store"))
         driver.register(keys[:-1])
-        driver.build_all(keys[:-1], config.global_steps, config.seed)
+        driver.build_all(keys[:-1], config.global_steps, config.seed, config.label_noise_features)
         shutil.copy(full_landing / f"{keys[-1]}.jsonl", landing / f"{keys[-1]}.jsonl")  # the new shard lands
         before = (driver.records_embedded, driver.records_scored, driver.runs)
         started = time.perf_counter()
-        driver.refresh_shard(keys[-1], config.global_steps, config.seed)
+        driver.refresh_shard(keys[-1], config.global_steps, config.seed, config.label_noise_features)
         refresh = {"seconds": time.perf_counter() - started, "records_embedded": driver.records_embedded - before[0],
                    "records_scored": driver.records_scored - before[1], "runs": driver.runs - before[2]}
     return {"full": full, "refresh": refresh, "ratio": refresh["seconds"] / full["seconds"]}
@@ -162,7 +164,8 @@ def markdown(config: RefreshConfig, repeats: list[dict], description: dict) -> s
         "# One-shard refresh vs full rebuild, through Dagster (`python -m benchmarks.refresh`)",
         "",
         f"{config.shards} synthetic shards × {config.records_per_shard:,} records (~{description['bytes_per_record']:,.0f} B/record), "
-        f"static embeddings, asset checks on, global steps: {', '.join(config.global_steps)}. Medians of {len(repeats)} repeats "
+        f"static embeddings, asset checks on, global steps: {', '.join(config.global_steps)}, label noise on "
+        f"{config.label_noise_features}. Medians of {len(repeats)} repeats "
         f"on {os.cpu_count()} shared CPUs (load average now {os.getloadavg()[0]:.1f}).",
         "",
         "| | seconds (median) | Dagster runs | records embedded | records scored |",
@@ -204,11 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=RefreshConfig.repeats)
     parser.add_argument("--global-steps", nargs="+", default=list(RefreshConfig.global_steps),
                         choices=["filtered_set", "evaluation_set", "evaluation_report"])
+    parser.add_argument("--label-noise-features", choices=["tfidf", "embeddings"], default=RefreshConfig.label_noise_features)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     run(RefreshConfig(shards=args.shards, records_per_shard=args.records_per_shard, repeats=args.repeats,
-                      global_steps=tuple(args.global_steps), work=args.work, results=args.results))
+                      global_steps=tuple(args.global_steps), label_noise_features=args.label_noise_features, work=args.work, results=args.results))
     return 0
 
 
