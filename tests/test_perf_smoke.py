@@ -122,3 +122,15 @@ def test_static_embedding_by_words_equals_model2vec(newsgroups_records):
     np.testing.assert_allclose(fast, reference, atol=2e-3)
     nonzero = np.linalg.norm(reference, axis=1) > 0
     assert ((fast[nonzero] * reference[nonzero]).sum(axis=1) > 0.9999).all()
+
+
+def test_embedding_backends_benchmark_on_a_tiny_sample(newsgroups_dir, monkeypatch, tmp_path):
+    from benchmarks import embeddings
+
+    monkeypatch.setenv("DATASELECT_NEWSGROUPS", str(newsgroups_dir))
+    rows = {r["backend"]: r for r in embeddings.run(per_split=60, repeats=1, results=tmp_path / "embeddings.md")}
+    assert set(rows) == {"static", "transformer"}
+    assert rows["transformer"]["dim"] == 384 and rows["static"]["dim"] == 256
+    for row in rows.values():  # 20 groups: chance is 0.05; both backends carry topic signal
+        assert row["docs_per_second"] > 0 and row["knn_accuracy"] > 0.15 and row["probe_accuracy"] > 0.15
+    assert "Static / transformer" in (tmp_path / "embeddings.md").read_text()
