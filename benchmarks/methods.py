@@ -64,10 +64,7 @@ class BenchConfig:
     throughput_runs: int = 3  # DSIR vs data-selection, median of this many
     robustness_seeds: tuple[int, ...] = (1, 2)  # extra seeds on which the finalist recipes are re-run
     ablation_limit: int | None = None  # run only the first this many ablation rows (quick mode)
-    # CoLoR-Filter overrides. One torch thread: on this shared 2-core machine two threads ran the
-    # tiny LM 2.5-3x slower (oversubscription). 128 scored tokens instead of 256 halve the scoring
-    # (500 records: 4.8 s per model at 256 tokens), which otherwise dominates the whole benchmark.
-    color: dict[str, Any] = field(default_factory=lambda: {"cpu_threads": 1, "max_tokens_scored": 128})
+    color: dict[str, Any] = field(default_factory=dict)  # CoLoR-Filter config overrides (none: its defaults)
     include_color: bool = True
     use_cache: bool = True  # reuse cached scores (benchmarks/work) when inputs are unchanged
     work_dir: Path = WORK_DIR  # scratch: landing shards, cached embeddings and scores

@@ -128,7 +128,7 @@ def test_embedding_backends_benchmark_on_a_tiny_sample(newsgroups_dir, monkeypat
     from benchmarks import embeddings
 
     monkeypatch.setenv("DATASELECT_NEWSGROUPS", str(newsgroups_dir))
-    rows = {r["backend"]: r for r in embeddings.run(per_split=60, repeats=1, results=tmp_path / "embeddings.md")}
+    rows = {r["backend"]: r for r in embeddings.run(per_split=200, repeats=1, results=tmp_path / "embeddings.md")}
     assert set(rows) == {"static", "transformer"}
     assert rows["transformer"]["dim"] == 384 and rows["static"]["dim"] == 256
     for row in rows.values():  # 20 groups: chance is 0.05; both backends carry topic signal
