@@ -85,8 +85,8 @@ _SHARED: dict = {}
 
 
 def map_shards(function, items: list, workers: int) -> list:
-    """``function`` over per-shard ``items`` in ``workers`` forked processes, as Dagster's
-    multiprocess executor runs one shard partition per process (1 = in this process)."""
+    """``function`` over per-shard ``items`` in ``workers`` forked processes, as Dagster runs each
+    shard partition's run in its own process, side by side (1 = in this process)."""
     if workers <= 1 or len(items) <= 1:
         return [function(item) for item in items]
     import multiprocessing
@@ -444,7 +444,7 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
         + ", ".join(f"{bytes_per_record[s]:,.0f} B/record of JSONL at {s:,}" for s in sizes if bytes_per_record.get(s))
         + ", 10,000 records per landing shard. Each stage runs in a fresh process; the per-shard stages (ingest, embed, score) "
         f"fan their shards out over {max(r.get('workers', 1) for r in runs) if runs else 1} forked worker processes, one per core, "
-        "as Dagster runs one shard partition per process. Seconds exclude the interpreter start and imports. Peak RSS is the "
+        "as Dagster runs each shard partition's run in its own process. Seconds exclude the interpreter start and imports. Peak RSS is the "
         "stage process's `ru_maxrss` (imports included) plus, for the per-shard stages, the number of workers times the largest "
         "worker's `ru_maxrss`: an upper bound on the memory in use at once (forked pages are shared). End to end = the sum of the "
         "five stages' seconds in one repeat (median over repeats); its peak = the largest stage peak of the repeat. Records per "

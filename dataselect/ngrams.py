@@ -46,7 +46,7 @@ def ngram_key(hashes: Sequence[int]) -> int:
 
 def _ngram_keys(word_hashes: list[np.ndarray]) -> np.ndarray:
     """Keys of n-grams given aligned arrays of their 1st, 2nd, ... words' hashes (order matters)."""
-    key = word_hashes[0].copy()
+    key = word_hashes[0]
     for following in word_hashes[1:]:
         key = _mix(key * _GOLDEN + following)
     return _mix(key + np.uint64(len(word_hashes)))  # separates the n-gram orders
@@ -54,6 +54,12 @@ def _ngram_keys(word_hashes: list[np.ndarray]) -> np.ndarray:
 
 def tokenize(texts: pa.Array | Sequence[str | None], lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(text index, :func:`word_hash`) of every token of every text, in reading order."""
+    parents, codes, distinct = _tokens(texts, lowercase)
+    return parents, distinct[codes]
+
+
+def _tokens(texts: pa.Array | Sequence[str | None], lowercase: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(text index, vocabulary code) of every token, and each vocabulary entry's :func:`word_hash`."""
     array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
     array = pc.fill_null(array, "")
     if lowercase:
@@ -62,11 +68,11 @@ def tokenize(texts: pa.Array | Sequence[str | None], lowercase: bool = True) -> 
     tokens = pc.list_flatten(token_lists)
     parents = np.asarray(pc.list_parent_indices(token_lists), dtype=np.int64)
     present = pc.greater(pc.binary_length(tokens), 0)  # leading/trailing spaces split into ""
-    return parents[present.to_numpy(zero_copy_only=False)], hash_tokens(tokens.filter(present))
+    return (parents[present.to_numpy(zero_copy_only=False)], *_vocabulary_hashes(tokens.filter(present)))
 
 
-def hash_tokens(tokens: pa.Array) -> np.ndarray:
-    """:func:`word_hash` of every token; each distinct token is hashed once."""
+def _vocabulary_hashes(tokens: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(vocabulary code of every token, :func:`word_hash` of each distinct token, hashed once)."""
     from sklearn.utils import murmurhash3_32
 
     encoded = pc.dictionary_encode(tokens)
@@ -74,7 +80,13 @@ def hash_tokens(tokens: pa.Array) -> np.ndarray:
         encoded = encoded.combine_chunks()
     vocabulary = encoded.dictionary.to_pylist()
     distinct = _mix(np.fromiter((murmurhash3_32(w, 0, positive=True) for w in vocabulary), np.uint64, len(vocabulary)))
-    return distinct[encoded.indices.to_numpy(zero_copy_only=False)]
+    return encoded.indices.to_numpy(zero_copy_only=False), distinct
+
+
+def hash_tokens(tokens: pa.Array) -> np.ndarray:
+    """:func:`word_hash` of every token; each distinct token is hashed once."""
+    codes, distinct = _vocabulary_hashes(tokens)
+    return distinct[codes]
 
 
 def ngram_buckets(
@@ -84,13 +96,18 @@ def ngram_buckets(
     lowercase: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(text index, bucket in ``[0, num_buckets)``) of every n-gram of every text."""
-    parents, hashes = tokenize(texts, lowercase)
+    parents, codes, distinct = _tokens(texts, lowercase)
+    hashes = distinct[codes] if ngram_range[1] > 1 else None
     rows, buckets = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     low, high = ngram_range
     for size in range(low, high + 1):
-        count = len(hashes) - size + 1
+        count = len(codes) - size + 1
         if count <= 0:
             break
+        if size == 1:  # a unigram's bucket depends on its word alone: compute it per distinct word
+            rows.append(parents)
+            buckets.append((_ngram_keys([distinct]) % np.uint64(num_buckets)).astype(np.int64)[codes])
+            continue
         # The n-gram starting at token i is real when its first and last tokens share a text.
         inside = parents[:count] == parents[size - 1 :]
         keys = _ngram_keys([hashes[offset : offset + count][inside] for offset in range(size)])
