@@ -52,12 +52,6 @@ def _ngram_keys(word_hashes: list[np.ndarray]) -> np.ndarray:
     return _mix(key + np.uint64(len(word_hashes)))  # separates the n-gram orders
 
 
-def tokenize(texts: pa.Array | Sequence[str | None], lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(text index, :func:`word_hash`) of every token of every text, in reading order."""
-    parents, codes, distinct = _tokens(texts, lowercase)
-    return parents, distinct[codes]
-
-
 def _tokens(texts: pa.Array | Sequence[str | None], lowercase: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(text index, vocabulary code) of every token, and each vocabulary entry's :func:`word_hash`."""
     array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())

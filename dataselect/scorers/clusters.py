@@ -59,9 +59,8 @@ def kmeans_clusters(
         _, assigned = kmeans.index.search(data, 1)
         labels = assigned[:, 0].astype(np.int64)
     # In row chunks: a single ``data - centroid[labels]`` is two n x d temporaries (2 GB at 1M).
-    distances = np.concatenate(
-        [np.linalg.norm(data[i : i + 65_536] - centroid[labels[i : i + 65_536]], axis=1) for i in range(0, n, 65_536)]
-    ).astype(np.float32)
+    blocks = [slice(i, i + 65_536) for i in range(0, n, 65_536)]
+    distances = np.concatenate([np.linalg.norm(data[b] - centroid[labels[b]], axis=1) for b in blocks]).astype(np.float32)
     return labels, centroid.astype(np.float32), distances
 
 

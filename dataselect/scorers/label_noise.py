@@ -60,8 +60,11 @@ def confident_learning_issues(
     return is_issue, confident_class.astype(np.int64), thresholds
 
 
-def _row_chunks(n: int, size: int = 16_384):
-    return (slice(start, min(start + size, n)) for start in range(0, n, size))
+_CHUNK = 16_384  # rows per n x d block: bounds the temporaries at a million records
+
+
+def _row_chunks(n: int):
+    return (slice(start, min(start + _CHUNK, n)) for start in range(0, n, _CHUNK))
 
 
 class PooledGaussianClassifier(ClassifierMixin, BaseEstimator):
@@ -127,9 +130,8 @@ class PooledGaussianClassifier(ClassifierMixin, BaseEstimator):
             weight = np.zeros(len(y))
             weight[train] = 1.0
             self.fit(x, y, sample_weight=weight)
-            for start in range(0, len(test), 16_384):
-                rows = test[start : start + 16_384]
-                probabilities[rows] = self.predict_proba(x[rows])
+            for block in _row_chunks(len(test)):
+                probabilities[test[block]] = self.predict_proba(x[test[block]])
         return probabilities
 
 
