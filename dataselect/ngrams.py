@@ -1,15 +1,20 @@
 """Hashed word n-grams of a whole batch of texts, without a Python loop over tokens.
 
 DSIR and the n-gram relevance filter both describe a text as a bag of hashed word n-grams.
-Here the batch is tokenised by Arrow's RE2 string kernels, each *distinct* word is hashed once,
-and an n-gram's hash is mixed from its words' hashes with numpy (splitmix64), so no n-gram
-string is ever built. Tokens are the matches of ``\\w+|[^\\w\\s]+`` (words and punctuation runs,
-NLTK's WordPunct tokenisation, which the DSIR authors use); n-grams never cross two texts.
+Tokens are the matches of ``\\w+|[^\\w\\s]+`` (words and punctuation runs, NLTK's WordPunct
+tokenisation, which the DSIR authors use); n-grams never cross two texts.
+
+All-ASCII texts (99% of English web or mail text) are tokenised on their bytes: a token is a run
+of word bytes or of symbol bytes, and every token's hash is a polynomial over its bytes read off
+prefix sums, so the whole batch costs a few numpy passes over its bytes. Other texts go through
+Arrow's RE2 kernels, hashed the same way. An n-gram's key is mixed from its words' hashes
+(splitmix64), so no n-gram string is ever built.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,10 +24,25 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 TOKEN_PATTERN = r"\w+|[^\w\s]+"
-# The second alternative in RE2 terms (Python's ``\w`` is a letter, a number or "_"). Spacing
-# these runs out leaves whitespace as the only separator between tokens.
-_SYMBOL_RUN = r"([^\pL\pN_\s]+)"
+WHITESPACE_PATTERN = r"\S+"  # the words of str.split(), for callers that want those instead
+# Python's whitespace (str.isspace) in RE2 terms, and a run of neither whitespace nor ``\w``
+# once whitespace is plain spaces (``\w`` is a letter, a number or "_", up to Unicode-version
+# differences). Arrow's own utf8_split_whitespace is not used: on runs of trailing spaces it
+# can return different tokens from one call to the next (pyarrow 26).
+_RE2_SPACE_RUN = r"[\s\x0b\x1c-\x1f\x85\p{Z}]+"
+_RE2_SYMBOL_RUN = r"([^\pL\pN_ ]+)"
+# Each ASCII byte's class (0 whitespace, else a token class), from Python's re: under
+# TOKEN_PATTERN word bytes and symbol bytes make separate tokens, under WHITESPACE_PATTERN not.
+_ASCII_CLASSES = {
+    TOKEN_PATTERN: np.array([0 if re.fullmatch(r"\s", chr(b)) else 1 if re.fullmatch(r"\w", chr(b)) else 2 for b in range(128)], np.int8),
+    WHITESPACE_PATTERN: np.array([0 if re.fullmatch(r"\s", chr(b)) else 1 for b in range(128)], np.int8),
+}
+# A byte's term in a string's hash polynomial (see word_hash), as is and lower-cased.
+_BYTE_TERM = np.arange(1, 257, dtype=np.uint64)
+_ASCII_LOWER_TERM = np.array([ord(chr(b).lower()) + 1 for b in range(128)], np.uint64)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_BASE = _GOLDEN  # odd, hence invertible modulo 2**64 (see _substring_hashes)
+_BASE_INVERSE = np.uint64(pow(int(_BASE), -1, 1 << 64))
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -33,10 +53,12 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def word_hash(word: str) -> int:
-    """The 64-bit hash of one token (murmurhash3, then mixed): the reference for tests."""
-    from sklearn.utils import murmurhash3_32
+    """The 64-bit hash of one token: the reference for tests.
 
-    return int(_mix(np.array([murmurhash3_32(word, 0, positive=True)], np.uint64))[0])
+    A polynomial in the base over the token's UTF-8 bytes (each plus one, so that trailing zero
+    bytes count), modulo 2**64, then mixed."""
+    poly = sum((byte + 1) * pow(int(_BASE), i, 1 << 64) for i, byte in enumerate(word.encode("utf-8"))) % (1 << 64)
+    return int(_mix(np.array([poly], np.uint64))[0])
 
 
 def ngram_key(hashes: Sequence[int]) -> int:
@@ -52,35 +74,108 @@ def _ngram_keys(word_hashes: list[np.ndarray]) -> np.ndarray:
     return _mix(key + np.uint64(len(word_hashes)))  # separates the n-gram orders
 
 
-def _tokens(texts: pa.Array | Sequence[str | None], lowercase: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(text index, vocabulary code) of every token, and each vocabulary entry's :func:`word_hash`."""
-    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
-    array = pc.fill_null(array, "")
-    if lowercase:
-        array = pc.utf8_lower(array)
-    token_lists = pc.utf8_split_whitespace(pc.replace_substring_regex(array, _SYMBOL_RUN, r" \1 "))
-    tokens = pc.list_flatten(token_lists)
-    parents = np.asarray(pc.list_parent_indices(token_lists), dtype=np.int64)
-    present = pc.greater(pc.binary_length(tokens), 0)  # leading/trailing spaces split into ""
-    return (parents[present.to_numpy(zero_copy_only=False)], *_vocabulary_hashes(tokens.filter(present)))
+_POWER_TABLES: list[np.ndarray] = [np.zeros(0, np.uint64), np.ones(1, np.uint64)]
+_CACHED_POWERS = 1 << 23  # bytes of text; larger batches compute their own tables
 
 
-def _vocabulary_hashes(tokens: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(vocabulary code of every token, :func:`word_hash` of each distinct token, hashed once)."""
-    from sklearn.utils import murmurhash3_32
+def _power_tables(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``B**(i+1)`` for i < length and ``B**-i`` for i <= length, cached: every batch needs them."""
+    powers, inverse = _POWER_TABLES
+    if len(powers) < length:
+        size = length if length > _CACHED_POWERS else min(max(length, 2 * len(powers), 1 << 16), _CACHED_POWERS)
+        powers = np.cumprod(np.full(size, _BASE, np.uint64))
+        inverse = np.cumprod(np.r_[np.uint64(1), np.full(size, _BASE_INVERSE, np.uint64)])
+        if size <= _CACHED_POWERS:
+            _POWER_TABLES[:] = powers, inverse  # one assignment: a thread reading the old tables is unaffected
+    return powers[:length], inverse[: length + 1]
 
-    encoded = pc.dictionary_encode(tokens)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    vocabulary = encoded.dictionary.to_pylist()
-    distinct = _mix(np.fromiter((murmurhash3_32(w, 0, positive=True) for w in vocabulary), np.uint64, len(vocabulary)))
-    return encoded.indices.to_numpy(zero_copy_only=False), distinct
+
+def _substring_hashes(terms: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """:func:`word_hash` of each ``data[start:end]``, given each byte's term ``byte + 1`` (uint64).
+
+    With prefix sums ``S[j] = sum_{i<j} terms[i] * B**(i+1)``, a substring's polynomial is
+    ``(S[end] - S[start]) * B**-start / B``: one product and one cumulative sum over the bytes,
+    whatever the number of substrings. ``terms`` is overwritten."""
+    powers, inverse = _power_tables(len(terms))
+    prefix = np.zeros(len(terms) + 1, np.uint64)
+    np.cumsum(np.multiply(terms, powers, out=terms), out=prefix[1:])
+    return _mix((prefix[ends] - prefix[starts]) * inverse[starts] * _BASE_INVERSE)
+
+
+def _string_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, offsets from 0) of a string array without copying the bytes; nulls count as ""."""
+    offsets_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], offsets_type)[array.offset : array.offset + len(array) + 1].astype(np.int64)
+    data = array.buffers()[2]
+    data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return data[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
 def hash_tokens(tokens: pa.Array) -> np.ndarray:
-    """:func:`word_hash` of every token; each distinct token is hashed once."""
-    codes, distinct = _vocabulary_hashes(tokens)
-    return distinct[codes]
+    """:func:`word_hash` of every string of an Arrow array."""
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
+    data, offsets = _string_buffers(pc.fill_null(tokens, ""))
+    return _substring_hashes(_BYTE_TERM[data], offsets[:-1], offsets[1:])
+
+
+def _ascii_tokens(array: pa.Array, lowercase: bool, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, hash) of every token of all-ASCII texts, found on their bytes by numpy.
+
+    In ASCII a token is a maximal run of bytes of one non-whitespace class, so tokens start where
+    the byte class changes (or a text starts) and the class is not whitespace."""
+    data, offsets = _string_buffers(array)
+    kind = _ASCII_CLASSES[pattern][data]
+    run_start = np.ones(len(data) + 1, bool)
+    run_start[1:-1] = kind[1:] != kind[:-1]
+    run_start[offsets] = True
+    in_token = kind != 0
+    starts = np.flatnonzero(run_start[:-1] & in_token)
+    ends = np.flatnonzero(run_start[1:] & in_token) + 1
+    parents = np.repeat(np.arange(len(array)), np.diff(np.searchsorted(starts, offsets)))
+    return parents, _substring_hashes((_ASCII_LOWER_TERM if lowercase else _BYTE_TERM)[data], starts, ends)
+
+
+def _unicode_tokens(array: pa.Array, lowercase: bool, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, hash) of every token, by Arrow's RE2 kernels: any UTF-8 text.
+
+    Every whitespace run becomes one space and every symbol run is spaced out, so splitting at
+    spaces leaves the tokens (and some empty strings, dropped)."""
+    if lowercase:
+        array = pc.utf8_lower(array)
+    spaced = pc.replace_substring_regex(array, _RE2_SPACE_RUN, " ")
+    if pattern == TOKEN_PATTERN:
+        spaced = pc.replace_substring_regex(spaced, _RE2_SYMBOL_RUN, r" \1 ")
+    token_lists = pc.split_pattern(spaced, " ")
+    tokens = pc.list_flatten(token_lists)
+    parents = np.asarray(pc.list_parent_indices(token_lists), dtype=np.int64)
+    present = pc.greater(pc.binary_length(tokens), 0)
+    return parents[present.to_numpy(zero_copy_only=False)], hash_tokens(tokens.filter(present))
+
+
+def token_hashes(
+    texts: pa.Array | Sequence[str | None], lowercase: bool = True, pattern: str = TOKEN_PATTERN
+) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, :func:`word_hash`) of every match of ``pattern`` (:data:`TOKEN_PATTERN` or
+    :data:`WHITESPACE_PATTERN`), in text order.
+
+    All-ASCII texts (nearly all English text) take the byte path, the rest the RE2 path."""
+    if pattern not in _ASCII_CLASSES:
+        raise ValueError(f"pattern must be TOKEN_PATTERN or WHITESPACE_PATTERN, not {pattern!r}")
+    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    array = pc.fill_null(array, "")
+    ascii = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
+    if ascii.all():
+        return _ascii_tokens(array, lowercase, pattern)
+    if not ascii.any():
+        return _unicode_tokens(array, lowercase, pattern)
+    parts = [(np.flatnonzero(ascii), _ascii_tokens), (np.flatnonzero(~ascii), _unicode_tokens)]
+    found = [(where, tokens_of(array.take(where), lowercase, pattern)) for where, tokens_of in parts]
+    parents = np.concatenate([where[local] for where, (local, _) in found])
+    order = np.argsort(parents, kind="stable")  # a merge of two sorted runs: linear time
+    return parents[order], np.concatenate([hashes for _, (_, hashes) in found])[order]
 
 
 def ngram_buckets(
@@ -90,23 +185,18 @@ def ngram_buckets(
     lowercase: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(text index, bucket in ``[0, num_buckets)``) of every n-gram of every text."""
-    parents, codes, distinct = _tokens(texts, lowercase)
-    hashes = distinct[codes] if ngram_range[1] > 1 else None
+    parents, hashes = token_hashes(texts, lowercase)
     rows, buckets = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     low, high = ngram_range
     for size in range(low, high + 1):
-        count = len(codes) - size + 1
+        count = len(hashes) - size + 1
         if count <= 0:
             break
-        if size == 1:  # a unigram's bucket depends on its word alone: compute it per distinct word
-            rows.append(parents)
-            buckets.append((_ngram_keys([distinct]) % np.uint64(num_buckets)).astype(np.int64)[codes])
-            continue
         # The n-gram starting at token i is real when its first and last tokens share a text.
         inside = parents[:count] == parents[size - 1 :]
-        keys = _ngram_keys([hashes[offset : offset + count][inside] for offset in range(size)])
+        keys = _ngram_keys([hashes[offset : offset + count] for offset in range(size)])
         rows.append(parents[:count][inside])
-        buckets.append((keys % np.uint64(num_buckets)).astype(np.int64))
+        buckets.append((keys[inside] % np.uint64(num_buckets)).astype(np.int64))
     return np.concatenate(rows), np.concatenate(buckets)
 
 
@@ -122,17 +212,25 @@ def distinct_counts(rows: np.ndarray, buckets: np.ndarray, num_buckets: int) -> 
     return keys // num_buckets, keys % num_buckets, counts
 
 
-def map_chunks(function: Callable, texts: pa.Array | Sequence[str | None], threads: int | None = None, size: int = 20_000) -> list:
+def map_chunks(
+    function: Callable, texts: pa.Array | Sequence[str | None], threads: int | None = None, size: int = 500, max_bytes: int = 1 << 20
+) -> list:
     """``function`` of consecutive slices of the texts, in order, on ``threads`` threads.
 
-    Slices hold at most ``size`` texts (bounding the per-token arrays' memory) and there are at
-    least ``threads`` of them; Arrow's string kernels and numpy release the GIL, so two threads
-    run about 1.7x faster on two cores. ``threads=None``: one per core.
+    A slice holds at most ``size`` texts and about ``max_bytes`` of text (one longer text is a
+    slice alone): the featurisers' per-byte and per-token arrays then stay a few MB, which is
+    ~1.5x faster than large slices, whose fresh arrays are paid for in page faults. Arrow's string
+    kernels and numpy release the GIL, so threads share the cores. ``threads=None``: one per core.
     """
     threads = max(1, threads or os.cpu_count() or 1)
-    pieces = max(threads if len(texts) >= 2_000 * threads else 1, -(-len(texts) // size))
-    step = -(-len(texts) // pieces) if len(texts) else 1
-    slices = [texts[start : start + step] for start in range(0, len(texts), step)]
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        lengths = pc.binary_length(pc.fill_null(texts, "")).to_numpy(zero_copy_only=False)
+    else:
+        lengths = np.fromiter((len(text or "") for text in texts), np.int64, len(texts))
+    ends = np.cumsum(lengths, dtype=np.int64)
+    by_bytes = np.searchsorted(ends, np.arange(max_bytes, ends[-1] if len(ends) else 0, max_bytes), side="right")
+    cuts = np.union1d(np.arange(0, len(texts), size), by_bytes[by_bytes < len(texts)]).tolist()
+    slices = [texts[start:stop] for start, stop in zip(cuts, cuts[1:] + [len(texts)])]
     if threads == 1 or len(slices) <= 1:
         return [function(piece) for piece in slices]
     with ThreadPoolExecutor(min(threads, len(slices))) as pool:

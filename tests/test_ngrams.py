@@ -7,6 +7,8 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dataselect import ngrams
 
@@ -67,5 +69,48 @@ def test_threads_and_chunking_do_not_change_the_counts(newsgroups_records):
     for threads in (2, 3):
         assert (ngrams.hashed_counts(texts, 4096, threads=threads) != one).nnz == 0
         np.testing.assert_array_equal(ngrams.bucket_totals(texts, 4096, threads=threads), np.asarray(one.sum(axis=0)).ravel())
-    pieces = ngrams.map_chunks(len, texts, threads=2, size=1000)
+    pieces = ngrams.map_chunks(len, texts, threads=2, size=1000, max_bytes=1 << 40)
     assert pieces == [1000] * 5  # at most `size` texts per slice, in order
+    array = pa.array(texts, pa.string())
+    pieces = ngrams.map_chunks(lambda piece: (len(piece), sum(pa.compute.binary_length(piece).to_pylist())), array, size=400, max_bytes=200_000)
+    longest = max(len(t.encode()) for t in texts)
+    assert sum(n for n, _ in pieces) == 5000 and max(n for n, _ in pieces) <= 400
+    assert max(size for _, size in pieces) <= 200_000 + longest and len(pieces) >= sum(size for _, size in pieces) // 200_000
+
+
+# ASCII (with every control character) plus a few letters, spaces and symbols beyond it.
+SOME_TEXT = st.text(alphabet=st.characters(max_codepoint=127) | st.sampled_from("éÉß東京\xa0\u2003—’"), max_size=40)
+
+
+@given(st.lists(st.none() | SOME_TEXT, max_size=6), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_any_text_is_tokenised_and_hashed_as_the_reference(texts, lowercase):
+    fast = ngrams.hashed_counts(texts, 1 << 16, (1, 3), lowercase, threads=1)
+    assert as_counters(fast) == [reference_counts(t, 1 << 16, (1, 3), lowercase) for t in texts]
+
+
+@given(st.lists(st.none() | SOME_TEXT, max_size=6), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_whitespace_words_are_str_split(texts, lowercase):
+    parents, hashes = ngrams.token_hashes(texts, lowercase, ngrams.WHITESPACE_PATTERN)
+    words = [(i, w) for i, t in enumerate(texts) for w in ((t or "").lower() if lowercase else (t or "")).split()]
+    assert parents.tolist() == [i for i, _ in words]
+    assert hashes.tolist() == [ngrams.word_hash(w) for _, w in words]
+
+
+def test_the_byte_path_and_the_re2_path_agree_on_ascii():
+    texts = pa.array(["".join(map(chr, range(128))) * 2, "Mixed CASE, and_snake 42!  ", ""], pa.string())
+    for lowercase in (True, False):
+        for pattern in (ngrams.TOKEN_PATTERN, ngrams.WHITESPACE_PATTERN):
+            by_bytes, by_re2 = ngrams._ascii_tokens(texts, lowercase, pattern), ngrams._unicode_tokens(texts, lowercase, pattern)
+            np.testing.assert_array_equal(by_bytes[0], by_re2[0])
+            np.testing.assert_array_equal(by_bytes[1], by_re2[1])
+    assert ngrams.hash_tokens(pa.array(["ab", None, "é"])).tolist() == [ngrams.word_hash("ab"), 0, ngrams.word_hash("é")]
+
+
+def test_repeated_calls_give_the_same_tokens():
+    # Arrow's utf8_split_whitespace (no longer used) sometimes gave a stray " " token for such texts.
+    texts = ["000000000:00:0:0:É\u2003", "0000000000:0:0:0:É\u2003", "tail \u3000 \xa0 "]
+    expected = [reference_counts(t, 1 << 16, (1, 3), False) for t in texts]
+    for _ in range(200):
+        assert as_counters(ngrams.hashed_counts(texts, 1 << 16, (1, 3), False, threads=1)) == expected

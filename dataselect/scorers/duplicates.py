@@ -134,13 +134,7 @@ def shingle_hashes(texts: list[str] | pa.Array, shingle_size: int = 5) -> tuple[
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     n = len(texts)
-    token_lists = pc.utf8_split_whitespace(pc.utf8_lower(pc.fill_null(texts, "")))
-    tokens = pc.list_flatten(token_lists)
-    # An owned copy: a zero-copy view would point into a temporary Arrow buffer.
-    parents = np.array(pc.list_parent_indices(token_lists).to_numpy(zero_copy_only=False), dtype=np.int64)
-    non_empty = pc.greater(pc.utf8_length(tokens), 0).to_numpy(zero_copy_only=False)
-    tokens, parents = tokens.filter(pa.array(non_empty)), parents[non_empty]
-    word_hash = ngrams.hash_tokens(tokens)  # stable across runs and platforms
+    parents, word_hash = ngrams.token_hashes(texts, lowercase=True, pattern=ngrams.WHITESPACE_PATTERN)
     counts = np.bincount(parents, minlength=n)
     starts = np.r_[0, np.cumsum(counts)[:-1]] if n else np.zeros(0, np.int64)
     multipliers = np.random.default_rng(0x5EED).integers(0, 2**63, size=shingle_size, dtype=np.uint64) * _U64(2) + _U64(1)
