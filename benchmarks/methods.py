@@ -714,7 +714,7 @@ def render(result: dict[str, Any], quick: bool) -> str:
         f"alternating in one process, median of {t['runs']} runs; `HashedNgramDSIR(num_proc=<cores>, num_tokens_to_fit='all')` against our featurisation on one thread per core.",
         "",
         "| implementation | seconds | records/s | in sci.* of its 10% selection |\n|---|---:|---:|---:|",
-        f"| dataselect `DSIRImportance` (Arrow tokens, numpy n-gram hashing) | {t['ours_seconds']:.2f} | {t['ours_rps']:,.0f} | {t['ours_in_target']:.1%} |",
+        f"| dataselect `DSIRImportance` (numpy byte tokeniser, prefix-sum token hashes) | {t['ours_seconds']:.2f} | {t['ours_rps']:,.0f} | {t['ours_in_target']:.1%} |",
         f"| `data_selection.HashedNgramDSIR` | {t['theirs_seconds']:.2f} | {t['theirs_rps']:,.0f} | {t['theirs_in_target']:.1%} |",
         f"| speed-up | | **{t['ours_rps'] / t['theirs_rps']:.1f}×** | target ≥ 20× |",
         "",

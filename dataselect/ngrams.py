@@ -103,7 +103,7 @@ def _substring_hashes(terms: np.ndarray, starts: np.ndarray, ends: np.ndarray) -
 
 
 def _string_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(bytes, offsets from 0) of a string array without copying the bytes; nulls count as ""."""
+    """(bytes, offsets from 0) of a null-free string array, without copying the bytes."""
     offsets_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
     offsets = np.frombuffer(array.buffers()[1], offsets_type)[array.offset : array.offset + len(array) + 1].astype(np.int64)
     data = array.buffers()[2]
@@ -153,18 +153,8 @@ def _unicode_tokens(array: pa.Array, lowercase: bool, pattern: str) -> tuple[np.
     return parents[present.to_numpy(zero_copy_only=False)], hash_tokens(tokens.filter(present))
 
 
-def token_hashes(
-    texts: pa.Array | Sequence[str | None], lowercase: bool = True, pattern: str = TOKEN_PATTERN
-) -> tuple[np.ndarray, np.ndarray]:
-    """(text index, :func:`word_hash`) of every match of ``pattern`` (:data:`TOKEN_PATTERN` or
-    :data:`WHITESPACE_PATTERN`), in text order.
-
-    All-ASCII texts (nearly all English text) take the byte path, the rest the RE2 path."""
-    if pattern not in _ASCII_CLASSES:
-        raise ValueError(f"pattern must be TOKEN_PATTERN or WHITESPACE_PATTERN, not {pattern!r}")
-    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+def _slice_token_hashes(array: pa.Array, lowercase: bool, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`token_hashes` of one slice: all-ASCII texts by bytes, the others by RE2."""
     array = pc.fill_null(array, "")
     ascii = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
     if ascii.all():
@@ -176,6 +166,27 @@ def token_hashes(
     parents = np.concatenate([where[local] for where, (local, _) in found])
     order = np.argsort(parents, kind="stable")  # a merge of two sorted runs: linear time
     return parents[order], np.concatenate([hashes for _, (_, hashes) in found])[order]
+
+
+def token_hashes(
+    texts: pa.Array | Sequence[str | None], lowercase: bool = True, pattern: str = TOKEN_PATTERN, threads: int | None = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, :func:`word_hash`) of every match of ``pattern`` (:data:`TOKEN_PATTERN` or
+    :data:`WHITESPACE_PATTERN`), in text order.
+
+    All-ASCII texts (nearly all English text) take the byte path, the rest the RE2 path. Texts
+    go through in slices of :func:`map_chunks`, so the per-byte arrays stay a few MB."""
+    if pattern not in _ASCII_CLASSES:
+        raise ValueError(f"pattern must be TOKEN_PATTERN or WHITESPACE_PATTERN, not {pattern!r}")
+    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    pieces = map_chunks(lambda piece: (len(piece), *_slice_token_hashes(piece, lowercase, pattern)), array, threads)
+    if len(pieces) == 1:
+        return pieces[0][1:]
+    firsts = np.cumsum([0] + [n for n, _, _ in pieces[:-1]])
+    parents = [parents + first for first, (_, parents, _) in zip(firsts, pieces)]
+    return np.concatenate([np.zeros(0, np.int64), *parents]), np.concatenate([np.zeros(0, np.uint64), *[h for _, _, h in pieces]])
 
 
 def ngram_buckets(

@@ -69,6 +69,12 @@ def test_threads_and_chunking_do_not_change_the_counts(newsgroups_records):
     for threads in (2, 3):
         assert (ngrams.hashed_counts(texts, 4096, threads=threads) != one).nnz == 0
         np.testing.assert_array_equal(ngrams.bucket_totals(texts, 4096, threads=threads), np.asarray(one.sum(axis=0)).ravel())
+    # token_hashes goes through ~1 MB slices: the same tokens as one pass over all 5000 texts.
+    whole = ngrams._slice_token_hashes(pa.array(texts, pa.string()), True, ngrams.WHITESPACE_PATTERN)
+    for threads in (1, 2):
+        sliced = ngrams.token_hashes(texts, True, ngrams.WHITESPACE_PATTERN, threads=threads)
+        np.testing.assert_array_equal(sliced[0], whole[0])
+        np.testing.assert_array_equal(sliced[1], whole[1])
     pieces = ngrams.map_chunks(len, texts, threads=2, size=1000, max_bytes=1 << 40)
     assert pieces == [1000] * 5  # at most `size` texts per slice, in order
     array = pa.array(texts, pa.string())
