@@ -186,3 +186,32 @@ def cached_embeddings(texts: list[str], embedder, work_dir: Path = WORK_DIR) -> 
     os.replace(temporary, file)
     atomic_write_bytes(timing, json.dumps({"seconds": seconds, "texts": len(texts)}).encode())
     return vectors, seconds
+
+
+def write_build_inputs(out: Path, clean: bool = False, path: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Landing shards, ``reference.jsonl`` and ``eval.jsonl`` for ``dataselect build`` on this setup
+    (``clean``: the training messages as they are, no corruption)."""
+    config = PoolConfig(exact_dup=0, near_dup=0, flip=0, junk=0) if clean else PoolConfig()
+    bench = build_benchmark(config, path, Path(out))
+    files = {"landing": bench.landing_dir, "reference": Path(out) / "reference.jsonl", "eval": Path(out) / "eval.jsonl"}
+    reference = bench.reference.select([cols.ID, cols.TEXT]).to_pandas()
+    for name, frame in (("reference", reference), ("eval", bench.evaluation)):
+        atomic_write_bytes(files[name], frame.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8"))
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the 20 Newsgroups benchmark's inputs for `dataselect build`.")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the landing shards, reference and eval files")
+    parser.add_argument("--clean", action="store_true", help="the training messages without corruption")
+    args = parser.parse_args(argv)
+    files = write_build_inputs(args.out, args.clean)
+    print(f"dataselect build --landing {files['landing']} --reference {files['reference']} --eval {files['eval']} "
+          "--budget 0.1 --seed 0 --backend static --out <build folder>")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -64,3 +64,18 @@ def test_quick_run_detectors_and_report(quick_result):
 def test_cli_rejects_unknown_flags():
     with pytest.raises(SystemExit):
         main(["--no-such-flag"])
+
+
+def test_build_inputs_are_the_benchmark_as_files(newsgroups_dir, tmp_path):
+    import json
+
+    from benchmarks.newsgroups import write_build_inputs
+
+    files = write_build_inputs(tmp_path, clean=True, path=newsgroups_dir)
+    lines = [json.loads(line) for shard in sorted(files["landing"].glob("*.jsonl")) for line in shard.open()]
+    reference = [json.loads(line) for line in files["reference"].open()]
+    evaluation = [json.loads(line) for line in files["eval"].open()]
+    assert len(lines) == 11_315 and len({r["id"] for r in lines}) == 11_315  # every training message, once
+    assert len(reference) == 200 and set(reference[0]) == {"id", "text"}  # the reference carries no labels
+    assert all(r["label"].startswith("sci.") for r in evaluation) and len(evaluation) + 200 == 1_579
+    assert {r["id"] for r in reference}.isdisjoint(r["id"] for r in evaluation)
