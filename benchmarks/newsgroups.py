@@ -16,6 +16,7 @@ the Dagster assets would see. Embeddings are cached under ``benchmarks/work/`` (
 
 from __future__ import annotations
 
+import argparse
 import functools
 import gzip
 import hashlib
@@ -201,8 +202,6 @@ def write_build_inputs(out: Path, clean: bool = False, path: str | os.PathLike |
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(description="Write the 20 Newsgroups benchmark's inputs for `dataselect build`.")
     parser.add_argument("--out", type=Path, required=True, help="folder for the landing shards, reference and eval files")
     parser.add_argument("--clean", action="store_true", help="the training messages without corruption")

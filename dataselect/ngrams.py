@@ -74,17 +74,17 @@ def _ngram_keys(word_hashes: list[np.ndarray]) -> np.ndarray:
     return _mix(key + np.uint64(len(word_hashes)))  # separates the n-gram orders
 
 
-_POWER_TABLES: list[np.ndarray] = [np.zeros(0, np.uint64), np.ones(1, np.uint64)]
+_POWER_TABLES: list[np.ndarray] = [np.zeros(0, np.uint64), np.zeros(0, np.uint64)]
 _CACHED_POWERS = 1 << 23  # bytes of text; larger batches compute their own tables
 
 
 def _power_tables(length: int) -> tuple[np.ndarray, np.ndarray]:
-    """``B**(i+1)`` for i < length and ``B**-i`` for i <= length, cached: every batch needs them."""
+    """``B**(i+1)`` for i < length and ``B**-(i+1)`` for i <= length, cached: every batch needs them."""
     powers, inverse = _POWER_TABLES
-    if len(powers) < length:
-        size = length if length > _CACHED_POWERS else min(max(length, 2 * len(powers), 1 << 16), _CACHED_POWERS)
+    if len(inverse) <= length:
+        size = max(length, min(2 * len(powers), _CACHED_POWERS), 1 << 16)
         powers = np.cumprod(np.full(size, _BASE, np.uint64))
-        inverse = np.cumprod(np.r_[np.uint64(1), np.full(size, _BASE_INVERSE, np.uint64)])
+        inverse = np.cumprod(np.full(size + 1, _BASE_INVERSE, np.uint64))
         if size <= _CACHED_POWERS:
             _POWER_TABLES[:] = powers, inverse  # one assignment: a thread reading the old tables is unaffected
     return powers[:length], inverse[: length + 1]
@@ -94,12 +94,12 @@ def _substring_hashes(terms: np.ndarray, starts: np.ndarray, ends: np.ndarray) -
     """:func:`word_hash` of each ``data[start:end]``, given each byte's term ``byte + 1`` (uint64).
 
     With prefix sums ``S[j] = sum_{i<j} terms[i] * B**(i+1)``, a substring's polynomial is
-    ``(S[end] - S[start]) * B**-start / B``: one product and one cumulative sum over the bytes,
+    ``(S[end] - S[start]) * B**-(start+1)``: one product and one cumulative sum over the bytes,
     whatever the number of substrings. ``terms`` is overwritten."""
     powers, inverse = _power_tables(len(terms))
     prefix = np.zeros(len(terms) + 1, np.uint64)
     np.cumsum(np.multiply(terms, powers, out=terms), out=prefix[1:])
-    return _mix((prefix[ends] - prefix[starts]) * inverse[starts] * _BASE_INVERSE)
+    return _mix((prefix[ends] - prefix[starts]) * inverse[starts])
 
 
 def _string_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -153,9 +153,14 @@ def _unicode_tokens(array: pa.Array, lowercase: bool, pattern: str) -> tuple[np.
     return parents[present.to_numpy(zero_copy_only=False)], hash_tokens(tokens.filter(present))
 
 
-def _slice_token_hashes(array: pa.Array, lowercase: bool, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+def _as_array(texts: pa.Array | Sequence[str | None]) -> pa.Array:
+    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _slice_token_hashes(texts: pa.Array | Sequence[str | None], lowercase: bool, pattern: str) -> tuple[np.ndarray, np.ndarray]:
     """:func:`token_hashes` of one slice: all-ASCII texts by bytes, the others by RE2."""
-    array = pc.fill_null(array, "")
+    array = pc.fill_null(_as_array(texts), "")
     ascii = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
     if ascii.all():
         return _ascii_tokens(array, lowercase, pattern)
@@ -178,12 +183,7 @@ def token_hashes(
     go through in slices of :func:`map_chunks`, so the per-byte arrays stay a few MB."""
     if pattern not in _ASCII_CLASSES:
         raise ValueError(f"pattern must be TOKEN_PATTERN or WHITESPACE_PATTERN, not {pattern!r}")
-    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    pieces = map_chunks(lambda piece: (len(piece), *_slice_token_hashes(piece, lowercase, pattern)), array, threads)
-    if len(pieces) == 1:
-        return pieces[0][1:]
+    pieces = map_chunks(lambda piece: (len(piece), *_slice_token_hashes(piece, lowercase, pattern)), _as_array(texts), threads)
     firsts = np.cumsum([0] + [n for n, _, _ in pieces[:-1]])
     parents = [parents + first for first, (_, parents, _) in zip(firsts, pieces)]
     return np.concatenate([np.zeros(0, np.int64), *parents]), np.concatenate([np.zeros(0, np.uint64), *[h for _, _, h in pieces]])
@@ -195,8 +195,9 @@ def ngram_buckets(
     ngram_range: tuple[int, int] = (1, 2),
     lowercase: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(text index, bucket in ``[0, num_buckets)``) of every n-gram of every text."""
-    parents, hashes = token_hashes(texts, lowercase)
+    """(text index, bucket in ``[0, num_buckets)``) of every n-gram of every text, in one pass:
+    callers with many texts give it the slices of :func:`map_chunks`."""
+    parents, hashes = _slice_token_hashes(texts, lowercase, TOKEN_PATTERN)
     rows, buckets = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     low, high = ngram_range
     for size in range(low, high + 1):

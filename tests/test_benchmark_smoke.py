@@ -4,12 +4,13 @@ The numbers of a 400-message pool mean little, so the assertions check what must
 size: the budget arithmetic, the ground-truth bookkeeping and the detectors that are exact.
 """
 
+import json
 import math
 
 import pytest
 
 from benchmarks.methods import main, quick_config, render, run
-from benchmarks.newsgroups import PoolConfig, build_benchmark
+from benchmarks.newsgroups import PoolConfig, build_benchmark, write_build_inputs
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +68,6 @@ def test_cli_rejects_unknown_flags():
 
 
 def test_build_inputs_are_the_benchmark_as_files(newsgroups_dir, tmp_path):
-    import json
-
-    from benchmarks.newsgroups import write_build_inputs
-
     files = write_build_inputs(tmp_path, clean=True, path=newsgroups_dir)
     lines = [json.loads(line) for shard in sorted(files["landing"].glob("*.jsonl")) for line in shard.open()]
     reference = [json.loads(line) for line in files["reference"].open()]
