@@ -65,7 +65,7 @@ class Driver:
     runs: int = 0
 
     def __post_init__(self) -> None:
-        from platform_assets.definitions import make_resources
+        from dataselect_platform.definitions import make_resources
 
         self.resources = make_resources(self.landing, self.reference, "", self.store, "static")
 
@@ -77,7 +77,7 @@ class Driver:
     def run(self, selection: list[str], partition_key: str | None = None, run_config: dict | None = None) -> None:
         from dagster import materialize
 
-        from platform_assets.definitions import all_assets, all_checks
+        from dataselect_platform.definitions import all_assets, all_checks
 
         result = materialize([*all_assets, *all_checks], selection=selection, partition_key=partition_key, instance=self.instance,
                              resources=self.resources, run_config=run_config or {}, raise_on_error=False)

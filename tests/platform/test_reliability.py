@@ -76,7 +76,7 @@ def test_unique_ids_on_an_empty_batch_and_numeric_ids():
 def _materialize(instance, resources, selection, partition_key=None, run_config=None):
     from dagster import materialize
 
-    from platform_assets.definitions import all_assets, all_checks
+    from dataselect_platform.definitions import all_assets, all_checks
 
     return materialize(
         [*all_assets, *all_checks], selection=selection, partition_key=partition_key, instance=instance,
@@ -126,7 +126,7 @@ def test_selection_refuses_mixed_shard_versions_and_keeps_the_previous_build(dem
     from dagster import Failure, build_asset_context, instance_for_test
 
     from dataselect.ingest import list_landing_files
-    from platform_assets.definitions import make_resources
+    from dataselect_platform.definitions import make_resources
     from platform_assets.partitions import shards
     from platform_assets.scoring import DEFAULT_MODEL_KEYS
     from platform_assets.selection import SelectionBuildConfig, filtered_set
@@ -203,12 +203,12 @@ def test_landing_sensor_never_duplicates_runs_after_cursor_loss_or_restart(tmp_p
     definitions_file.write_text(
         "from dagster import Definitions\n"
         "from jobs import shard_ingest_job\n"
-        "from platform_assets.definitions import all_assets, make_resources\n"
+        "from dataselect_platform.definitions import all_assets, make_resources\n"
         "from sensors import landing_sensor\n"
         "defs = Definitions(assets=all_assets, jobs=[shard_ingest_job], sensors=[landing_sensor],\n"
         f"    resources=make_resources({str(landing)!r}, 'reference.jsonl', '', {str(tmp_path / 'store')!r}, 'static'))\n"
     )
-    repository_root = str(Path(__file__).resolve().parents[1])
+    repository_root = str(Path(__file__).resolve().parents[2])
 
     class InProcessDefinitions(WorkspaceLoadTarget):
         def create_origins(self):
@@ -263,7 +263,7 @@ def _line(record) -> bytes:
 
 def test_bad_inputs_end_to_end_through_a_full_build(demo, tmp_path, monkeypatch):
     from dataselect.ingest import read_shard
-    from platform_assets.cli import run_build
+    from dataselect_platform.cli import run_build
 
     landing = tmp_path / "landing"
     shutil.copytree(demo.landing, landing)

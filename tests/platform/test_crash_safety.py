@@ -15,7 +15,7 @@ import pytest
 
 from dataselect.storage import atomic_write_bytes
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 CHUNK = 64 * 1024
 
 # A writer that streams a large file slowly through atomic_open, so it can be killed mid-write.
@@ -116,7 +116,7 @@ def _build(landing: str, reference: str, out: Path) -> str:
     from dagster import DagsterInstance, materialize
 
     from dataselect.ingest import list_landing_files
-    from platform_assets.definitions import all_assets, all_checks, make_resources
+    from dataselect_platform.definitions import all_assets, all_checks, make_resources
     from platform_assets.partitions import shards
     from platform_assets.scoring import DEFAULT_MODEL_KEYS
     from platform_assets.selection import filtered_set
@@ -151,7 +151,7 @@ def test_a_build_killed_during_embeddings_resumes_to_identical_outputs(tmp_path)
     environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     environment.update(HF_HUB_OFFLINE="1", GX_ANALYTICS_ENABLED="False", PYTHONPATH=str(REPOSITORY))
     command = [
-        sys.executable, "-m", "platform_assets.cli", "build", "--landing", demo.landing, "--reference", demo.reference,
+        sys.executable, "-m", "dataselect_platform.cli", "build", "--landing", demo.landing, "--reference", demo.reference,
         "--backend", "static", "--seed", "0", "--out", str(killed_out),
     ]
     build = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,7 +1,7 @@
 """Shared helpers for the Dagster-layer tests: a build driver over real ``materialize`` calls,
 an independent count of raw input rows, and the quiet, offline test environment.
 
-The driver runs the assets in the order ``dataselect build`` uses (see platform_assets/cli.py):
+The driver runs the assets in the order ``dataselect build`` uses (see dataselect_platform/cli.py):
 per shard raw_pool + embeddings, then target_reference + the default models, then
 quality_scores per shard, then filtered_set + evaluation_set + evaluation_report, each with
 its asset checks, against a real (SQLite) Dagster instance.
@@ -23,12 +23,12 @@ import pyarrow.parquet as pq  # noqa: E402
 from dagster import AssetCheckEvaluation, DagsterInstance, ExecuteInProcessResult, materialize  # noqa: E402
 
 from dataselect.ingest import list_landing_files  # noqa: E402
-from platform_assets.definitions import all_assets, all_checks, make_resources  # noqa: E402
+from dataselect_platform.definitions import all_assets, all_checks, make_resources  # noqa: E402
 from platform_assets.partitions import shards  # noqa: E402
 from platform_assets.scoring import DEFAULT_MODEL_KEYS  # noqa: E402
 from resources import EmbeddingResource  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # A cheaper report than the default (no ablation, two budgets) keeps end-to-end tests short;
 # five random seeds is the minimum the evaluation asks for.
 FAST_REPORT = {"random_seeds": [101, 102, 103, 104, 105], "budgets": [0.1, 0.2], "ablation": False}

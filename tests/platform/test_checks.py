@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-import tests.platform_helpers  # noqa: F401  (offline, quiet environment first)
+import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -22,13 +22,13 @@ from platform_assets.checks import (
     quality_scores_valid,
     raw_pool_valid,
 )
-from platform_assets.definitions import make_resources
+from dataselect_platform.definitions import make_resources
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.partitions import shards
 from platform_assets.scoring import quality_scores
 from platform_assets.selection import filtered_set
-from tests.platform_helpers import materialized_keys
+from tests.platform.helpers import materialized_keys
 
 SHARD = "s1"
 

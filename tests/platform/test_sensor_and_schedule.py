@@ -11,15 +11,15 @@ import runpy
 from datetime import datetime, timezone
 from pathlib import Path
 
-import tests.platform_helpers  # noqa: F401  (offline, quiet environment)
+import tests.platform.helpers  # noqa: F401  (offline, quiet environment)
 import pytest
 from dagster import AddDynamicPartitionsRequest, SensorResult, SkipReason, build_schedule_context, build_sensor_context, instance_for_test, partition_loading_context
 
 from jobs import retraining_data_build, retraining_data_build_job, shard_ingest_job
-from platform_assets.definitions import all_assets, defs
+from dataselect_platform.definitions import all_assets, defs
 from resources import InputsResource
 from sensors import landing_sensor
-from tests.platform_helpers import ROOT
+from tests.platform.helpers import ROOT
 
 
 def _sha256(path: Path) -> str:

@@ -28,7 +28,7 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
     from dagster import DagsterInstance, materialize
 
     from dataselect.ingest import list_landing_files
-    from platform_assets.definitions import all_assets, all_checks, make_resources
+    from dataselect_platform.definitions import all_assets, all_checks, make_resources
     from platform_assets.partitions import shards
     from platform_assets.scoring import DEFAULT_MODEL_KEYS
     from platform_assets.selection import filtered_set

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from platform_assets.definitions import defs
+from dataselect_platform.definitions import defs
 
 GLOBAL_STEPS = ["filtered_set", "evaluation_report"]
 

@@ -19,12 +19,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import tests.platform_helpers  # noqa: F401  (offline, quiet environment first)
+import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import pytest
 
 from dataselect.demo import write_demo
 from dataselect.ingest import list_landing_files
-from tests.platform_helpers import ROOT
+from tests.platform.helpers import ROOT
 
 STARTUP_SECONDS = 180
 RUN_SECONDS = 180
@@ -148,7 +148,7 @@ def test_webserver_launches_a_partitioned_materialization(tmp_path):
         "DATASELECT_EMBEDDING_BACKEND": "static",
     }
     log = (tmp_path / "webserver.log").open("wb")
-    command = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-m", "platform_assets.definitions"]
+    command = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-m", "dataselect_platform.definitions"]
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     survivors: dict[int, str] = {}
     try:

@@ -19,7 +19,7 @@ from dataselect.storage import UnsafePathError, confined
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 SOURCE_FOLDERS = ["dataselect", "platform_assets", "resources", "sensors", "jobs"]
 
 # Modules whose load functions can run arbitrary code from a file.
@@ -169,7 +169,7 @@ def test_a_build_writes_nothing_outside_its_store(tmp_path, monkeypatch):
 
     from dataselect.demo import write_demo
     from dataselect.ingest import list_landing_files
-    from platform_assets.definitions import all_assets, all_checks, make_resources
+    from dataselect_platform.definitions import all_assets, all_checks, make_resources
     from platform_assets.partitions import shards
     from platform_assets.scoring import DEFAULT_MODEL_KEYS
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tests.platform_helpers  # noqa: F401  (offline, quiet environment first)
+import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -25,7 +25,7 @@ from dataselect import records as cols
 from dataselect.demo import write_demo
 from dataselect.storage import parquet_metadata
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
-from tests.platform_helpers import (
+from tests.platform.helpers import (
     ALL_CHECK_NAMES,
     FAST_REPORT,
     ROOT,
@@ -173,7 +173,7 @@ def test_dataselect_build_command(demo_build, tmp_path):
     data = Path(shutil.copytree(Path(demo_build.demo.root), tmp_path / "copied-data"))
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
     command = [
-        sys.executable, "-m", "platform_assets.cli", "build", "--landing", str(data / "landing"),
+        sys.executable, "-m", "dataselect_platform.cli", "build", "--landing", str(data / "landing"),
         "--reference", str(data / "reference.jsonl"), "--eval", str(data / "eval.jsonl"), "--budget", str(BUDGET),
         "--seed", str(SEED), "--backend", "static", "--out", str(tmp_path / "out"),
     ]
