@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -119,6 +119,15 @@ class Postgres:
         pid_file = self.data_dir / "postmaster.pid"
         return process_tree(int(pid_file.read_text().split()[0])) if pid_file.exists() else []
 
+    def create_database(self, name: str) -> "Postgres":
+        """A new, empty database on this server (one per test keeps their runs apart)."""
+        admin = self.connect("postgres")
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        admin.close()
+        return replace(self, database=name)
+
     def connect(self, database: str | None = None):
         import psycopg2
 
@@ -201,13 +210,7 @@ def postgres_server(database: str = "dagster"):
             server_user,
         )
         started = True
-        server = Postgres(LOOPBACK, port, user, password, database, data_dir)
-        admin = server.connect("postgres")
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{database}"')
-        admin.close()
-        yield server
+        yield Postgres(LOOPBACK, port, user, password, "postgres", data_dir).create_database(database)
     finally:
         if started:
             _as_server_user([str(POSTGRES_BIN / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"], server_user)
@@ -229,8 +232,12 @@ class RayHead:
 
 
 @contextmanager
-def ray_head(num_cpus: int = 2, object_store_bytes: int = 100 * 1024**2):
-    """A single-node Ray head on 127.0.0.1 with every port explicit; its process tree is ended on exit."""
+def ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2, object_store_bytes: int = 100 * 1024**2):
+    """A single-node Ray head on 127.0.0.1 with every port explicit; its process tree is ended on exit.
+
+    Its workers inherit ``extra_env``, as a real cluster's workers get their settings (such as the
+    instance's database credentials) from their own environment.
+    """
     ray_cli = Path(sys.executable).with_name("ray")
     if not ray_cli.exists():
         missing(f"ray is not installed next to {sys.executable} (pip install -e '.[deploy]')")
@@ -257,6 +264,7 @@ def ray_head(num_cpus: int = 2, object_store_bytes: int = 100 * 1024**2):
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+        **(extra_env or {}),
     }
     command = [
         str(ray_cli),
