@@ -10,7 +10,6 @@ import os
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions
 
 from jobs import all_jobs, all_schedules
-from jobs.executors import platform_executor
 from platform_assets.checks import all_checks
 from platform_assets.embeddings import embeddings
 from platform_assets.evaluation import evaluation_report
@@ -59,5 +58,4 @@ defs = Definitions(
     schedules=all_schedules,
     sensors=[landing_sensor, automation_sensor],
     resources=make_resources(),
-    executor=platform_executor,
 )
