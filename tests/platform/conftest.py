@@ -3,21 +3,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 
-from tests.platform.deploy_services import listening_addresses, postgres_server, ray_head
-
-
-def non_loopback(addresses: set[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
-    """The (ip, port, pid) entries not on a loopback address (IPv4-mapped IPv6 counts as its IPv4)."""
-
-    def loopback(ip: str) -> bool:
-        address = ipaddress.ip_address(ip.split("%")[0])
-        return (getattr(address, "ipv4_mapped", None) or address).is_loopback
-
-    return {entry for entry in addresses if not loopback(entry[0])}
+from tests.platform.deploy_services import listening_addresses, non_loopback, postgres_server, ray_head
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +18,8 @@ def postgres():
 
 @pytest.fixture(scope="session")
 def ray_cluster(postgres):
-    """A Ray head whose workers hold the instance's database credentials in their environment."""
+    """A Ray head whose workers get the session database's DAGSTER_PG_* from their own environment,
+    as a cluster's workers would: builds on Ray use that database (``postgres.database``)."""
     with ray_head(extra_env=postgres.env) as head:
         yield head
         assert not non_loopback(listening_addresses(head.pids()))

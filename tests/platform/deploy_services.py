@@ -7,6 +7,7 @@ reason, except under CI, where they fail: CI installs postgresql-15 and the ``de
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
 import secrets
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-POSTGRES_BIN = Path(os.environ.get("DATASELECT_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 LOOPBACK = "127.0.0.1"
 
 
@@ -31,6 +31,14 @@ def missing(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{reason} (CI must run the deploy tests: .ci/run installs postgresql-15 and the deploy extra)")
     pytest.skip(reason)
+
+
+def require_modules(*names: str) -> None:
+    import importlib.util
+
+    absent = [name for name in names if importlib.util.find_spec(name) is None]
+    if absent:
+        missing(f"{', '.join(absent)} not installed (pip install -e '.[deploy]')")
 
 
 def free_port() -> int:
@@ -54,6 +62,16 @@ def listening_addresses(pids: list[int]) -> set[tuple[str, int, int]]:
             if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and c.laddr):
                 found.add((c.laddr.ip, c.laddr.port, pid))
     return found
+
+
+def non_loopback(addresses: set[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
+    """The (ip, port, pid) entries not on a loopback address (IPv4-mapped IPv6 counts as its IPv4)."""
+
+    def loopback(ip: str) -> bool:
+        address = ipaddress.ip_address(ip.split("%")[0])
+        return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+    return {entry for entry in addresses if not loopback(entry[0])}
 
 
 def process_tree(pid: int) -> list[int]:
@@ -131,9 +149,7 @@ class Postgres:
     def connect(self, database: str | None = None):
         import psycopg2
 
-        return psycopg2.connect(
-            host=self.host, port=self.port, user=self.user, password=self.password, dbname=database or self.database
-        )
+        return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password, dbname=database or self.database)
 
 
 def _as_server_user(command: list[str], user: str | None, **kwargs) -> subprocess.CompletedProcess:
@@ -146,11 +162,11 @@ def _as_server_user(command: list[str], user: str | None, **kwargs) -> subproces
 @contextmanager
 def postgres_server(database: str = "dagster"):
     """initdb + pg_ctl as a non-root user, on 127.0.0.1 and a free port; removed on exit."""
+    require_modules("psycopg2", "dagster_postgres", "psutil")
+    bin_dir = Path(os.environ.get("DATASELECT_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
     for tool in ("initdb", "pg_ctl"):
-        if not (POSTGRES_BIN / tool).exists():
-            missing(
-                f"PostgreSQL server binaries not found in {POSTGRES_BIN} (apt-get install postgresql-15, or set DATASELECT_POSTGRES_BIN)"
-            )
+        if not (bin_dir / tool).exists():
+            missing(f"PostgreSQL server binaries not found in {bin_dir} (apt-get install postgresql-15, or set DATASELECT_POSTGRES_BIN)")
     server_user = None
     if os.geteuid() == 0:
         server_user = os.environ.get("DATASELECT_POSTGRES_USER", "postgres")
@@ -175,7 +191,7 @@ def postgres_server(database: str = "dagster"):
         password_file.chmod(0o600)
         _as_server_user(
             [
-                str(POSTGRES_BIN / "initdb"),
+                str(bin_dir / "initdb"),
                 "-D",
                 str(data_dir),
                 "-U",
@@ -195,7 +211,7 @@ def postgres_server(database: str = "dagster"):
         options = f"-c listen_addresses={LOOPBACK} -p {port} -c unix_socket_directories={data_dir} -c fsync=off"
         _as_server_user(
             [
-                str(POSTGRES_BIN / "pg_ctl"),
+                str(bin_dir / "pg_ctl"),
                 "-D",
                 str(data_dir),
                 "-o",
@@ -213,7 +229,7 @@ def postgres_server(database: str = "dagster"):
         yield Postgres(LOOPBACK, port, user, password, "postgres", data_dir).create_database(database)
     finally:
         if started:
-            _as_server_user([str(POSTGRES_BIN / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"], server_user)
+            _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"], server_user)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -238,6 +254,7 @@ def ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2, object_
     Its workers inherit ``extra_env``, as a real cluster's workers get their settings (such as the
     instance's database credentials) from their own environment.
     """
+    require_modules("ray", "dagster_ray", "psutil")
     ray_cli = Path(sys.executable).with_name("ray")
     if not ray_cli.exists():
         missing(f"ray is not installed next to {sys.executable} (pip install -e '.[deploy]')")

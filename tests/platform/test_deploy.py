@@ -15,19 +15,18 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timezone, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, build_schedule_context, build_sensor_context, execute_job
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
+import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dataselect.demo import write_demo
 from dataselect.ingest import list_landing_files
-from tests.platform.conftest import non_loopback
-from tests.platform.deploy_services import listening_addresses
+from tests.platform.deploy_services import listening_addresses, non_loopback, postgres_server
 from tests.platform.helpers import ALL_CHECK_NAMES, ROOT, raw_rows_in
 
 pytestmark = pytest.mark.deploy
@@ -107,6 +106,32 @@ def postgres_build(postgres, demo_data, tmp_path_factory):
     return server, home, result
 
 
+# --------------------------------------------------------------------------- the services themselves
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_missing_postgres_skips_locally_and_fails_under_ci(tmp_path, monkeypatch, ci):
+    monkeypatch.setenv("DATASELECT_POSTGRES_BIN", str(tmp_path))  # no initdb there
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(expected, match="PostgreSQL server binaries not found"), postgres_server():
+        pass
+
+
+def test_postgres_runs_unprivileged_on_loopback_and_is_removed(postgres):
+    import psutil
+
+    assert {psutil.Process(pid).username() for pid in postgres.server_pids()} != {"root"}
+    assert {ip for ip, _, _ in listening_addresses(postgres.server_pids())} == {"127.0.0.1"}
+    with postgres.connect() as connection, connection.cursor() as cursor:
+        cursor.execute("SHOW listen_addresses")
+        assert cursor.fetchone() == ("127.0.0.1",)
+    with postgres_server(database="short_lived") as server:
+        data_dir, pids = server.data_dir, server.server_pids()
+        assert pids and data_dir.is_dir()
+    assert not data_dir.exists() and not [pid for pid in pids if psutil.pid_exists(pid)]
+
+
 # --------------------------------------------------------------------------- a full build on PostgreSQL
 
 
@@ -131,9 +156,7 @@ def test_full_build_is_recorded_in_postgres(postgres_build, demo_data):
     # The same facts in the database's own tables, without Dagster in between.
     statuses = _sql(server, "SELECT status, count(*) FROM runs GROUP BY status")
     assert statuses == [("SUCCESS", len(runs))]
-    materialized = _sql(
-        server, "SELECT asset_key, partition FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
-    )
+    materialized = _sql(server, "SELECT asset_key, partition FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
     for asset in PER_SHARD:
         assert {partition for key, partition in materialized if key == json.dumps([asset])} == keys, asset
     checks = _sql(server, "SELECT check_name, partition, execution_status FROM asset_check_executions")
@@ -152,12 +175,16 @@ def test_full_build_is_recorded_in_postgres(postgres_build, demo_data):
 
 
 def _code_location_job(name: str):
-    return ReconstructableRepository.for_module("dataselect_platform.definitions", "defs", working_directory=str(ROOT)).get_reconstructable_job(name)
+    return ReconstructableRepository.for_module(
+        "dataselect_platform.definitions", "defs", working_directory=str(ROOT)
+    ).get_reconstructable_job(name)
 
 
 def _resources(data, store: str) -> dict:
     return {
-        "inputs": {"config": {"landing_dir": str(data.landing), "reference_path": str(data.reference), "evaluation_path": str(data.evaluation)}},
+        "inputs": {
+            "config": {"landing_dir": str(data.landing), "reference_path": str(data.reference), "evaluation_path": str(data.evaluation)}
+        },
         "storage": {"config": {"root": store}},
         "embedding": {"config": {"backend": "static", "device": "cpu"}},
     }
@@ -196,9 +223,10 @@ def test_landing_sensor_and_retraining_schedule_tick_against_postgres(postgres_b
         for add in tick.dynamic_partitions_requests:
             instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
         # Dagster's own tick validation, with the partitions read back from PostgreSQL.
-        with partition_loading_context(dynamic_partitions_store=instance), build_sensor_context(
-            instance=instance, resources=inputs, definitions=defs, cursor=first.cursor
-        ) as context:
+        with (
+            partition_loading_context(dynamic_partitions_store=instance),
+            build_sensor_context(instance=instance, resources=inputs, definitions=defs, cursor=first.cursor) as context,
+        ):
             validated = landing_sensor.evaluate_tick(context)
         assert [(r.partition_key, r.run_key) for r in validated.run_requests] == [("late-arrival", request.run_key)]
         assert "late-arrival" in _sql(server, "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'shards'")[-1]
@@ -216,7 +244,9 @@ def test_landing_sensor_and_retraining_schedule_tick_against_postgres(postgres_b
         [scheduled] = schedule_tick.run_requests
         ops = {"filtered_set": {"config": {"budget": 0.2, "seed": SEED}}}
         run_config = {**(scheduled.run_config or {}), "resources": resources, "ops": ops, "execution": {"config": {"in_process": {}}}}
-        with execute_job(_code_location_job(retraining_data_build.job_name), instance, run_config=run_config, tags=scheduled.tags) as rebuild:
+        with execute_job(
+            _code_location_job(retraining_data_build.job_name), instance, run_config=run_config, tags=scheduled.tags
+        ) as rebuild:
             assert rebuild.success
         build_id = instance.get_latest_materialization_event(AssetKey("filtered_set")).asset_materialization.metadata["build_id"].value
 
