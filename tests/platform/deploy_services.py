@@ -84,6 +84,20 @@ def process_tree(pid: int) -> list[int]:
         return []
 
 
+def running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie waiting for its parent to reap it has stopped)."""
+    import psutil
+
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 def stop_tree(pids: list[int], grace: float = 20.0) -> list[int]:
     """SIGTERM these processes, then SIGKILL whatever is still alive after ``grace`` seconds."""
     import psutil

@@ -26,7 +26,7 @@ from dagster._core.definitions.reconstruct import ReconstructableRepository
 import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dataselect.demo import write_demo
 from dataselect.ingest import list_landing_files
-from tests.platform.deploy_services import listening_addresses, non_loopback, postgres_server
+from tests.platform.deploy_services import listening_addresses, non_loopback, postgres_server, running
 from tests.platform.helpers import ALL_CHECK_NAMES, ROOT, raw_rows_in
 
 pytestmark = pytest.mark.deploy
@@ -121,7 +121,8 @@ def test_missing_postgres_skips_locally_and_fails_under_ci(tmp_path, monkeypatch
 def test_postgres_runs_unprivileged_on_loopback_and_is_removed(postgres):
     import psutil
 
-    assert {psutil.Process(pid).username() for pid in postgres.server_pids()} != {"root"}
+    postmaster = postgres.server_pids()[0]
+    assert psutil.Process(postmaster).username() != "root"
     assert {ip for ip, _, _ in listening_addresses(postgres.server_pids())} == {"127.0.0.1"}
     with postgres.connect() as connection, connection.cursor() as cursor:
         cursor.execute("SHOW listen_addresses")
@@ -129,7 +130,7 @@ def test_postgres_runs_unprivileged_on_loopback_and_is_removed(postgres):
     with postgres_server(database="short_lived") as server:
         data_dir, pids = server.data_dir, server.server_pids()
         assert pids and data_dir.is_dir()
-    assert not data_dir.exists() and not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert not data_dir.exists() and not running(pids)
 
 
 # --------------------------------------------------------------------------- a full build on PostgreSQL
