@@ -331,7 +331,19 @@ def ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2, object_
         yield head
     finally:
         stop_tree(head.pids())
+        # Any process of this head that left the tree still names the head's own temp dir in its arguments.
+        stop_tree(_processes_naming(str(temp_dir)))
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _processes_naming(text: str) -> list[int]:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(text in argument for argument in process.info["cmdline"] or []):
+            found.append(process.pid)
+    return found
 
 
 def _wait_for_job_api(head: RayHead, log: Path, timeout: float = 180.0) -> None:

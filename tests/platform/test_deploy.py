@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -74,7 +75,8 @@ def _finish(process: subprocess.Popen, timeout: float = 900) -> dict:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 0, f"dataselect build failed:\n{stderr[-4000:]}"
+    progress = "\n".join(line for line in stderr.splitlines() if line.startswith("[dataselect]"))
+    assert process.returncode == 0, f"dataselect build failed:\n{progress}\n...\n{stderr[-3000:]}"
     return json.loads(stdout.strip().splitlines()[-1])
 
 
@@ -298,12 +300,35 @@ def test_two_builds_at_once_on_different_budgets(postgres, demo_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_per_shard_steps_on_ray_give_the_in_process_bytes(postgres, ray_cluster, demo_data, tmp_path):
-    """The same build with its per-shard steps as Ray jobs, on the instance the Ray workers share."""
+def test_per_shard_steps_on_ray_give_the_in_process_bytes(postgres, ray_cluster, postgres_build, demo_data, tmp_path):
+    """The same build with its per-shard steps as Ray jobs, on the instance the Ray workers share,
+    against the in-process build of ``postgres_build`` (same inputs, budget, seed and backend)."""
     home = _home(tmp_path / "home")
     env = _environment(postgres, home)  # the session database: the one the Ray workers' environment names
-    in_process = _finish(_build(env, demo_data, tmp_path / "in-process", 0.2, "--executor", "in_process"))
-    on_ray = _finish(_build(env, demo_data, tmp_path / "ray", 0.2, "--executor", "ray", "--ray-address", ray_cluster.dashboard_url))
+    in_process = postgres_build[2]
+    # While the build runs, every few seconds: the listening sockets of every process of the head's tree
+    # (job supervisors and step workers come and go) and of the PostgreSQL server and its backends.
+    seen: set[tuple[str, int, int]] = set()
+    idle = set(ray_cluster.pids())
+    processes: set[int] = set()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            pids = ray_cluster.pids() + postgres.server_pids()
+            processes.update(pids)
+            seen.update(listening_addresses(pids))
+            done.wait(2.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        on_ray = _finish(_build(env, demo_data, tmp_path / "ray", 0.2, "--executor", "ray", "--ray-address", ray_cluster.dashboard_url))
+    finally:
+        done.set()
+        sampler.join()
+    assert seen and not non_loopback(seen)
+    assert len(processes - idle) >= 2  # the samples saw the build's own Ray processes, not only the idle head
 
     assert on_ray["build_id"] == in_process["build_id"]
     for name in ("selected", "decisions", "manifest"):
@@ -320,5 +345,4 @@ def test_per_shard_steps_on_ray_give_the_in_process_bytes(postgres, ray_cluster,
     for asset in PER_SHARD:
         assert steps.count(asset) == n_shards, (asset, steps)
 
-    assert not non_loopback(listening_addresses(ray_cluster.pids()))
-    assert not non_loopback(listening_addresses(postgres.server_pids()))
+    assert not non_loopback(listening_addresses(ray_cluster.pids() + postgres.server_pids()))
