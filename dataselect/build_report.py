@@ -18,7 +18,7 @@ import pandas as pd
 from dataselect import evaluation, metrics, report
 from dataselect import records as cols
 from dataselect.scorers.dsir import kl_reduction
-from dataselect.selection import SelectionConfig, decide
+from dataselect.selection import SelectionConfig, decide, hard_filter_names
 
 DECISION_COLUMNS = [cols.STATUS, cols.DECIDED_BY, cols.REASON, cols.FUSED_SCORE, "sample_weight"]
 DUPLICATE_SCORERS = ("exact_dup", "near_dup", "semdedup")
@@ -50,16 +50,15 @@ def split_decisions(decisions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
 
 def reselect(decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None, budget: float | None = None,
              without: str | None = None) -> list[str]:
-    """Record keys (see :func:`record_keys`) the same build would select at another budget, or with
-    scorer ``without`` left out. ``embeddings`` are row-aligned with the non-quarantined decisions."""
+    """Record keys (see :func:`record_keys`) the same build would select at another ``budget`` (a
+    :class:`SelectionConfig` budget, counted against every raw record as the build counts it), or
+    with scorer ``without`` left out. ``embeddings`` are row-aligned with the non-quarantined decisions."""
     scores, quarantine = split_decisions(decisions)
     changes: dict[str, Any] = {}
     if budget is not None:
-        # A count of 1 would read as "100%": express small counts as a fraction of the raw records.
-        changes["budget"] = budget if budget > 1 else budget / len(decisions)
+        changes["budget"] = budget
     if without is not None:
-        filters = config.hard_filters if config.hard_filters is not None else [c[: -len(".keep")] for c in scores.columns if c.endswith(".keep")]
-        changes["hard_filters"] = [f for f in filters if f != without]
+        changes["hard_filters"] = [f for f in hard_filter_names(scores.columns, config.hard_filters) if f != without]
         changes["weights"] = {c: w for c, w in config.weights.items() if not c.startswith(f"{without}.")} or {cols.FUSED_SCORE: 1.0}
     again = decide(scores, quarantine, dataclasses.replace(config, **changes), embeddings)
     return record_keys(again.loc[again[cols.STATUS] == cols.SELECTED]).tolist()
@@ -151,7 +150,7 @@ def evaluate_build(
         figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
         if config.budgets:
             sweep = evaluator.budget_sweep(
-                lambda k: reselect(decisions, selection, pool_embeddings, budget=k),
+                lambda budget: reselect(decisions, selection, pool_embeddings, budget=budget),
                 config.budgets, config.random_seeds, True, True,
             )
             tables["budget_sweep"] = sweep

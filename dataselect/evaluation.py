@@ -518,7 +518,7 @@ class ArmEvaluator:
 
     def budget_sweep(
         self,
-        select_fn: Callable[[int], list[str]],
+        select_fn: Callable[[float], list[str]],
         budgets: Sequence[float] = (0.025, 0.05, 0.1, 0.2, 0.5),
         random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
         stratified: bool = True,
@@ -528,12 +528,13 @@ class ArmEvaluator:
         """See :func:`budget_sweep`."""
         rows: list[dict[str, Any]] = []
         for budget in budgets:
-            k = max(1, int(round(budget * self.n_pool)))
+            # The selection owns the budget -> k conversion; every arm is the size it selected.
+            selected = select_fn(budget)
             arms = self.evaluate_arms(
-                select_fn(k), random_seeds, stratified, include_full=False, stratified_seeds=stratified_seeds
+                selected, random_seeds, stratified, include_full=False, stratified_seeds=stratified_seeds
             )
             for name, result in arms.items():
-                rows.append(_sweep_row(budget, k, name, result))
+                rows.append(_sweep_row(budget, len(selected), name, result))
         if include_full:
             rows.append(_sweep_row(1.0, self.n_pool, "full", self.full()))
         return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
@@ -619,7 +620,7 @@ def evaluate_arms(
 def budget_sweep(
     pool: pd.DataFrame,
     eval_set: pd.DataFrame,
-    select_fn: Callable[[int], list[str]],
+    select_fn: Callable[[float], list[str]],
     budgets: Sequence[float] = (0.025, 0.05, 0.1, 0.2, 0.5),
     recipe: str = "tfidf_logreg",
     random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
@@ -632,7 +633,7 @@ def budget_sweep(
 ) -> pd.DataFrame:
     """Accuracy per budget (fraction of the pool) and arm: columns :data:`SWEEP_COLUMNS`.
 
-    ``select_fn(k)`` returns the platform's ids for a budget of k records. Random arm rows
+    ``select_fn(budget)`` returns the platform's ids at that budget (the selection counts it). Random arm rows
     carry the mean over seeds and its seed interval; the full pool is one row (budget 1.0).
     The stratified arm uses 2 seeds by default (``None``: the random seeds): it is the
     secondary baseline, and 5 seeds of it at every budget cost a quarter of the sweep.

@@ -234,12 +234,13 @@ def test_budget_sweep_rows_and_requested_budgets(clean_and_noisy):
     pool, eval_set = clean_and_noisy
     requested = []
 
-    def select_clean_first(k):
-        requested.append(k)
-        return pool["id"].tolist()[:k]  # clean records come first in the pool
+    def select_clean_first(budget):
+        requested.append(budget)
+        return pool["id"].tolist()[: int(budget * len(pool))]  # clean records come first in the pool
 
     sweep = budget_sweep(pool, eval_set, select_clean_first, budgets=(0.1, 0.25), random_seeds=(0, 1, 2, 3, 4))
-    assert requested == [64, 160]
+    assert requested == [0.1, 0.25]
+    assert sweep.groupby("budget").k.first().to_dict() == {0.1: 64, 0.25: 160, 1.0: 640}
     assert list(sweep.columns) == SWEEP_COLUMNS
     assert sweep[["budget", "arm"]].values.tolist() == [
         [0.1, "selected"], [0.1, "random"], [0.1, "stratified_random"],
