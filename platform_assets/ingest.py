@@ -25,7 +25,7 @@ def raw_pool(context: AssetExecutionContext, inputs: InputsResource, storage: St
     key = context.partition_key
     files = {f.key: f for f in list_landing_files(inputs.landing())}
     if key not in files:
-        raise Failure(f"shard {key!r}: no landing file for it under {inputs.landing_dir}")
+        raise Failure(f"shard {key!r}: no landing file for it under {inputs.landing()}")
     landing = files[key]
     try:
         result = read_shard(landing.path, key)

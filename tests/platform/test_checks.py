@@ -22,12 +22,12 @@ from platform_assets.checks import (
     quality_scores_valid,
     raw_pool_valid,
 )
-from dataselect_platform.definitions import make_resources
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.partitions import shards
 from platform_assets.scoring import quality_scores
 from platform_assets.selection import filtered_set
+from resources import make_resources
 from tests.platform.helpers import materialized_keys
 
 SHARD = "s1"
