@@ -48,7 +48,7 @@ def select(
 ) -> pd.DataFrame:
     """Pool-stage scoring, then hard filters and the budget policy: one decision per raw record."""
     scorers = make_scorers(pool_scorers, pool_options)
-    frame = score_pool(scores, embeddings, scorers, texts if any(getattr(s, "needs_text", False) for s in scorers) else None)
+    frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text for s in scorers) else None)
     return decide(frame, quarantine, selection, embeddings)
 
 

@@ -17,11 +17,11 @@ import pandas as pd
 
 from dataselect import evaluation, metrics, report
 from dataselect import records as cols
+from dataselect.scorers import SCORERS
 from dataselect.scorers.dsir import kl_reduction
 from dataselect.selection import SelectionConfig, decide, hard_filter_names
 
 DECISION_COLUMNS = [cols.STATUS, cols.DECIDED_BY, cols.REASON, cols.FUSED_SCORE, "sample_weight"]
-DUPLICATE_SCORERS = ("exact_dup", "near_dup", "semdedup")
 
 
 @dataclass
@@ -74,8 +74,11 @@ def _flags(decisions: pd.DataFrame) -> pd.DataFrame:
         column = f"{prefix}.keep"
         return ~decisions[column].fillna(True).astype(bool) if column in decisions else pd.Series(False, index=decisions.index)
 
-    duplicate = np.logical_or.reduce([failed(s).to_numpy() for s in DUPLICATE_SCORERS])
-    junk = failed("heuristics").to_numpy() | (decisions[cols.STATUS] == cols.QUARANTINED).to_numpy()
+    def failed_any(kind: str) -> np.ndarray:
+        return np.logical_or.reduce([failed(name).to_numpy() for name, scorer in SCORERS.items() if scorer.kind == kind])
+
+    duplicate = failed_any("duplicates")
+    junk = failed_any("quality") | (decisions[cols.STATUS] == cols.QUARANTINED).to_numpy()
     return pd.DataFrame({"duplicate": duplicate, "junk": junk}, index=decisions.index)
 
 

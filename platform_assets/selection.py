@@ -12,7 +12,7 @@ from dataselect import records as cols
 from dataselect.build import build_id_for, make_manifest, select, write_build
 from dataselect.pipeline import make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
-from dataselect.selection import SelectionConfig, accounting
+from dataselect.selection import POLICIES, SelectionConfig, accounting
 from dataselect.storage import parquet_metadata
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool
@@ -26,7 +26,7 @@ _DEFAULTS = SelectionConfig()
 
 class SelectionBuildConfig(Config):
     budget: float = Field(_DEFAULTS.budget, description="≤ 1: fraction of all raw records; > 1: a record count.")
-    policy: str = Field(_DEFAULTS.policy, description="top_k | gumbel_top_k | threshold | cluster_balanced | ccs | sensitivity")
+    policy: str = Field(_DEFAULTS.policy, description=" | ".join(POLICIES))
     seed: int = Field(_DEFAULTS.seed, description="Seed for every random choice of the build.")
     weights: dict[str, float] = Field(default_factory=lambda: dict(SelectionConfig().weights), description="Score column -> fusion weight.")
     normalization: str = Field(_DEFAULTS.normalization, description="rank | zscore, applied per score before fusion.")
@@ -85,7 +85,7 @@ def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, s
     fingerprints = _snapshot(storage, keys)
     texts = None
     # Only label noise on TF-IDF reads texts here; on embeddings no shard's text is loaded.
-    if any(getattr(s, "needs_text", False) for s in make_scorers(config.pool_scorers, config.pool_scorer_options)):
+    if any(s.needs_text for s in make_scorers(config.pool_scorers, config.pool_scorer_options)):
         texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
     decisions = select(scores, quarantine, vectors, selection, config.pool_scorers, config.pool_scorer_options, texts)
 

@@ -29,7 +29,7 @@ from dataselect.records import (
     STATUS,
 )
 from dataselect.selection.fusion import fuse, missing_columns
-from dataselect.selection.policies import CLUSTER_POLICIES, SelectionConfig, run_policy
+from dataselect.selection.policies import POLICIES, SelectionConfig, run_policy
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def decide(
         scores[policy_columns].iloc[candidates].reset_index(drop=True),
         fused[candidates],
         budget,
-        np.asarray(embeddings)[candidates] if embeddings is not None and config.policy in CLUSTER_POLICIES else None,
+        np.asarray(embeddings)[candidates] if embeddings is not None and POLICIES[config.policy].needs_embeddings else None,
     )
     status[candidates] = np.where(result.selected, SELECTED, REJECTED)
     decided_by[candidates] = config.policy

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from dataselect.records import QUARANTINED, REJECTED, SELECTED
-from dataselect.scorers.clusters import (
+from dataselect.selection.clusters import (
     cluster_balanced,
     coverage_centric,
     coverage_centric_plan,
@@ -12,7 +12,7 @@ from dataselect.scorers.clusters import (
     sensitivity_probabilities,
     sensitivity_sampling,
 )
-from dataselect.scorers.dsir import gumbel_top_k
+from dataselect.selection.sampling import gumbel_top_k
 from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, fuse, normalize
 
 

@@ -11,7 +11,6 @@
   "Data-Efficient Learning via Clustering-Based Sensitivity Sampling"): sample with
   probability proportional to a record's k-means cost plus its cluster's mean cost (mixed with
   a small uniform share), and return importance weights ``1 / (k p)``.
-- :func:`gumbel_top_k`: sampling without replacement proportional to ``exp(log_weight)``.
 
 All functions return row indices into their inputs and are deterministic for a seed.
 """
@@ -21,7 +20,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from dataselect.scorers.dsir import gumbel_top_k
+from dataselect.selection.sampling import gumbel_top_k
 
 
 def kmeans_clusters(
