@@ -1,6 +1,8 @@
 """filtered_set: the budgeted, versioned selection over every shard, with one decision per raw record."""
 
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -32,12 +34,20 @@ class SelectionBuildConfig(Config):
     normalization: str = Field(_DEFAULTS.normalization, description="rank | zscore, applied per score before fusion.")
     threshold: float | None = Field(_DEFAULTS.threshold, description="Fused-score threshold for the threshold policy.")
     hard_filters: list[str] | None = Field(_DEFAULTS.hard_filters, description="Scorers whose '<name>.keep' rejects; None = all.")
+    n_clusters: int | None = Field(_DEFAULTS.n_clusters, description="Cluster policies: k-means clusters; None = sqrt(candidates).")
+    kmeans_niter: int = Field(_DEFAULTS.kmeans_niter, description="Cluster policies: k-means iterations.")
+    candidate_factor: float | None = Field(_DEFAULTS.candidate_factor, description="cluster_balanced: balance among the top factor*k by fused score; None = all.")
+    ccs_beta: float = Field(_DEFAULTS.ccs_beta, description="ccs: fraction of the hardest candidates pruned first.")
+    ccs_strata: int = Field(_DEFAULTS.ccs_strata, description="ccs: number of equal-width difficulty strata.")
+    difficulty_column: str | None = Field(_DEFAULTS.difficulty_column, description="ccs: difficulty score column (higher = harder); None = -fused.")
+    log_weight_column: str = Field(_DEFAULTS.log_weight_column, description="gumbel_top_k: the log importance weight column.")
+    sensitivity_power: float = Field(_DEFAULTS.sensitivity_power, description="sensitivity: cost = distance ** power.")
+    sensitivity_uniform_mix: float = Field(_DEFAULTS.sensitivity_uniform_mix, description="sensitivity: uniform share of the sampling probability.")
     pool_scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise).")
     pool_scorer_options: dict = Field(default_factory=dict, description="Per pool scorer Config overrides.")
 
     def selection(self) -> SelectionConfig:
-        fields = {name: getattr(self, name) for name in ("budget", "policy", "seed", "weights", "normalization", "threshold", "hard_filters")}
-        return SelectionConfig(**fields)
+        return SelectionConfig(**{field.name: getattr(self, field.name) for field in dataclasses.fields(SelectionConfig)})
 
 
 def _shard_keys(context: AssetExecutionContext, storage: StorageResource) -> list[str]:

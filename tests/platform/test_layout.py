@@ -73,3 +73,15 @@ def test_zero_configuration_defaults_and_explicit_settings_win(monkeypatch, tmp_
     monkeypatch.setenv(variable, str(tmp_path / "from-env"))
     explicit = make_resources(landing_dir=str(tmp_path / "explicit"), store=str(tmp_path / "explicit"))
     assert read(explicit) == as_path(str(tmp_path / "explicit"))
+
+
+def test_every_selection_setting_is_reachable_from_the_launchpad():
+    import dataclasses
+
+    from dataselect.selection import SelectionConfig
+    from platform_assets.selection import SelectionBuildConfig
+
+    assert {f.name for f in dataclasses.fields(SelectionConfig)} <= set(SelectionBuildConfig.model_fields)
+    assert SelectionBuildConfig().selection() == SelectionConfig()
+    launchpad = SelectionBuildConfig(policy="cluster_balanced", candidate_factor=3.0, n_clusters=4, hard_filters=["heuristics"])
+    assert launchpad.selection() == SelectionConfig(policy="cluster_balanced", candidate_factor=3.0, n_clusters=4, hard_filters=["heuristics"])
