@@ -17,6 +17,7 @@ from dataselect.pipeline import fingerprint, make_scorers, score_pool
 from dataselect.selection import SelectionConfig, accounting, decide
 from dataselect.storage import confined, exists, read_json, write_json, write_parquet
 
+
 def build_id_for(selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str]) -> str:
     config_hash = fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options)
     inputs_hash = fingerprint(sorted(shard_fingerprints.items()))

@@ -97,7 +97,7 @@ def evaluation_set(inputs: InputsResource, storage: StorageResource) -> Material
         metadata={
             "dagster/row_count": records.num_rows,
             "dropped_invalid": dropped,
-            "labels": MetadataValue.json(sorted({str(l) for l in labels if l is not None})),
+            "labels": MetadataValue.json(sorted({str(label) for label in labels if label is not None})),
             "source": str(path) if path is not None else "none configured",
         }
     )

@@ -113,7 +113,7 @@ class Scorer:
     def load(cls, directory: str | Path) -> "Scorer":
         from safetensors.numpy import load
 
-        from dataselect.storage import read_bytes, exists
+        from dataselect.storage import exists, read_bytes
 
         directory = str(directory).rstrip("/")
         meta = json.loads(read_bytes(f"{directory}/{cls.name}.json"))

@@ -31,8 +31,8 @@ from dataselect.selection.clusters import (
     rank_within_clusters,
     sensitivity_plan,
 )
-from dataselect.selection.sampling import gumbel_top_k
 from dataselect.selection.fusion import NORMALIZATIONS
+from dataselect.selection.sampling import gumbel_top_k
 
 
 def _default_weights() -> dict[str, float]:

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from dataselect.ngrams import hashed_counts
 from dataselect.scorers.base import Batch
 from dataselect.scorers.dsir import (
     DSIRImportance,
@@ -14,7 +15,6 @@ from dataselect.scorers.dsir import (
     kl_reduction,
     log_distribution_of,
 )
-from dataselect.ngrams import hashed_counts
 from dataselect.selection.sampling import gumbel_top_k
 
 

@@ -7,7 +7,6 @@ import json
 import os
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 

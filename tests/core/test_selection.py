@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from dataselect.records import QUARANTINED, REJECTED, SELECTED
+from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, fuse, normalize
 from dataselect.selection.clusters import (
     cluster_balanced,
     coverage_centric_plan,
@@ -11,7 +12,6 @@ from dataselect.selection.clusters import (
     sensitivity_probabilities,
 )
 from dataselect.selection.sampling import gumbel_top_k
-from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, fuse, normalize
 
 
 def angles(*degrees):

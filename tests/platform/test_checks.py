@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import numpy as np
 import pyarrow as pa
 import pytest
 from dagster import AssetMaterialization, AssetSelection, MaterializeResult, MetadataValue, asset, instance_for_test, materialize
 
+import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dataselect import records as cols
 from dataselect.embedding import vectors_to_arrow
 from dataselect.storage import write_parquet

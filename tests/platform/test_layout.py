@@ -63,7 +63,10 @@ def test_importing_the_code_location_reads_no_environment(monkeypatch, tmp_path)
     assert resources["inputs"].evaluation() is None  # empty: no evaluation set
 
 
-@pytest.mark.parametrize(("variable", "read"), [("DATASELECT_STORE", lambda r: r["storage"].root_path()), ("DATASELECT_LANDING", lambda r: r["inputs"].landing())])
+@pytest.mark.parametrize(
+    ("variable", "read"),
+    [("DATASELECT_STORE", lambda r: r["storage"].root_path()), ("DATASELECT_LANDING", lambda r: r["inputs"].landing())],
+)
 def test_zero_configuration_defaults_and_explicit_settings_win(monkeypatch, tmp_path, variable, read):
     from resources import make_resources
 
@@ -84,4 +87,6 @@ def test_every_selection_setting_is_reachable_from_the_launchpad():
     assert {f.name for f in dataclasses.fields(SelectionConfig)} <= set(SelectionBuildConfig.model_fields)
     assert SelectionBuildConfig().selection() == SelectionConfig()
     launchpad = SelectionBuildConfig(policy="cluster_balanced", candidate_factor=3.0, n_clusters=4, hard_filters=["heuristics"])
-    assert launchpad.selection() == SelectionConfig(policy="cluster_balanced", candidate_factor=3.0, n_clusters=4, hard_filters=["heuristics"])
+    assert launchpad.selection() == SelectionConfig(
+        policy="cluster_balanced", candidate_factor=3.0, n_clusters=4, hard_filters=["heuristics"]
+    )

@@ -1,7 +1,6 @@
 """A step finds its build through the materialization its own run made, not the latest one: when
 another build's filtered_set lands while this run is between steps, this run still reads its own."""
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dagster import AssetMaterialization, MaterializeResult, asset, instance_for_test, materialize
 
 from platform_assets.lineage import upstream_materialization

@@ -9,12 +9,19 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment)
 import pytest
-from dagster import AddDynamicPartitionsRequest, SensorResult, SkipReason, build_schedule_context, build_sensor_context, instance_for_test, partition_loading_context
+from dagster import (
+    AddDynamicPartitionsRequest,
+    SensorResult,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+    instance_for_test,
+    partition_loading_context,
+)
 
-from jobs import RETRAINING_CRON_DEFAULT, retraining_data_build_job, shard_ingest_job
 from dataselect_platform.definitions import all_assets, defs
+from jobs import RETRAINING_CRON_DEFAULT, retraining_data_build_job, shard_ingest_job
 from resources import InputsResource
 from sensors import landing_sensor
 
