@@ -90,3 +90,15 @@ def test_every_selection_setting_is_reachable_from_the_launchpad():
     assert launchpad.selection() == SelectionConfig(
         policy="cluster_balanced", candidate_factor=3.0, n_clusters=4, hard_filters=["heuristics"]
     )
+
+
+def test_model_assets_take_pool_and_kind_from_the_scorer_declaration():
+    from dataselect.scorers import SCORERS
+    from platform_assets.scoring import model_assets
+
+    for model in model_assets:
+        scorer = SCORERS[model.key.to_user_string().removesuffix("_model")]
+        assert model.op.pool == ("gpu" if scorer.device == "gpu" else None)
+        assert scorer.library in model.specs_by_key[model.key].kinds
+    assert {m.key.to_user_string() for m in model_assets if m.op.pool == "gpu"} == {"color_model"}
+    assert all(scorer.kind in {"quality", "duplicates", "relevance", "label_noise", "ids"} for scorer in SCORERS.values())
