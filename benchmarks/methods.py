@@ -206,7 +206,7 @@ def dsir_throughput(bench: Benchmark, runs: int, seed: int, k: int, work_dir: Pa
     ours, theirs, theirs_selected = [], [], None
     for run_index in range(runs):
         started = time.perf_counter()
-        scorer = DSIRImportance(seed=seed).fit(pool_batch, target_batch)
+        scorer = DSIRImportance().fit(pool_batch, target_batch)
         log_weight = scorer.score(pool_batch)["log_weight"]
         ours.append(time.perf_counter() - started)
         seconds, chosen = authors_dsir(ids, texts, target_texts, k, seed, work_dir, fit_and_score_only=run_index > 0)
