@@ -19,9 +19,10 @@ from dataselect import evaluation, metrics, report
 from dataselect import records as cols
 from dataselect.scorers import SCORERS
 from dataselect.scorers.dsir import kl_reduction
-from dataselect.selection import SelectionConfig, decide, hard_filter_names
+from dataselect.selection import DECISION_COLUMNS, SelectionConfig, decide, hard_filter_names
 
-DECISION_COLUMNS = [cols.STATUS, cols.DECIDED_BY, cols.REASON, cols.FUSED_SCORE, "sample_weight"]
+# What decide() adds to the scores table (every column but the record's key).
+_ADDED_BY_DECIDE = [c for c in DECISION_COLUMNS if c not in (cols.ID, cols.SHARD, cols.ROW)]
 
 
 @dataclass
@@ -43,7 +44,7 @@ class BuildEvaluation:
 def split_decisions(decisions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Back to decide()'s inputs: the scored records and the quarantine."""
     quarantined = decisions[cols.STATUS] == cols.QUARANTINED
-    scores = decisions.loc[~quarantined].drop(columns=[c for c in DECISION_COLUMNS if c in decisions.columns])
+    scores = decisions.loc[~quarantined].drop(columns=[c for c in _ADDED_BY_DECIDE if c in decisions.columns])
     quarantine = decisions.loc[quarantined, [cols.SHARD, cols.ROW, cols.ID, cols.REASON]].rename(columns={cols.REASON: cols.ERROR})
     return scores.reset_index(drop=True), quarantine.reset_index(drop=True)
 
