@@ -55,8 +55,13 @@ def prepare_pool(kind: str, size: int, work: Path, seed: int = 0) -> dict:
 
         description = write_pool(folder, RealTextConfig(n_records=size, seed=seed))
     evaluation = folder / "eval.jsonl"
-    return {"folder": folder, "landing": folder / "landing", "reference": folder / "reference.jsonl",
-            "eval": evaluation if evaluation.exists() else None, "bytes_per_record": description["bytes_per_record"]}
+    return {
+        "folder": folder,
+        "landing": folder / "landing",
+        "reference": folder / "reference.jsonl",
+        "eval": evaluation if evaluation.exists() else None,
+        "bytes_per_record": description["bytes_per_record"],
+    }
 
 
 def _tree_rss(process: psutil.Process) -> tuple[int, int]:
@@ -72,8 +77,20 @@ def _tree_rss(process: psutil.Process) -> tuple[int, int]:
 
 def run_build(pool: dict, out: Path, budget: float, log_path: Path) -> dict:
     """One ``dataselect build`` subprocess: wall seconds, peak tree RSS, and its JSON summary."""
-    command = [sys.executable, "-m", "dataselect_platform.cli", "build", "--landing", str(pool["landing"]),
-               "--reference", str(pool["reference"]), "--budget", str(budget), "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "dataselect_platform.cli",
+        "build",
+        "--landing",
+        str(pool["landing"]),
+        "--reference",
+        str(pool["reference"]),
+        "--budget",
+        str(budget),
+        "--out",
+        str(out),
+    ]
     if pool["eval"] is not None:
         command += ["--eval", str(pool["eval"])]
     environment = {**os.environ, "DAGSTER_HOME": str(out / "dagster_home")}
@@ -130,14 +147,25 @@ def measure(kind: str, size: int, repeats: int, budget: float, work: Path, resul
             result = run_build(pool, out, budget, out / f"{temperature}.log")
             if temperature == "cold":
                 result["stages"] = stage_seconds(out / "dagster_home")
-            result.update(pool=kind, size=size, repeat=repeat, temperature=temperature, budget=budget,
-                          bytes_per_record=pool["bytes_per_record"], load=os.getloadavg()[0], time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            result.update(
+                pool=kind,
+                size=size,
+                repeat=repeat,
+                temperature=temperature,
+                budget=budget,
+                bytes_per_record=pool["bytes_per_record"],
+                load=os.getloadavg()[0],
+                time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            )
             result["summary"] = {k: result["summary"].get(k) for k in ("counts", "seconds")}
             runs.append(result)
             with (work / "runs.jsonl").open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
-            print(f"[perf] {kind} n={size} repeat={repeat} {temperature}: {result['seconds']:.1f}s "
-                  f"({size / result['seconds']:,.0f} rec/s), peak tree {result['peak_tree_mb']:,.0f} MB", flush=True)
+            print(
+                f"[perf] {kind} n={size} repeat={repeat} {temperature}: {result['seconds']:.1f}s "
+                f"({size / result['seconds']:,.0f} rec/s), peak tree {result['peak_tree_mb']:,.0f} MB",
+                flush=True,
+            )
             write_markdown(load_runs(work / "runs.jsonl"), results)
     return runs
 
@@ -173,16 +201,20 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
         peak = max(r["peak_tree_mb"] for r in group)
         if size >= 1_000_000:
             target_text = f"peak ≤ {TARGET_PEAK_MB_AT_1M:,} MB: {'met' if peak <= TARGET_PEAK_MB_AT_1M else 'not met'}"
-        lines.append(f"| {kind} | {size:,} | {group[0]['bytes_per_record']:,.0f} | {temperature} | {len(group)} | {seconds:.1f} | "
-                     f"{rps:,.0f} | {target_text} | {peak:,.0f} [{max(r['peak_process_mb'] for r in group):,.0f}] | "
-                     f"{_median([r['load'] for r in group]):.1f} |")
+        lines.append(
+            f"| {kind} | {size:,} | {group[0]['bytes_per_record']:,.0f} | {temperature} | {len(group)} | {seconds:.1f} | "
+            f"{rps:,.0f} | {target_text} | {peak:,.0f} [{max(r['peak_process_mb'] for r in group):,.0f}] | "
+            f"{_median([r['load'] for r in group]):.1f} |"
+        )
     slopes = []
     for kind in sorted({k for k, _, _ in groups}):
         sizes = sorted(s for k, s, t in groups if k == kind and t == "cold")
         for small, large in zip(sizes, sizes[1:]):
             a = _median([r["seconds"] for r in groups[(kind, small, "cold")]])
             b = _median([r["seconds"] for r in groups[(kind, large, "cold")]])
-            slopes.append(f"- {kind}: cost slope d log(time) / d log(records) from {small:,} to {large:,}: {math.log(b / a) / math.log(large / small):.2f}")
+            slopes.append(
+                f"- {kind}: cost slope d log(time) / d log(records) from {small:,} to {large:,}: {math.log(b / a) / math.log(large / small):.2f}"
+            )
     if slopes:
         lines += ["", *slopes]
     lines += ["", "## Stages of the cold builds (seconds from the Dagster event log; span < sum when partitions overlap)", ""]

@@ -66,7 +66,9 @@ class RealTextPool:
         self.config = config
         self.words = [r["text"].split(" ") for r in sources]
         self.labels = [r["label"] for r in sources]
-        self.vocabulary = np.array(sorted({w for words in self.words[:: max(1, len(self.words) // 2000)] for w in words if w}), dtype=object)
+        self.vocabulary = np.array(
+            sorted({w for words in self.words[:: max(1, len(self.words) // 2000)] for w in words if w}), dtype=object
+        )
 
     def record(self, index: int) -> dict:
         rng = np.random.default_rng([self.config.seed, index])
@@ -121,7 +123,12 @@ def write_pool(directory: str | Path, config: RealTextConfig) -> dict:
         total_bytes += _write_jsonl(landing / f"{key}.jsonl", (pool.record(i) for i in range(start, stop)))
     _write_jsonl(directory / "reference.jsonl", ({"id": r["id"], "text": r["text"]} for r in reference[: config.reference_size]))
     _write_jsonl(directory / "eval.jsonl", ({"id": r["id"], "text": r["text"], "label": r["label"]} for r in evaluation))
-    description = {"config": asdict(config), "shards": keys, "records": config.n_records, "bytes": total_bytes,
-                   "bytes_per_record": round(total_bytes / max(config.n_records, 1), 1)}
+    description = {
+        "config": asdict(config),
+        "shards": keys,
+        "records": config.n_records,
+        "bytes": total_bytes,
+        "bytes_per_record": round(total_bytes / max(config.n_records, 1), 1),
+    }
     marker.write_text(json.dumps(description, indent=2))
     return description
