@@ -198,10 +198,11 @@ def test_landing_sensor_and_retraining_schedule_tick_against_postgres(postgres_b
     from dagster import partition_loading_context
 
     from dataselect_platform.definitions import defs
-    from jobs import retraining_data_build
     from resources import InputsResource
     from sensors import landing_sensor
 
+    definitions = defs()
+    schedule = definitions.get_schedule_def("retraining_data_build")
     server, home, result = postgres_build
     store = str(Path(result["selected"]).parents[2])
     landing = Path(tmp_path / "landing")
@@ -210,7 +211,7 @@ def test_landing_sensor_and_retraining_schedule_tick_against_postgres(postgres_b
     inputs = {"inputs": InputsResource(landing_dir=str(landing))}
 
     with _instance(server, home) as instance:
-        with build_sensor_context(instance=instance, resources=inputs, definitions=defs) as context:
+        with build_sensor_context(instance=instance, resources=inputs, definitions=definitions) as context:
             first = landing_sensor(context)
         # A file lands after the build: the next tick asks for exactly that file, once.
         newest = landing / "late-arrival.jsonl"
@@ -219,7 +220,7 @@ def test_landing_sensor_and_retraining_schedule_tick_against_postgres(postgres_b
                         f" orbits of distant planets, written to be long enough to pass the heuristic filters."}) + "\n"
             for i in range(12)
         ))  # fmt: skip
-        with build_sensor_context(instance=instance, resources=inputs, definitions=defs, cursor=first.cursor) as context:
+        with build_sensor_context(instance=instance, resources=inputs, definitions=definitions, cursor=first.cursor) as context:
             tick = landing_sensor(context)
         [request] = tick.run_requests
         assert request.partition_key == "late-arrival"
@@ -228,7 +229,7 @@ def test_landing_sensor_and_retraining_schedule_tick_against_postgres(postgres_b
         # Dagster's own tick validation, with the partitions read back from PostgreSQL.
         with (
             partition_loading_context(dynamic_partitions_store=instance),
-            build_sensor_context(instance=instance, resources=inputs, definitions=defs, cursor=first.cursor) as context,
+            build_sensor_context(instance=instance, resources=inputs, definitions=definitions, cursor=first.cursor) as context,
         ):
             validated = landing_sensor.evaluate_tick(context)
         assert [(r.partition_key, r.run_key) for r in validated.run_requests] == [("late-arrival", request.run_key)]
@@ -241,15 +242,13 @@ def test_landing_sensor_and_retraining_schedule_tick_against_postgres(postgres_b
             assert ingest.success
         assert instance.get_materialized_partitions(AssetKey("quality_scores")) >= {"late-arrival"}
 
-        schedule_tick = retraining_data_build.evaluate_tick(
+        schedule_tick = schedule.evaluate_tick(
             build_schedule_context(instance=instance, scheduled_execution_time=datetime(2030, 1, 2, 3, 0, tzinfo=UTC))
         )
         [scheduled] = schedule_tick.run_requests
         ops = {"filtered_set": {"config": {"budget": 0.2, "seed": SEED}}}
         run_config = {**(scheduled.run_config or {}), "resources": resources, "ops": ops, "execution": {"config": {"in_process": {}}}}
-        with execute_job(
-            _code_location_job(retraining_data_build.job_name), instance, run_config=run_config, tags=scheduled.tags
-        ) as rebuild:
+        with execute_job(_code_location_job(schedule.job_name), instance, run_config=run_config, tags=scheduled.tags) as rebuild:
             assert rebuild.success
         build_id = instance.get_latest_materialization_event(AssetKey("filtered_set")).asset_materialization.metadata["build_id"].value
 
