@@ -162,6 +162,7 @@ def test_storage_options_come_from_environment_variables(monkeypatch):
         storage.path("..")
 
 
+@pytest.mark.slow
 def test_a_build_writes_nothing_outside_its_store(tmp_path, monkeypatch):
     """Hostile landing file names and record ids; every file the build writes is under its
     store or its Dagster home, and nothing appears anywhere else."""
