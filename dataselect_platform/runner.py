@@ -22,7 +22,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from jobs.build_plan import BUILD_PLAN, BuildSettings, Step
+from jobs.build_plan import BUILD_PLAN, BuildSettings
 
 CODE_LOCATION_MODULE = "dataselect_platform.definitions"
 EXECUTORS = ("in_process", "multiprocess", "ray")
@@ -59,7 +59,18 @@ class Execution:
         config: dict = {}
         if self.executor == "ray":
             # Steps run in Ray jobs: they need the code, the offline switches and the instance.
-            passed = [k for k in ("PYTHONPATH", "DAGSTER_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "GX_ANALYTICS_ENABLED", "DATASELECT_CACHE") if k in os.environ]
+            passed = [
+                k
+                for k in (
+                    "PYTHONPATH",
+                    "DAGSTER_HOME",
+                    "HF_HUB_OFFLINE",
+                    "TRANSFORMERS_OFFLINE",
+                    "GX_ANALYTICS_ENABLED",
+                    "DATASELECT_CACHE",
+                )
+                if k in os.environ
+            ]
             config = {"address": self.ray_address, "env_vars": passed, "gpu_step_num_gpus": self.gpu_step_num_gpus}
         return {"execution": {"config": {self.executor: config}}, "loggers": {"console": {"config": {"log_level": self.log_level}}}}
 
@@ -149,7 +160,11 @@ def execute_run(instance, request: RunRequest) -> RunOutcome:
     ]
     outcome.records = max(row_counts, default=0)
     outcome.build_id = next(
-        (e.materialization.metadata["build_id"].value for e in events if e.is_step_materialization and "build_id" in e.materialization.metadata),
+        (
+            e.materialization.metadata["build_id"].value
+            for e in events
+            if e.is_step_materialization and "build_id" in e.materialization.metadata
+        ),
         None,
     )
     if not outcome.success:
@@ -157,9 +172,7 @@ def execute_run(instance, request: RunRequest) -> RunOutcome:
         outcome.failed_checks = [
             f"{e.event_specific_data.check_name}: {e.event_specific_data.description or 'failed'}"
             for e in events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION"
-            and not e.event_specific_data.passed
-            and e.event_specific_data.blocking
+            if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed and e.event_specific_data.blocking
         ]
     return outcome
 
@@ -201,11 +214,15 @@ def run_plan(
     try:
         for step in BUILD_PLAN:
             partitions = live if step.per_shard else [None]
-            requests = [RunRequest(step.job, key, {**base_config, **step.run_config(settings)}, step.assets(settings)) for key in partitions]
+            requests = [
+                RunRequest(step.job, key, {**base_config, **step.run_config(settings)}, step.assets(settings)) for key in partitions
+            ]
             if step.per_shard and max_concurrent > 1 and len(requests) > 1 and pool is None:
                 pool = ProcessPoolExecutor(
-                    max_workers=max_concurrent, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(instance.get_ref(),),
+                    max_workers=max_concurrent,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker,
+                    initargs=(instance.get_ref(),),
                 )
             stage = progress.stage(step, len(requests)) if progress else None
             results = _run_stage(instance, requests, pool if step.per_shard else None, max_concurrent, strict, stage)
@@ -213,7 +230,9 @@ def run_plan(
             failed = [r for r in results if not r.success]
             for run in failed:
                 if run.partition is not None:
-                    outcome.failed.append({"file": files[run.partition], "shard": run.partition, "job": run.job, "run_id": run.run_id, "error": run.error})
+                    outcome.failed.append(
+                        {"file": files[run.partition], "shard": run.partition, "job": run.job, "run_id": run.run_id, "error": run.error}
+                    )
             if failed and (strict or not step.per_shard):
                 first = failed[0]
                 where = f" [{first.partition}]" if first.partition else ""

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -26,9 +25,24 @@ from tests.platform.helpers import ROOT
 pytestmark = pytest.mark.slow
 
 
-def _build(landing: Path, reference: str, out: Path, *options: str, evaluation: str | None = None) -> tuple[subprocess.CompletedProcess, dict]:
-    command = [sys.executable, "-m", "dataselect_platform.cli", "build", "--landing", str(landing), "--reference", reference,
-               "--backend", "static", "--out", str(out), *options]
+def _build(
+    landing: Path, reference: str, out: Path, *options: str, evaluation: str | None = None
+) -> tuple[subprocess.CompletedProcess, dict]:
+    command = [
+        sys.executable,
+        "-m",
+        "dataselect_platform.cli",
+        "build",
+        "--landing",
+        str(landing),
+        "--reference",
+        reference,
+        "--backend",
+        "static",
+        "--out",
+        str(out),
+        *options,
+    ]
     if evaluation:
         command += ["--eval", evaluation]
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
@@ -99,7 +113,9 @@ def _unreadable_files(landing: Path) -> list[Path]:
     not_gzip = landing / "not-gzip.jsonl.gz"
     not_gzip.write_text(json.dumps({"id": "plain", "text": "This file is plain text under a .gz name."}) + "\n")
     truncated = landing / "truncated.parquet"
-    pq.write_table(pa.table({"id": [f"t{i}" for i in range(200)], "text": [f"a record of the truncated file {i}" for i in range(200)]}), truncated)
+    pq.write_table(
+        pa.table({"id": [f"t{i}" for i in range(200)], "text": [f"a record of the truncated file {i}" for i in range(200)]}), truncated
+    )
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     return [not_gzip, truncated]
 
