@@ -32,7 +32,9 @@ class StageProgress:
 
     def _state(self) -> str:
         seconds = time.perf_counter() - self.started
-        rate = f", {self.records / seconds:,.0f} records/s" if self.records and seconds > 0 else ""
+        per_second = self.records / seconds if seconds > 0 else 0.0
+        # Records per second only where runs stream records: the per-shard stages.
+        rate = f", {per_second:,.1f} records/s" if self.step.per_shard and self.records else ""
         return f"{self.finished}/{self.total} done, {self.running} running, {self.queued} queued{rate}"
 
     def update(self, queued: int, running: int) -> None:

@@ -254,30 +254,27 @@ def run_plan(
 
 
 def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, strict: bool, stage) -> list[RunOutcome]:
-    """The stage's runs, at most ``max_concurrent`` at a time; with ``strict``, none is started after a failure."""
-    if pool is None:
-        results = []
-        for request in requests:
-            if stage:
-                stage.update(queued=len(requests) - len(results) - 1, running=1)
-            results.append(execute_run(instance, request))
-            if stage:
-                stage.done(results[-1])
-            if strict and not results[-1].success:
-                break
-        if stage:
-            stage.close()
-        return results
-    waiting = list(requests)
-    running: dict[Future, RunRequest] = {}
-    results: list[RunOutcome] = []
-    stop = False
+    """The stage's runs, at most ``max_concurrent`` at a time in the pool (one at a time in this
+    process without one); with ``strict``, none is started after a failure."""
+
+    def launch(request: RunRequest) -> Future:
+        if pool is not None:
+            return pool.submit(_execute_in_worker, request)
+        future = Future()
+        try:
+            future.set_result(execute_run(instance, request))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+    limit = max_concurrent if pool is not None else 1
+    waiting, running, results, stop = list(requests), {}, [], False
     while waiting or running:
-        while waiting and not stop and len(running) < max_concurrent:
+        while waiting and not stop and len(running) < limit:
             request = waiting.pop(0)
-            running[pool.submit(_execute_in_worker, request)] = request
-        if stage:
-            stage.update(queued=0 if stop else len(waiting), running=len(running))
+            if stage:
+                stage.update(queued=len(waiting), running=len(running) + 1)
+            running[launch(request)] = request
         if not running:
             break
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -285,12 +282,13 @@ def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, 
             request = running.pop(future)
             try:
                 result = future.result()
-            except Exception as error:  # a worker that died (e.g. killed for memory): no run summary came back
-                result = RunOutcome(request.job, request.partition, None, False, 0.0, error=f"worker process failed: {error!r}")
+            except Exception as error:  # no run summary came back: bad config, or a worker that died (e.g. out of memory)
+                result = RunOutcome(request.job, request.partition, None, False, 0.0, error=f"{type(error).__name__}: {error}")
             results.append(result)
+            stop = stop or (strict and not result.success)
             if stage:
                 stage.done(result)
-            stop = stop or (strict and not result.success)
+                stage.update(queued=0 if stop else len(waiting), running=len(running))
     if stage:
         stage.close()
     return sorted(results, key=lambda r: r.partition or "")
