@@ -2,10 +2,11 @@
 
 Every run goes through ``execute_job`` on the job of the code location, tagged with its
 ``dagster/partition``, so the UI's Runs page lists what a build ran under the platform's job
-names. Per-shard runs go to a pool of ``max_concurrent`` worker processes (spawned, so CUDA is
-safe; each imports the code location once and opens the same instance); with
-``max_concurrent=1`` they run in this process. Inputs and the embedding settings reach the runs
-as resource run config, so every run records where its data came from.
+names. Runs go to a pool of ``max_concurrent`` worker processes, the per-shard ones up to
+``max_concurrent`` at a time (workers are forked from a fork server that imported the code
+location once; each opens the same instance); with ``max_concurrent=1`` every run executes in
+this process. Inputs and the embedding settings reach the runs as resource run config, so
+every run records where its data came from.
 
 A shard whose run fails drops out of the later stages (its partition is removed, so the
 selection covers the readable shards) and is reported with its landing file; ``strict`` stops
@@ -117,6 +118,14 @@ class BuildOutcome:
 _worker_instance = None
 
 
+def _worker_context():
+    """Workers forked from a fork server that imported the code location once: one import for
+    all of them, and no state of this process (its threads, a CUDA context) carried over."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([CODE_LOCATION_MODULE])
+    return context
+
+
 def _init_worker(instance_ref) -> None:
     global _worker_instance
     _die_with_parent()
@@ -219,13 +228,11 @@ def run_plan(
             ]
             if step.per_shard and max_concurrent > 1 and len(requests) > 1 and pool is None:
                 pool = ProcessPoolExecutor(
-                    max_workers=max_concurrent,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker,
-                    initargs=(instance.get_ref(),),
+                    max_workers=max_concurrent, mp_context=_worker_context(), initializer=_init_worker, initargs=(instance.get_ref(),)
                 )
             stage = progress.stage(step, len(requests)) if progress else None
-            results = _run_stage(instance, requests, pool if step.per_shard else None, max_concurrent, strict, stage)
+            # Global steps go to the pool too once it exists: its workers have the code location imported.
+            results = _run_stage(instance, requests, pool, max_concurrent, strict, stage)
             outcome.runs.extend(results)
             failed = [r for r in results if not r.success]
             for run in failed:
