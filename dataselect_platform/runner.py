@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
-import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -126,23 +127,39 @@ def _worker_context():
     return context
 
 
-def _init_worker(instance_ref) -> None:
+def _init_worker(instance_ref, build_pid: int) -> None:
     global _worker_instance
-    _die_with_parent()
+    _die_with(build_pid)
     from dagster import DagsterInstance
 
-    import dataselect_platform.definitions  # noqa: F401  (paid once per worker)
+    import dataselect_platform.definitions  # noqa: F401  (already imported by the fork server)
 
     _worker_instance = DagsterInstance.from_ref(instance_ref)
 
 
-def _die_with_parent() -> None:
-    """A killed build must not leave workers writing on (Linux; elsewhere they finish their run)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _die_with(build_pid: int) -> None:
+    """A killed build must not leave workers writing on. Their parent is the fork server, which
+    lives as long as they do, so each worker watches the build's own process."""
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    def watch() -> None:
+        try:
+            select.select([os.pidfd_open(build_pid)], [], [])  # readable once the process has exited
+        except AttributeError:  # no pidfd (not Linux): poll
+            while _alive(build_pid):
+                time.sleep(0.5)
+        except OSError:  # already gone
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-build", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _execute_in_worker(request: RunRequest) -> RunOutcome:
@@ -228,7 +245,10 @@ def run_plan(
             ]
             if step.per_shard and max_concurrent > 1 and len(requests) > 1 and pool is None:
                 pool = ProcessPoolExecutor(
-                    max_workers=max_concurrent, mp_context=_worker_context(), initializer=_init_worker, initargs=(instance.get_ref(),)
+                    max_workers=max_concurrent,
+                    mp_context=_worker_context(),
+                    initializer=_init_worker,
+                    initargs=(instance.get_ref(), os.getpid()),
                 )
             stage = progress.stage(step, len(requests)) if progress else None
             # Global steps go to the pool too once it exists: its workers have the code location imported.
