@@ -26,12 +26,15 @@ class StageProgress:
         self.step, self.total, self.quiet = step, total, quiet
         self.records = self.finished = self.running = self.queued = 0
         self.started = time.perf_counter()
-        self.bar = tqdm(total=total, desc=f"{step.stage:<16}", unit="run", file=sys.stderr, dynamic_ncols=True,
-                        disable=quiet or not sys.stderr.isatty())
+        self.bar = tqdm(
+            total=total, desc=f"{step.stage:<16}", unit="run", file=sys.stderr, dynamic_ncols=True, disable=quiet or not sys.stderr.isatty()
+        )
 
     def _state(self) -> str:
         seconds = time.perf_counter() - self.started
-        rate = f", {self.records / seconds:,.0f} records/s" if self.records and seconds > 0 else ""
+        per_second = self.records / seconds if seconds > 0 else 0.0
+        # Records per second only where runs stream records: the per-shard stages.
+        rate = f", {per_second:,.1f} records/s" if self.step.per_shard and self.records else ""
         return f"{self.finished}/{self.total} done, {self.running} running, {self.queued} queued{rate}"
 
     def update(self, queued: int, running: int) -> None:
@@ -44,7 +47,10 @@ class StageProgress:
         self.running = max(0, self.running - 1)
         where = f"{self.step.job} [{run.partition}]" if run.partition else self.step.job
         if run.success:
-            say(f"{where}: done in {run.seconds:.1f}s, {run.records:,} records, run {run.run_id} ({self.step.stage}: {self._state()})", self.quiet)
+            say(
+                f"{where}: done in {run.seconds:.1f}s, {run.records:,} records, run {run.run_id} ({self.step.stage}: {self._state()})",
+                self.quiet,
+            )
         else:
             # Failures are printed even with --quiet: they are results, not progress.
             say(f"{where}: FAILED, run {run.run_id}: {run.error}")

@@ -2,10 +2,11 @@
 
 Every run goes through ``execute_job`` on the job of the code location, tagged with its
 ``dagster/partition``, so the UI's Runs page lists what a build ran under the platform's job
-names. Per-shard runs go to a pool of ``max_concurrent`` worker processes (spawned, so CUDA is
-safe; each imports the code location once and opens the same instance); with
-``max_concurrent=1`` they run in this process. Inputs and the embedding settings reach the runs
-as resource run config, so every run records where its data came from.
+names. Runs go to a pool of ``max_concurrent`` worker processes, the per-shard ones up to
+``max_concurrent`` at a time (workers are forked from a fork server that imported the code
+location once; each opens the same instance); with ``max_concurrent=1`` every run executes in
+this process. Inputs and the embedding settings reach the runs as resource run config, so
+every run records where its data came from.
 
 A shard whose run fails drops out of the later stages (its partition is removed, so the
 selection covers the readable shards) and is reported with its landing file; ``strict`` stops
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
-import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from jobs.build_plan import BUILD_PLAN, BuildSettings, Step
+from jobs.build_plan import BUILD_PLAN, BuildSettings
 
 CODE_LOCATION_MODULE = "dataselect_platform.definitions"
 EXECUTORS = ("in_process", "multiprocess", "ray")
@@ -59,7 +61,18 @@ class Execution:
         config: dict = {}
         if self.executor == "ray":
             # Steps run in Ray jobs: they need the code, the offline switches and the instance.
-            passed = [k for k in ("PYTHONPATH", "DAGSTER_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "GX_ANALYTICS_ENABLED", "DATASELECT_CACHE") if k in os.environ]
+            passed = [
+                k
+                for k in (
+                    "PYTHONPATH",
+                    "DAGSTER_HOME",
+                    "HF_HUB_OFFLINE",
+                    "TRANSFORMERS_OFFLINE",
+                    "GX_ANALYTICS_ENABLED",
+                    "DATASELECT_CACHE",
+                )
+                if k in os.environ
+            ]
             config = {"address": self.ray_address, "env_vars": passed, "gpu_step_num_gpus": self.gpu_step_num_gpus}
         return {"execution": {"config": {self.executor: config}}, "loggers": {"console": {"config": {"log_level": self.log_level}}}}
 
@@ -106,23 +119,47 @@ class BuildOutcome:
 _worker_instance = None
 
 
-def _init_worker(instance_ref) -> None:
+def _worker_context():
+    """Workers forked from a fork server that imported the code location once: one import for
+    all of them, and no state of this process (its threads, a CUDA context) carried over."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([CODE_LOCATION_MODULE])
+    return context
+
+
+def _init_worker(instance_ref, build_pid: int) -> None:
     global _worker_instance
-    _die_with_parent()
+    _die_with(build_pid)
     from dagster import DagsterInstance
 
-    import dataselect_platform.definitions  # noqa: F401  (paid once per worker)
+    import dataselect_platform.definitions  # noqa: F401  (already imported by the fork server)
 
     _worker_instance = DagsterInstance.from_ref(instance_ref)
 
 
-def _die_with_parent() -> None:
-    """A killed build must not leave workers writing on (Linux; elsewhere they finish their run)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _die_with(build_pid: int) -> None:
+    """A killed build must not leave workers writing on. Their parent is the fork server, which
+    lives as long as they do, so each worker watches the build's own process."""
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    def watch() -> None:
+        try:
+            select.select([os.pidfd_open(build_pid)], [], [])  # readable once the process has exited
+        except AttributeError:  # no pidfd (not Linux): poll
+            while _alive(build_pid):
+                time.sleep(0.5)
+        except OSError:  # already gone
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-build", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _execute_in_worker(request: RunRequest) -> RunOutcome:
@@ -149,7 +186,11 @@ def execute_run(instance, request: RunRequest) -> RunOutcome:
     ]
     outcome.records = max(row_counts, default=0)
     outcome.build_id = next(
-        (e.materialization.metadata["build_id"].value for e in events if e.is_step_materialization and "build_id" in e.materialization.metadata),
+        (
+            e.materialization.metadata["build_id"].value
+            for e in events
+            if e.is_step_materialization and "build_id" in e.materialization.metadata
+        ),
         None,
     )
     if not outcome.success:
@@ -157,9 +198,7 @@ def execute_run(instance, request: RunRequest) -> RunOutcome:
         outcome.failed_checks = [
             f"{e.event_specific_data.check_name}: {e.event_specific_data.description or 'failed'}"
             for e in events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION"
-            and not e.event_specific_data.passed
-            and e.event_specific_data.blocking
+            if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed and e.event_specific_data.blocking
         ]
     return outcome
 
@@ -201,19 +240,26 @@ def run_plan(
     try:
         for step in BUILD_PLAN:
             partitions = live if step.per_shard else [None]
-            requests = [RunRequest(step.job, key, {**base_config, **step.run_config(settings)}, step.assets(settings)) for key in partitions]
+            requests = [
+                RunRequest(step.job, key, {**base_config, **step.run_config(settings)}, step.assets(settings)) for key in partitions
+            ]
             if step.per_shard and max_concurrent > 1 and len(requests) > 1 and pool is None:
                 pool = ProcessPoolExecutor(
-                    max_workers=max_concurrent, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(instance.get_ref(),),
+                    max_workers=max_concurrent,
+                    mp_context=_worker_context(),
+                    initializer=_init_worker,
+                    initargs=(instance.get_ref(), os.getpid()),
                 )
             stage = progress.stage(step, len(requests)) if progress else None
-            results = _run_stage(instance, requests, pool if step.per_shard else None, max_concurrent, strict, stage)
+            # Global steps go to the pool too once it exists: its workers have the code location imported.
+            results = _run_stage(instance, requests, pool, max_concurrent, strict, stage)
             outcome.runs.extend(results)
             failed = [r for r in results if not r.success]
             for run in failed:
                 if run.partition is not None:
-                    outcome.failed.append({"file": files[run.partition], "shard": run.partition, "job": run.job, "run_id": run.run_id, "error": run.error})
+                    outcome.failed.append(
+                        {"file": files[run.partition], "shard": run.partition, "job": run.job, "run_id": run.run_id, "error": run.error}
+                    )
             if failed and (strict or not step.per_shard):
                 first = failed[0]
                 where = f" [{first.partition}]" if first.partition else ""
@@ -235,30 +281,27 @@ def run_plan(
 
 
 def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, strict: bool, stage) -> list[RunOutcome]:
-    """The stage's runs, at most ``max_concurrent`` at a time; with ``strict``, none is started after a failure."""
-    if pool is None:
-        results = []
-        for request in requests:
-            if stage:
-                stage.update(queued=len(requests) - len(results) - 1, running=1)
-            results.append(execute_run(instance, request))
-            if stage:
-                stage.done(results[-1])
-            if strict and not results[-1].success:
-                break
-        if stage:
-            stage.close()
-        return results
-    waiting = list(requests)
-    running: dict[Future, RunRequest] = {}
-    results: list[RunOutcome] = []
-    stop = False
+    """The stage's runs, at most ``max_concurrent`` at a time in the pool (one at a time in this
+    process without one); with ``strict``, none is started after a failure."""
+
+    def launch(request: RunRequest) -> Future:
+        if pool is not None:
+            return pool.submit(_execute_in_worker, request)
+        future = Future()
+        try:
+            future.set_result(execute_run(instance, request))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+    limit = max_concurrent if pool is not None else 1
+    waiting, running, results, stop = list(requests), {}, [], False
     while waiting or running:
-        while waiting and not stop and len(running) < max_concurrent:
+        while waiting and not stop and len(running) < limit:
             request = waiting.pop(0)
-            running[pool.submit(_execute_in_worker, request)] = request
-        if stage:
-            stage.update(queued=0 if stop else len(waiting), running=len(running))
+            if stage:
+                stage.update(queued=len(waiting), running=len(running) + 1)
+            running[launch(request)] = request
         if not running:
             break
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -266,12 +309,13 @@ def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, 
             request = running.pop(future)
             try:
                 result = future.result()
-            except Exception as error:  # a worker that died (e.g. killed for memory): no run summary came back
-                result = RunOutcome(request.job, request.partition, None, False, 0.0, error=f"worker process failed: {error!r}")
+            except Exception as error:  # no run summary came back: bad config, or a worker that died (e.g. out of memory)
+                result = RunOutcome(request.job, request.partition, None, False, 0.0, error=f"{type(error).__name__}: {error}")
             results.append(result)
+            stop = stop or (strict and not result.success)
             if stage:
                 stage.done(result)
-            stop = stop or (strict and not result.success)
+                stage.update(queued=0 if stop else len(waiting), running=len(running))
     if stage:
         stage.close()
     return sorted(results, key=lambda r: r.partition or "")

@@ -23,9 +23,7 @@ from dagster._core.execution.retries import get_retries_config
 RAY_CONFIG = Field(
     {
         "address": Field(Noneable(str), default_value=None, description="Ray dashboard address, e.g. http://127.0.0.1:8265."),
-        "env_vars": Field(
-            Array(str), default_value=[], description="KEY or KEY=VALUE variables passed to every step's Ray job."
-        ),
+        "env_vars": Field(Array(str), default_value=[], description="KEY or KEY=VALUE variables passed to every step's Ray job."),
         "runtime_env": Field(Permissive(), default_value={}, description="Ray runtime_env of every step's Ray job."),
         "gpu_step_num_gpus": Field(float, default_value=0.0, description="GPUs each step of the 'gpu' pool asks Ray for."),
         "retries": get_retries_config(),
@@ -47,7 +45,7 @@ def _requirements(config):
     requirements=_requirements,
 )
 def platform_executor(init_context):
-    (kind, config), = init_context.executor_config.items()
+    ((kind, config),) = init_context.executor_config.items()
     if kind == "in_process":
         return _core_in_process_executor_creation(config)
     if kind == "multiprocess":

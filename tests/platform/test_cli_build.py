@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,14 +20,29 @@ from dataselect.demo import write_demo
 from jobs.build_plan import BUILD_PLAN
 from resources import InputsResource
 from sensors import landing_sensor
-from tests.platform.helpers import ROOT, raw_rows_in
+from tests.platform.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
 
-def _build(landing: Path, reference: str, out: Path, *options: str, evaluation: str | None = None) -> tuple[subprocess.CompletedProcess, dict]:
-    command = [sys.executable, "-m", "dataselect_platform.cli", "build", "--landing", str(landing), "--reference", reference,
-               "--backend", "static", "--out", str(out), *options]
+def _build(
+    landing: Path, reference: str, out: Path, *options: str, evaluation: str | None = None
+) -> tuple[subprocess.CompletedProcess, dict]:
+    command = [
+        sys.executable,
+        "-m",
+        "dataselect_platform.cli",
+        "build",
+        "--landing",
+        str(landing),
+        "--reference",
+        reference,
+        "--backend",
+        "static",
+        "--out",
+        str(out),
+        *options,
+    ]
     if evaluation:
         command += ["--eval", evaluation]
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
@@ -44,6 +58,11 @@ def _runs(home: Path) -> list:
     return records
 
 
+def _rows(demo) -> int:
+    """Raw records of the demo's landing files (JSONL, gzip, Parquet and CSV), from its ground truth."""
+    return pq.read_metadata(demo.ground_truth).num_rows
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     return write_demo(tmp_path_factory.mktemp("demo"), n_records=240, n_shards=4)
@@ -54,7 +73,7 @@ def test_build_runs_the_named_jobs_concurrently_and_the_sensor_skips_what_it_ing
     done, summary = _build(landing, demo.reference, tmp_path / "out", "--max-concurrent", "2", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("\n") == 1 and "[dataselect]" not in done.stderr  # --quiet: the JSON summary only
-    assert summary["failed_files"] == [] and summary["counts"]["raw"] == raw_rows_in(landing)
+    assert summary["failed_files"] == [] and summary["counts"]["raw"] == _rows(demo)
 
     home = tmp_path / "out" / "dagster_home"
     runs = _runs(home)
@@ -94,7 +113,9 @@ def _unreadable_files(landing: Path) -> list[Path]:
     not_gzip = landing / "not-gzip.jsonl.gz"
     not_gzip.write_text(json.dumps({"id": "plain", "text": "This file is plain text under a .gz name."}) + "\n")
     truncated = landing / "truncated.parquet"
-    pq.write_table(pa.table({"id": [f"t{i}" for i in range(200)], "text": [f"a record of the truncated file {i}" for i in range(200)]}), truncated)
+    pq.write_table(
+        pa.table({"id": [f"t{i}" for i in range(200)], "text": [f"a record of the truncated file {i}" for i in range(200)]}), truncated
+    )
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     return [not_gzip, truncated]
 
@@ -111,7 +132,7 @@ def test_unreadable_files_are_listed_and_the_readable_ones_built(demo, tmp_path)
     assert done.returncode == 1
     assert summary["failed_files"] == sorted(str(p.resolve()) for p in bad)
     # The build covers exactly the readable files.
-    assert summary["build_id"] is not None and summary["counts"]["raw"] == raw_rows_in(demo.landing)
+    assert summary["build_id"] is not None and summary["counts"]["raw"] == _rows(demo)
     manifest = json.loads(Path(summary["manifest"]).read_text())
     assert sorted(manifest["input_shards"]) == sorted(p.name.split(".")[0] for p in Path(demo.landing).iterdir())
 
