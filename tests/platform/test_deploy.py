@@ -202,7 +202,7 @@ def test_landing_sensor_and_retraining_schedule_tick_against_postgres(postgres_b
     from sensors import landing_sensor
 
     definitions = defs()
-    schedule = definitions.get_schedule_def("retraining_data_build")
+    [schedule] = [s for s in definitions.schedules if s.name == "retraining_data_build"]
     server, home, result = postgres_build
     store = str(Path(result["selected"]).parents[2])
     landing = Path(tmp_path / "landing")
