@@ -22,11 +22,11 @@ import pyarrow.parquet as pq  # noqa: E402
 from dagster import AssetCheckEvaluation, DagsterInstance, ExecuteInProcessResult, materialize  # noqa: E402
 
 from dataselect.ingest import list_landing_files  # noqa: E402
-from dataselect_platform.definitions import all_assets, all_checks, make_resources  # noqa: E402
+from dataselect_platform.definitions import all_assets, all_checks  # noqa: E402
 from dataselect_platform.runner import BuildInputs, RunRequest, execute_run, run_plan  # noqa: E402
 from jobs.build_plan import BUILD_PLAN, BuildSettings  # noqa: E402
 from platform_assets.partitions import shards  # noqa: E402
-from resources import EmbeddingResource  # noqa: E402
+from resources import EmbeddingResource, make_resources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # A cheaper report than the default (no ablation, two budgets) keeps end-to-end tests short;
