@@ -148,6 +148,7 @@ def evaluate_build(
         arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed)
         summary.update(report.summarize(arms))
         summary["headline"] = evaluation.headline_rows(arms)
+        summary["verdict"] = evaluation.verdict(arms, evaluator.config)
         figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
         if config.budgets:
             sweep = evaluator.budget_sweep(

@@ -19,7 +19,7 @@ def _progress(message: str) -> None:
 
 
 def run_build(landing: str, reference: str, evaluation: str | None, out: str, budget: float, seed: int,
-              backend: str, policy: str | None = None) -> dict:
+              backend: str, policy: str | None = None, task: str | None = None) -> dict:
     out_dir = Path(out).resolve()
     home = os.environ.get("DAGSTER_HOME") or str(out_dir / "dagster_home")
     os.environ["DAGSTER_HOME"] = home
@@ -39,7 +39,8 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
     if not files:
         raise SystemExit(f"no supported shard files (.jsonl, .jsonl.gz, .parquet, .csv) in {landing}")
     instance.add_dynamic_partitions(shards.name, [f.key for f in files])
-    selection_config = {"budget": budget, "seed": seed, **({"policy": policy} if policy else {})}
+    # task None: filtered_set decides (classification when a labelled --eval is given).
+    selection_config = {"budget": budget, "seed": seed, **({"policy": policy} if policy else {}), **({"task": task} if task else {})}
     definitions = [*all_assets, *all_checks]
 
     def run(selection: list[str], partition_key: str | None = None, run_config: dict | None = None) -> None:
@@ -72,6 +73,8 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
     build_id = event.metadata["build_id"].value
     manifest = read_json(store.path("builds", build_id, "manifest.json"))
     report_dir = store.path("builds", build_id, "report")
+    summary_path = report_dir / "summary.json"
+    verdict = read_json(summary_path).get("verdict") if summary_path.exists() else None
     return {
         "build_id": build_id,
         "selected": str(store.path("builds", build_id, "selected.parquet")),
@@ -80,6 +83,8 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
         "report": str(report_dir / "report.html"),
         "summary": str(report_dir / "summary.json"),
         "counts": {k: manifest["counts"][k] for k in ("raw", "selected", "rejected", "quarantined")},
+        # Does the selection beat random and the full pool on the evaluation set (None: no labelled eval)?
+        "verdict": {k: verdict[k] for k in ("beats_random", "beats_full")} if verdict else None,
         "dagster_home": home,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--budget", type=float, default=0.1, help="≤ 1: fraction of raw records; > 1: a count")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--policy", default=None, help="top_k | gumbel_top_k | threshold | cluster_balanced | ccs | sensitivity")
+    build.add_argument("--task", default=None, choices=["classification", "language_modeling"],
+                       help="classification rejects unlabelled records before the budget; default: classification with --eval")
     build.add_argument("--backend", default="auto", choices=["auto", "static", "transformer"])
     build.add_argument("--out", required=True, help="output folder: the store, the builds and a Dagster home")
     args = parser.parse_args(argv)
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         _progress(f"demo data written under {Path(args.out) / 'data'} (synthetic, seeded)")
         result = run_build(str(paths.landing), str(paths.reference), str(paths.evaluation), args.out, args.budget, args.seed, args.backend)
     else:
-        result = run_build(args.landing, args.reference, args.eval, args.out, args.budget, args.seed, args.backend, args.policy)
+        result = run_build(args.landing, args.reference, args.eval, args.out, args.budget, args.seed, args.backend, args.policy, args.task)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -77,7 +77,9 @@ def evaluation_report(
         metadata={
             "build_id": build_id,
             "headline": MetadataValue.md(headline_markdown(result.summary) if "headline" in result.summary else "_no labelled evaluation set_"),
-            "summary": MetadataValue.json({k: result.summary[k] for k in ("headline_numbers", "n_selected", "n_pool", "seconds") if k in result.summary}),
+            "summary": MetadataValue.json(
+                {k: result.summary[k] for k in ("headline_numbers", "verdict", "n_selected", "n_pool", "seconds") if k in result.summary}
+            ),
             "label_free_metrics": MetadataValue.json(result.summary["label_free"]),
             "build_comparison": MetadataValue.json(comparison or {"note": "first build"}),
             "plots": MetadataValue.md("\n\n".join(png_markdown(name, png) for name, png in result.figures.items())),

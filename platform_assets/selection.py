@@ -19,7 +19,7 @@ from platform_assets.ingest import raw_pool
 from platform_assets.metadata import table_preview
 from platform_assets.partitions import shards
 from platform_assets.scoring import quality_scores
-from resources import StorageResource
+from resources import InputsResource, StorageResource
 
 _DEFAULTS = SelectionConfig()
 
@@ -34,10 +34,16 @@ class SelectionBuildConfig(Config):
     hard_filters: list[str] | None = Field(_DEFAULTS.hard_filters, description="Scorers whose '<name>.keep' rejects; None = all.")
     pool_scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise).")
     pool_scorer_options: dict = Field(default_factory=dict, description="Per pool scorer Config overrides.")
+    task: str | None = Field(
+        None,
+        description="classification (an unlabelled record is rejected before the budget) | language_modeling (labels ignored); "
+        "None: classification when a labelled evaluation file is configured, else language_modeling.",
+    )
 
-    def selection(self) -> SelectionConfig:
+    def selection(self, has_evaluation: bool = False) -> SelectionConfig:
         fields = {name: getattr(self, name) for name in ("budget", "policy", "seed", "weights", "normalization", "threshold", "hard_filters")}
-        return SelectionConfig(**fields)
+        task = self.task or ("classification" if has_evaluation else "language_modeling")
+        return SelectionConfig(**fields, task=task)
 
 
 def _shard_keys(context: AssetExecutionContext, storage: StorageResource) -> list[str]:
@@ -76,9 +82,11 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> dict[str, str]:
     "label noise), then the policy on the fused score. Writes the selected records, a decisions table with one row per "
     "raw record (status, deciding scorer, reason, scores) and a manifest, under builds/<build id>/.",
 )
-def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, storage: StorageResource) -> MaterializeResult:
+def filtered_set(
+    context: AssetExecutionContext, config: SelectionBuildConfig, storage: StorageResource, inputs: InputsResource
+) -> MaterializeResult:
     keys = _shard_keys(context, storage)
-    selection = config.selection()
+    selection = config.selection(has_evaluation=inputs.evaluation() is not None)
     scores = pa.concat_tables([storage.read_shard("quality_scores", k) for k in keys], promote_options="permissive")
     quarantine = pd.concat([storage.read_shard("quarantine", k).to_pandas() for k in keys], ignore_index=True)
     vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
@@ -115,6 +123,7 @@ def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, s
             "selected": counts["selected"],
             "rejected": counts["rejected"],
             "quarantined": counts["quarantined"],
+            "task": selection.task,
             "rejections_by_scorer": MetadataValue.json(counts["rejections_by_reason"]),
             "selected_path": MetadataValue.path(paths["selected"]),
             "decisions_path": MetadataValue.path(paths["decisions"]),

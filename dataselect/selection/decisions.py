@@ -5,7 +5,9 @@ Order of decision:
 1. quarantine: rows that never became records (``decided_by="ingest"``, reason = the ingest error);
 2. hard filters, in the configured order: the first ``<name>.keep == False`` rejects the record and
    its ``<name>.reason`` is copied (a null keep counts as a pass);
-3. the selection policy over the survivors, with a budget counted against ALL raw records.
+3. for a classification task, a record without a label is no training example
+   (``decided_by="label"``, reason ``no label``);
+4. the selection policy over the survivors, with a budget counted against ALL raw records.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataselect.records import (
     ERROR,
     FUSED_SCORE,
     ID,
+    LABEL,
     QUARANTINED,
     REASON,
     REJECTED,
@@ -45,6 +48,14 @@ def _hard_filter_names(scores: pd.DataFrame, hard_filters: list[str] | None) -> 
     if absent:
         raise ValueError(f"hard filters {absent} have no '<name>.keep' column; present filters: {present}")
     return list(hard_filters)
+
+
+def unlabelled(scores: pd.DataFrame) -> np.ndarray:
+    """True where a record has no label (null, NaN or empty); every record when there is no label column."""
+    if LABEL not in scores.columns:
+        return np.ones(len(scores), bool)
+    labels = scores[LABEL]
+    return (labels.isna() | (labels.astype(str).str.strip() == "")).to_numpy(bool)
 
 
 def _failing(keep: pd.Series) -> np.ndarray:
@@ -102,6 +113,10 @@ def decide(
         reason[failing] = [text if isinstance(text, str) and text else f"{name}.keep is False" for text in reasons]
         status[failing] = REJECTED
         decided_by[failing] = name
+
+    if config.task == "classification":
+        no_label = unlabelled(scores) & (status == None)  # noqa: E711
+        status[no_label], decided_by[no_label], reason[no_label] = REJECTED, "label", "no label"
 
     survivors = np.flatnonzero(status == None)  # noqa: E711
     # Canonical candidate order (id, then shard/row) so every tie is broken by id.

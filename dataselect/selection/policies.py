@@ -34,6 +34,8 @@ from dataselect.scorers.dsir import gumbel_top_k
 from dataselect.selection.fusion import NORMALIZATIONS
 
 POLICIES = ("top_k", "gumbel_top_k", "threshold", "cluster_balanced", "ccs", "sensitivity")
+# What the selection trains: a classifier needs a label on every record; a language model reads text only.
+TASKS = ("classification", "language_modeling")
 CLUSTER_POLICIES = ("cluster_balanced", "sensitivity")
 
 
@@ -65,8 +67,11 @@ class SelectionConfig:
     sensitivity_uniform_mix: float = 0.1  # sensitivity: uniform share of p (bounds weights by n/(0.1 k))
     kmeans_niter: int = 20  # cluster policies: k-means iterations
     candidate_factor: float | None = None  # cluster_balanced: balance among the top factor*k by fused; None: all
+    task: str = "language_modeling"  # one of TASKS; "classification" rejects unlabelled records before the budget
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; use one of {TASKS}")
         if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and self.budget > 0):
             raise ValueError(f"budget must be a positive number (fraction <= 1 or count > 1), got {self.budget!r}")
         if self.budget > 1 and float(self.budget) != int(self.budget):
