@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from dataselect import decontamination
 from dataselect import records as cols
 from dataselect.pipeline import fingerprint, make_scorers, score_pool
 from dataselect.selection import SelectionConfig, accounting, decide
@@ -31,8 +32,11 @@ class BuildResult:
     paths: dict[str, str]
 
 
-def build_id_for(selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str]) -> str:
-    config_hash = fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options)
+def build_id_for(
+    selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str], evaluation: str | None = None
+) -> str:
+    """``evaluation``: the evaluation set's fingerprint when it shaped the decisions (decontamination)."""
+    config_hash = fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options, *([evaluation] if evaluation else []))
     inputs_hash = fingerprint(sorted(shard_fingerprints.items()))
     return f"{config_hash[:8]}-{inputs_hash[:8]}"
 
@@ -45,10 +49,22 @@ def select(
     pool_scorers: list[str],
     pool_options: dict | None = None,
     texts: list[str] | None = None,
+    evaluation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Pool-stage scoring, then hard filters and the budget policy: one decision per raw record."""
+    """Pool-stage scoring, then hard filters and the budget policy: one decision per raw record.
+
+    With an ``evaluation`` set (``id``, ``text``), records sharing a word n-gram with it are a
+    hard filter too (``decontamination``; needs ``texts``), whatever ``hard_filters`` lists."""
     scorers = make_scorers(pool_scorers, pool_options)
     frame = score_pool(scores, embeddings, scorers, texts if any(getattr(s, "needs_text", False) for s in scorers) else None)
+    if evaluation is not None and len(evaluation):
+        if texts is None:
+            raise ValueError("decontamination against an evaluation set needs the pool texts")
+        found = decontamination.contamination(texts, evaluation[cols.ID].astype(str).tolist(), evaluation[cols.TEXT].tolist())
+        for name, values in found.items():
+            frame[f"{decontamination.NAME}.{name}"] = values
+        if selection.hard_filters is not None and decontamination.NAME not in selection.hard_filters:
+            selection = dataclasses.replace(selection, hard_filters=[*selection.hard_filters, decontamination.NAME])
     return decide(frame, quarantine, selection, embeddings)
 
 

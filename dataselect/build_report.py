@@ -18,7 +18,7 @@ import pandas as pd
 from dataselect import evaluation, metrics, report
 from dataselect import records as cols
 from dataselect.scorers.dsir import kl_reduction
-from dataselect.selection import SelectionConfig, decide
+from dataselect.selection import SelectionConfig, accounting, decide
 
 DECISION_COLUMNS = [cols.STATUS, cols.DECIDED_BY, cols.REASON, cols.FUSED_SCORE, "sample_weight"]
 DUPLICATE_SCORERS = ("exact_dup", "near_dup", "semdedup")
@@ -138,6 +138,8 @@ def evaluate_build(
         "embedding_projection": report.plot_embedding_projection(pool_embeddings, selected_mask, target_embeddings),
     }
     summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
+    # Who rejected how many (decontamination and the label rule included), next to the arms.
+    summary["rejections_by_reason"] = accounting(decisions)["rejections_by_reason"]
 
     labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
     if labelled:

@@ -10,7 +10,8 @@ from pydantic import Field
 
 from dataselect import records as cols
 from dataselect.build import build_id_for, make_manifest, select, write_build
-from dataselect.pipeline import make_scorers
+from dataselect.ingest import read_reference
+from dataselect.pipeline import fingerprint, make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
 from dataselect.selection import SelectionConfig, accounting
 from dataselect.storage import parquet_metadata
@@ -44,6 +45,16 @@ class SelectionBuildConfig(Config):
         fields = {name: getattr(self, name) for name in ("budget", "policy", "seed", "weights", "normalization", "threshold", "hard_filters")}
         task = self.task or ("classification" if has_evaluation else "language_modeling")
         return SelectionConfig(**fields, task=task)
+
+
+def _evaluation_set(inputs: InputsResource) -> pd.DataFrame | None:
+    """The evaluation records (id, text), read as the evaluation_set asset reads them, so the
+    selection can leave out pool records that overlap them; None without an evaluation file."""
+    path = inputs.evaluation()
+    if path is None:
+        return None
+    records = read_reference(path).records.select([cols.ID, cols.TEXT]).to_pandas()
+    return records if len(records) else None
 
 
 def _shard_keys(context: AssetExecutionContext, storage: StorageResource) -> list[str]:
@@ -91,13 +102,16 @@ def filtered_set(
     quarantine = pd.concat([storage.read_shard("quarantine", k).to_pandas() for k in keys], ignore_index=True)
     vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
     fingerprints = _snapshot(storage, keys)
+    evaluation = _evaluation_set(inputs)
     texts = None
-    # Only label noise on TF-IDF reads texts here; on embeddings no shard's text is loaded.
-    if any(getattr(s, "needs_text", False) for s in make_scorers(config.pool_scorers, config.pool_scorer_options)):
+    # Label noise on TF-IDF and decontamination read texts; otherwise no shard's text is loaded.
+    needs_text = any(getattr(s, "needs_text", False) for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
+    if needs_text or evaluation is not None:
         texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
-    decisions = select(scores, quarantine, vectors, selection, config.pool_scorers, config.pool_scorer_options, texts)
+    decisions = select(scores, quarantine, vectors, selection, config.pool_scorers, config.pool_scorer_options, texts, evaluation)
 
-    build_id = build_id_for(selection, config.pool_scorers, config.pool_scorer_options, fingerprints)
+    evaluation_fingerprint = fingerprint(evaluation[cols.ID].tolist(), evaluation[cols.TEXT].tolist()) if evaluation is not None else None
+    build_id = build_id_for(selection, config.pool_scorers, config.pool_scorer_options, fingerprints, evaluation_fingerprint)
     # By (shard, row), not id: ids repeated across shards must not select both copies.
     chosen = decisions.loc[decisions[cols.STATUS] == cols.SELECTED].groupby(cols.SHARD)[cols.ROW].apply(list).to_dict()
     selected = pa.concat_tables(
@@ -124,6 +138,7 @@ def filtered_set(
             "rejected": counts["rejected"],
             "quarantined": counts["quarantined"],
             "task": selection.task,
+            "decontaminated": counts["rejections_by_reason"].get("decontamination", 0),
             "rejections_by_scorer": MetadataValue.json(counts["rejections_by_reason"]),
             "selected_path": MetadataValue.path(paths["selected"]),
             "decisions_path": MetadataValue.path(paths["decisions"]),

@@ -123,6 +123,11 @@ def test_report_beats_random(demo_build):
     assert summary["build_id"] == demo_build.build_id
     headline = summary["headline_numbers"]
     assert headline["selected_accuracy"] > headline["random_accuracy"]
+    # The headline says it in words, with the intervals it rests on.
+    verdict = summary["verdict"]
+    assert verdict["beats_random"] is True and verdict["selected_accuracy"] == headline["selected_accuracy"]
+    assert verdict["random_interval"][1] < verdict["selected_accuracy"]
+    assert verdict["sentence"].startswith("The selection (") and verdict["sentence"] in html
     report_meta = latest_metadata(demo_build.instance, "evaluation_report")
     assert report_meta["build_id"] == demo_build.build_id
     assert Path(report_meta["report_html"]) == paths["report"]
@@ -189,6 +194,23 @@ def test_dataselect_build_command(demo_build, tmp_path):
     in_process = demo_build.build_paths(demo_build.build_id)
     for name in ("decisions", "selected"):
         assert Path(result[name]).read_bytes() == in_process[name].read_bytes(), name
+    # The last line carries the report's verdict.
+    verdict = json.loads(Path(result["summary"]).read_text())["verdict"]
+    assert result["verdict"] == {"beats_random": verdict["beats_random"], "beats_full": verdict["beats_full"]}
+    assert result["verdict"]["beats_random"] is True
+    # A labelled --eval made it a classification build.
+    assert json.loads(Path(result["manifest"]).read_text())["config"]["selection"]["task"] == "classification"
+
+
+@pytest.mark.slow
+def test_a_selection_that_loses_to_the_full_pool_fails_the_warn_check(demo_build):
+    # The least relevant records: far from the target, so the full pool wins beyond the interval.
+    result = demo_build.select_and_report({"budget": BUDGET, "seed": SEED, "weights": {"relevance.score": -1.0}})
+    check = next(e for e in check_evaluations(result) if e.check_name == "selection_not_worse_than_full_pool")
+    assert check.passed is False and check.severity.value == "WARN"
+    assert "loses to the full pool" in check.description
+    verdict = latest_metadata(demo_build.instance, "evaluation_report")["summary"]["verdict"]
+    assert verdict["loses_to_full"] is True and verdict["full_difference_interval"][1] < 0
 
 
 # --------------------------------------------------------------------------- 20 Newsgroups, real transformer
