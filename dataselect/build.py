@@ -41,6 +41,34 @@ def build_id_for(
     return f"{config_hash[:8]}-{inputs_hash[:8]}"
 
 
+def score_for_selection(
+    scores: pa.Table,
+    embeddings: np.ndarray | None,
+    pool_scorers: list[str],
+    pool_options: dict | None = None,
+    texts: list[str] | None = None,
+    evaluation: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Pool-stage scoring of the shard scores; with an ``evaluation`` set (``id``, ``text``), also
+    the ``decontamination.*`` columns (records sharing word n-grams with it; needs ``texts``)."""
+    scorers = make_scorers(pool_scorers, pool_options)
+    frame = score_pool(scores, embeddings, scorers, texts if any(getattr(s, "needs_text", False) for s in scorers) else None)
+    if evaluation is not None and len(evaluation):
+        if texts is None:
+            raise ValueError("decontamination against an evaluation set needs the pool texts")
+        found = decontamination.contamination(texts, evaluation[cols.ID].astype(str).tolist(), evaluation[cols.TEXT].tolist())
+        for name, values in found.items():
+            frame[f"{decontamination.NAME}.{name}"] = values
+    return frame
+
+
+def with_decontamination(selection: SelectionConfig, frame: pd.DataFrame) -> SelectionConfig:
+    """Decontamination is a hard filter whatever ``hard_filters`` lists, once its column exists."""
+    if f"{decontamination.NAME}.keep" in frame.columns and selection.hard_filters is not None and decontamination.NAME not in selection.hard_filters:
+        return dataclasses.replace(selection, hard_filters=[*selection.hard_filters, decontamination.NAME])
+    return selection
+
+
 def select(
     scores: pa.Table,
     quarantine: pd.DataFrame,
@@ -51,21 +79,9 @@ def select(
     texts: list[str] | None = None,
     evaluation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Pool-stage scoring, then hard filters and the budget policy: one decision per raw record.
-
-    With an ``evaluation`` set (``id``, ``text``), records sharing a word n-gram with it are a
-    hard filter too (``decontamination``; needs ``texts``), whatever ``hard_filters`` lists."""
-    scorers = make_scorers(pool_scorers, pool_options)
-    frame = score_pool(scores, embeddings, scorers, texts if any(getattr(s, "needs_text", False) for s in scorers) else None)
-    if evaluation is not None and len(evaluation):
-        if texts is None:
-            raise ValueError("decontamination against an evaluation set needs the pool texts")
-        found = decontamination.contamination(texts, evaluation[cols.ID].astype(str).tolist(), evaluation[cols.TEXT].tolist())
-        for name, values in found.items():
-            frame[f"{decontamination.NAME}.{name}"] = values
-        if selection.hard_filters is not None and decontamination.NAME not in selection.hard_filters:
-            selection = dataclasses.replace(selection, hard_filters=[*selection.hard_filters, decontamination.NAME])
-    return decide(frame, quarantine, selection, embeddings)
+    """Pool-stage scoring, then hard filters and the budget policy: one decision per raw record."""
+    frame = score_for_selection(scores, embeddings, pool_scorers, pool_options, texts, evaluation)
+    return decide(frame, quarantine, with_decontamination(selection, frame), embeddings)
 
 
 def write_build(

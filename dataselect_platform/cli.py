@@ -19,7 +19,7 @@ def _progress(message: str) -> None:
 
 
 def run_build(landing: str, reference: str, evaluation: str | None, out: str, budget: float, seed: int,
-              backend: str, policy: str | None = None, task: str | None = None) -> dict:
+              backend: str, policy: str | None = None, task: str | None = None, tune: bool = False) -> dict:
     out_dir = Path(out).resolve()
     home = os.environ.get("DAGSTER_HOME") or str(out_dir / "dagster_home")
     os.environ["DAGSTER_HOME"] = home
@@ -40,7 +40,8 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
         raise SystemExit(f"no supported shard files (.jsonl, .jsonl.gz, .parquet, .csv) in {landing}")
     instance.add_dynamic_partitions(shards.name, [f.key for f in files])
     # task None: filtered_set decides (classification when a labelled --eval is given).
-    selection_config = {"budget": budget, "seed": seed, **({"policy": policy} if policy else {}), **({"task": task} if task else {})}
+    selection_config = {"budget": budget, "seed": seed, **({"policy": policy} if policy else {}), **({"task": task} if task else {}),
+                        **({"tune": True} if tune else {})}
     definitions = [*all_assets, *all_checks]
 
     def run(selection: list[str], partition_key: str | None = None, run_config: dict | None = None) -> None:
@@ -85,6 +86,8 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
         "counts": {k: manifest["counts"][k] for k in ("raw", "selected", "rejected", "quarantined")},
         # Does the selection beat random and the full pool on the evaluation set (None: no labelled eval)?
         "verdict": {k: verdict[k] for k in ("beats_random", "beats_full")} if verdict else None,
+        **({"tune": {k: manifest["config"]["tune"][k] for k in ("chosen", "held_out_accuracy", "default_held_out_accuracy")}}
+           if "tune" in manifest["config"] else {}),
         "dagster_home": home,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -107,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--policy", default=None, help="top_k | gumbel_top_k | threshold | cluster_balanced | ccs | sensitivity")
     build.add_argument("--task", default=None, choices=["classification", "language_modeling"],
                        help="classification rejects unlabelled records before the budget; default: classification with --eval")
+    build.add_argument("--tune", action="store_true",
+                       help="choose the recipe on half of the labelled --eval file (see dataselect.tuning), report on the other half")
     build.add_argument("--backend", default="auto", choices=["auto", "static", "transformer"])
     build.add_argument("--out", required=True, help="output folder: the store, the builds and a Dagster home")
     args = parser.parse_args(argv)
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         _progress(f"demo data written under {Path(args.out) / 'data'} (synthetic, seeded)")
         result = run_build(str(paths.landing), str(paths.reference), str(paths.evaluation), args.out, args.budget, args.seed, args.backend)
     else:
-        result = run_build(args.landing, args.reference, args.eval, args.out, args.budget, args.seed, args.backend, args.policy, args.task)
+        result = run_build(args.landing, args.reference, args.eval, args.out, args.budget, args.seed, args.backend, args.policy, args.task,
+                           args.tune)
     print(json.dumps(result), flush=True)
     return 0
 

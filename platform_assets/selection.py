@@ -9,11 +9,12 @@ from dagster import AssetExecutionContext, AutomationCondition, Config, Failure,
 from pydantic import Field
 
 from dataselect import records as cols
-from dataselect.build import build_id_for, make_manifest, select, write_build
+from dataselect.build import build_id_for, make_manifest, score_for_selection, with_decontamination, write_build
 from dataselect.ingest import read_reference
 from dataselect.pipeline import fingerprint, make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
-from dataselect.selection import SelectionConfig, accounting
+from dataselect.selection import SelectionConfig, accounting, decide
+from dataselect.tuning import grid, tune, tune_table
 from dataselect.storage import parquet_metadata
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool
@@ -35,6 +36,11 @@ class SelectionBuildConfig(Config):
     hard_filters: list[str] | None = Field(_DEFAULTS.hard_filters, description="Scorers whose '<name>.keep' rejects; None = all.")
     pool_scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise).")
     pool_scorer_options: dict = Field(default_factory=dict, description="Per pool scorer Config overrides.")
+    tune: bool = Field(
+        False,
+        description="Choose the recipe per build: split the labelled evaluation file into tune / held-out halves, "
+        "try the grid of dataselect.tuning on the tune half, keep the best; the manifest records the grid.",
+    )
     task: str | None = Field(
         None,
         description="classification (an unlabelled record is rejected before the budget) | language_modeling (labels ignored); "
@@ -48,12 +54,12 @@ class SelectionBuildConfig(Config):
 
 
 def _evaluation_set(inputs: InputsResource) -> pd.DataFrame | None:
-    """The evaluation records (id, text), read as the evaluation_set asset reads them, so the
+    """The evaluation records (id, text, label), read as the evaluation_set asset reads them, so the
     selection can leave out pool records that overlap them; None without an evaluation file."""
     path = inputs.evaluation()
     if path is None:
         return None
-    records = read_reference(path).records.select([cols.ID, cols.TEXT]).to_pandas()
+    records = read_reference(path).records.select([cols.ID, cols.TEXT, cols.LABEL]).to_pandas()
     return records if len(records) else None
 
 
@@ -108,10 +114,23 @@ def filtered_set(
     needs_text = any(getattr(s, "needs_text", False) for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
     if needs_text or evaluation is not None:
         texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
-    decisions = select(scores, quarantine, vectors, selection, config.pool_scorers, config.pool_scorer_options, texts, evaluation)
+    frame = score_for_selection(scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation)
+    selection = with_decontamination(selection, frame)
+    tuned = None
+    if config.tune:
+        if evaluation is None or cols.LABEL not in evaluation or evaluation[cols.LABEL].isna().any():
+            raise Failure("tune needs a labelled evaluation file (every record with a label)", allow_retries=False)
+        pool = pd.DataFrame({cols.ID: frame[cols.ID], cols.TEXT: texts, cols.LABEL: frame[cols.LABEL]})
+        min_self_confidence = config.pool_scorer_options.get("label_noise", {}).get("min_self_confidence", 0.0)
+        tuned = tune(frame, quarantine, vectors, pool, evaluation, grid(selection, min_self_confidence))
+        decisions = tuned.decisions
+        context.log.info(f"tune: chose {tuned.chosen.name!r} of {len(tuned.grid)} recipes")
+    else:
+        decisions = decide(frame, quarantine, selection, vectors)
 
     evaluation_fingerprint = fingerprint(evaluation[cols.ID].tolist(), evaluation[cols.TEXT].tolist()) if evaluation is not None else None
-    build_id = build_id_for(selection, config.pool_scorers, config.pool_scorer_options, fingerprints, evaluation_fingerprint)
+    build_id = build_id_for(selection, config.pool_scorers, config.pool_scorer_options, fingerprints,
+                            evaluation_fingerprint if not tuned else fingerprint(evaluation_fingerprint, "tune"))
     # By (shard, row), not id: ids repeated across shards must not select both copies.
     chosen = decisions.loc[decisions[cols.STATUS] == cols.SELECTED].groupby(cols.SHARD)[cols.ROW].apply(list).to_dict()
     selected = pa.concat_tables(
@@ -125,7 +144,8 @@ def filtered_set(
     ).replace_schema_metadata(None)  # drop the first shard's file metadata (its source path and hash)
     if _snapshot(storage, keys) != fingerprints:
         raise Failure("a shard was refreshed while this build read it; the retry reads a consistent snapshot")
-    manifest = make_manifest(build_id, selection, config.pool_scorers, config.pool_scorer_options, fingerprints, decisions)
+    extra = {"tune": tuned.summary()} if tuned else None
+    manifest = make_manifest(build_id, selection, config.pool_scorers, config.pool_scorer_options, fingerprints, decisions, extra)
     paths = write_build(storage.root_path(), build_id, decisions, selected, manifest)
     counts = accounting(decisions)
     context.log.info(f"build {build_id}: {counts}")
@@ -139,6 +159,7 @@ def filtered_set(
             "quarantined": counts["quarantined"],
             "task": selection.task,
             "decontaminated": counts["rejections_by_reason"].get("decontamination", 0),
+            **({"tune_grid": MetadataValue.md(tune_table(tuned.grid))} if tuned else {}),
             "rejections_by_scorer": MetadataValue.json(counts["rejections_by_reason"]),
             "selected_path": MetadataValue.path(paths["selected"]),
             "decisions_path": MetadataValue.path(paths["decisions"]),

@@ -213,6 +213,38 @@ def test_a_selection_that_loses_to_the_full_pool_fails_the_warn_check(demo_build
     assert verdict["loses_to_full"] is True and verdict["full_difference_interval"][1] < 0
 
 
+@pytest.mark.slow
+def test_tune_chooses_on_the_tune_half_and_reports_on_the_held_out_half(demo_build):
+    from dataselect.selection import SelectionConfig
+    from dataselect.tuning import grid, split_evaluation
+
+    result = demo_build.select_and_report({"budget": BUDGET, "seed": SEED, "tune": True})
+    assert result.success
+    meta = latest_metadata(demo_build.instance, "filtered_set")
+    tuned = meta["manifest"]["config"]["tune"]
+    rows = tuned["grid"]
+    assert [row["recipe"] for row in rows] == [c.name for c in grid(SelectionConfig())]
+    chosen = [row for row in rows if row["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["recipe"] == tuned["chosen"]
+    assert chosen[0]["tune_accuracy"] == max(row["tune_accuracy"] for row in rows)
+    assert tuned["held_out_gain"] == chosen[0]["held_out_accuracy"] - rows[0]["held_out_accuracy"]
+    evaluation = pd.read_json(demo_build.demo.evaluation, lines=True)
+    tune_part, held_out = split_evaluation(evaluation)
+    assert (tuned["tune_size"], tuned["held_out_size"]) == (len(tune_part), len(held_out)) and len(tune_part) > 0
+    assert "| recipe | tune accuracy | held-out accuracy |" in meta["tune_grid"]
+    # The build's selection is the chosen recipe's; the report evaluates it on the held-out half only.
+    paths = demo_build.build_paths(meta["build_id"])
+    decisions = pq.read_table(paths["decisions"]).to_pandas()
+    assert (decisions[cols.STATUS] == cols.SELECTED).sum() == chosen[0]["n_selected"]
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["tune"]["chosen"] == tuned["chosen"]
+    # Same rows, same recipe, same seed: the report's selected arm on the held-out half is the grid's number.
+    assert summary["headline_numbers"]["selected_accuracy"] == pytest.approx(chosen[0]["held_out_accuracy"])
+    report_meta = latest_metadata(demo_build.instance, "evaluation_report")
+    assert report_meta["summary"]["tune"]["held_out_accuracy"] == chosen[0]["held_out_accuracy"]
+    assert "tune_grid" in report_meta and "Tune grid" in paths["report"].read_text()
+
+
 # --------------------------------------------------------------------------- 20 Newsgroups, real transformer
 
 
