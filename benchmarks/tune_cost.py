@@ -22,8 +22,8 @@ from pathlib import Path
 
 from benchmarks.newsgroups import REPO, WORK_DIR
 from dataselect.demo import write_demo
-from dataselect.tuning import TUNE_FRACTION, grid
 from dataselect.selection import SelectionConfig
+from dataselect.tuning import TUNE_FRACTION, grid
 
 RESULTS = REPO / "benchmarks" / "results" / "tune.md"
 BUDGET = 0.1

@@ -144,6 +144,23 @@ def tune(
     return TuneResult(candidates[best], decisions_of[candidates[best].name], rows, tune_part[cols.ID].tolist(), held_out[cols.ID].tolist())
 
 
+def tune_build(
+    frame: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    embeddings: np.ndarray | None,
+    texts: list[str],
+    evaluation: pd.DataFrame | None,
+    selection: SelectionConfig,
+    min_self_confidence: float = 0.0,
+) -> TuneResult:
+    """A build's tune step: the grid around the build's ``selection`` on its pool-scored ``frame``
+    (row-aligned with ``texts``). The evaluation file must be labelled throughout."""
+    if evaluation is None or cols.LABEL not in evaluation or evaluation[cols.LABEL].isna().any() or not len(evaluation):
+        raise ValueError("tune needs a labelled evaluation file (every record with a label)")
+    pool = pd.DataFrame({cols.ID: frame[cols.ID].to_numpy(), cols.TEXT: texts, cols.LABEL: frame[cols.LABEL].to_numpy()})
+    return tune(frame, quarantine, embeddings, pool, evaluation, grid(selection, min_self_confidence))
+
+
 def tune_table(rows: list[dict[str, Any]]) -> str:
     """The grid as markdown, for the UI and the report."""
     lines = ["| recipe | tune accuracy | held-out accuracy | selected | chosen |", "|---|---:|---:|---:|---|"]

@@ -5,17 +5,33 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import AssetExecutionContext, AutomationCondition, Config, Failure, MaterializeResult, MetadataValue, RetryPolicy, asset
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
 from pydantic import Field
 
 from dataselect import records as cols
-from dataselect.build import build_id_for, make_manifest, score_for_selection, with_decontamination, write_build
+from dataselect.build import (
+    build_id_for,
+    make_manifest,
+    score_for_selection,
+    with_decontamination,
+    write_build,
+)
 from dataselect.ingest import read_reference
 from dataselect.pipeline import fingerprint, make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
+from dataselect.scorers.label_noise import LabelNoise
 from dataselect.selection import SelectionConfig, accounting, decide
-from dataselect.tuning import grid, tune, tune_table
 from dataselect.storage import parquet_metadata
+from dataselect.tuning import tune_build, tune_table
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool
 from platform_assets.metadata import table_preview
@@ -24,6 +40,7 @@ from platform_assets.scoring import quality_scores
 from resources import InputsResource, StorageResource
 
 _DEFAULTS = SelectionConfig()
+LABEL_NOISE_DEFAULTS = LabelNoise.Config()
 
 
 class SelectionBuildConfig(Config):
@@ -118,11 +135,11 @@ def filtered_set(
     selection = with_decontamination(selection, frame)
     tuned = None
     if config.tune:
-        if evaluation is None or cols.LABEL not in evaluation or evaluation[cols.LABEL].isna().any():
-            raise Failure("tune needs a labelled evaluation file (every record with a label)", allow_retries=False)
-        pool = pd.DataFrame({cols.ID: frame[cols.ID], cols.TEXT: texts, cols.LABEL: frame[cols.LABEL]})
-        min_self_confidence = config.pool_scorer_options.get("label_noise", {}).get("min_self_confidence", 0.0)
-        tuned = tune(frame, quarantine, vectors, pool, evaluation, grid(selection, min_self_confidence))
+        strength = config.pool_scorer_options.get("label_noise", {}).get("min_self_confidence", LABEL_NOISE_DEFAULTS.min_self_confidence)
+        try:
+            tuned = tune_build(frame, quarantine, vectors, texts, evaluation, selection, strength)
+        except ValueError as error:
+            raise Failure(str(error), allow_retries=False) from error
         decisions = tuned.decisions
         context.log.info(f"tune: chose {tuned.chosen.name!r} of {len(tuned.grid)} recipes")
     else:
