@@ -22,11 +22,13 @@ import argparse
 import dataclasses
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,10 +64,10 @@ from dataselect.pipeline import make_scorers, pool_sample, score_pool, score_sha
 from dataselect.scorers import DEFAULT_POOL_SCORERS, DEFAULT_SHARD_SCORERS
 from dataselect.scorers.base import Batch
 from dataselect.scorers.dsir import DSIRImportance, kl_reduction
-from dataselect.scorers.label_noise import LabelNoise, label_noise_keep
+from dataselect.scorers.label_noise import LabelNoise
 from dataselect.selection import SelectionConfig, decide
 from dataselect.tuning import grid as tuning_grid
-from dataselect.tuning import tune, tune_table
+from dataselect.tuning import tune, tune_table, with_label_filter_strength
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
 ALL_FILTERS = ["heuristics", "exact_dup", "near_dup", "semdedup", "label_noise"]
@@ -85,6 +87,7 @@ class BenchConfig:
     corpora: tuple[str, ...] = CORPORA
     model_c_grid: tuple[float, ...] = (1.0, 10.0, 100.0)  # the evaluation recipe's C, chosen on dev
     grid_limit: int | None = None  # run only the first this many dev-grid recipes (quick mode)
+    workers: int = 2  # corpora run in parallel processes
     color: dict[str, Any] = field(default_factory=dict)  # CoLoR-Filter config overrides (none: its defaults)
     include_color: bool = True
     use_cache: bool = True  # reuse cached scores (benchmarks/work) when inputs are unchanged
@@ -99,6 +102,7 @@ def quick_config() -> BenchConfig:
         throughput_runs=1,
         model_c_grid=(10.0,),
         grid_limit=3,  # the rows share selection_row with the methods table; three keep the path covered
+        workers=1,
         fit_sample_size=500,
         include_color=False,  # its fit alone takes ~30 s even tiny; tests/test_color_filter.py covers it
         use_cache=False,
@@ -384,17 +388,6 @@ def is_default(recipe: Recipe, default: Recipe) -> bool:
     return same and recipe.min_self_confidence == default.min_self_confidence
 
 
-def with_label_noise_strength(frame: pd.DataFrame, min_self_confidence: float) -> pd.DataFrame:
-    """The cached scores with ``label_noise.keep`` recomputed by the scorer's own rule."""
-    if min_self_confidence == 0.0:
-        return frame
-    frame = frame.copy()
-    frame["label_noise.keep"] = label_noise_keep(
-        frame["label_noise.is_issue"].to_numpy(bool), frame["label_noise.self_confidence"].to_numpy(float), min_self_confidence
-    )
-    return frame
-
-
 # --------------------------------------------------------------------------- measuring
 @dataclass
 class Context:
@@ -501,7 +494,7 @@ def run_method(ctx: Context, method: Method, timer: Timer, config: BenchConfig) 
 
 def run_recipe(ctx: Context, recipe: Recipe) -> dict[str, Any]:
     """One dev-grid recipe on the cached scores: dev accuracy (test is computed but not chosen on)."""
-    frame = with_label_noise_strength(ctx.frame, recipe.min_self_confidence)
+    frame = with_label_filter_strength(ctx.frame, recipe.min_self_confidence)
     started = time.perf_counter()
     decisions = decide(frame, ctx.bench.quarantine, recipe.selection, ctx.embeddings)
     return selection_row(ctx, recipe.name, selected_ids(decisions), time.perf_counter() - started)
@@ -597,6 +590,9 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
     target_embeddings, target_seconds = cached_embeddings(bench.reference.column(cols.TEXT).to_pylist(), embedder, work_dir)
     timer.add("embed", pool_seconds + target_seconds)
     scores, frame = compute_scores(bench, embeddings, target_embeddings, config, timer)
+    # Both label-noise filters at the scorer's default strength, whichever strength the cache holds.
+    for prefix in ("label_noise", "label_noise_emb"):
+        frame = with_label_filter_strength(frame, default_recipe(config.seed).min_self_confidence, prefix)
     log(f"[{corpus}] scored in {time.perf_counter() - started:.0f} s")
 
     k = SelectionConfig(budget=config.budget).budget_count(bench.raw_count)
@@ -652,7 +648,14 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
 def run(config: BenchConfig, paths: dict[str, str | Path] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every corpus in ``config.corpora`` (``paths``: corpus -> data folder; absent: the default),
     then the dev-grid winner by mean dev accuracy over the corpora (one recipe for all)."""
-    per_corpus = {corpus: run_corpus(config, corpus, (paths or {}).get(corpus), log) for corpus in config.corpora}
+    jobs = [(config, corpus, (paths or {}).get(corpus), log) for corpus in config.corpora]
+    if config.workers > 1 and len(jobs) > 1:
+        # One process per corpus: each trains hundreds of independent models.
+        with ProcessPoolExecutor(min(config.workers, len(jobs)), mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(run_corpus, *zip(*jobs)))
+    else:
+        results = [run_corpus(*job) for job in jobs]
+    per_corpus = dict(zip(config.corpora, results))
     names = [row["method"] for row in next(iter(per_corpus.values()))["grid"]]
     grid = [
         {"recipe": name, **{corpus: result["grid"][i]["dev"] for corpus, result in per_corpus.items()}}
@@ -927,6 +930,11 @@ def render_summary(result: dict[str, Any], quick: bool) -> str:
     return "\n".join(lines)
 
 
+def log_line(line: str) -> None:
+    """Progress on stderr (a module function, so corpus processes can receive it)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small subsample (smoke test); writes nothing unless --output")
@@ -939,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         config.use_cache = False
     if args.corpus:
         config.corpora = tuple(args.corpus)
-    result = run(config, log=lambda line: print(line, file=sys.stderr, flush=True))
+    result = run(config, log=log_line)
     files = {f"methods-{c}.md": render_corpus(r, args.quick, result["winner"]) for c, r in result["corpora"].items()}
     files["methods.md"] = render_summary(result, args.quick)
     print(files["methods.md"])

@@ -7,13 +7,13 @@ build's scores); the fixed training recipe is trained on each selection and scor
 The recipe with the best tune accuracy wins (ties: the earlier row, the default first), and its
 held-out accuracy is reported beside the default's: a gain there was not chosen on.
 
-The grid, each row a change to the default :class:`~dataselect.selection.SelectionConfig`:
+The grid, each row a change to the caller's default :class:`~dataselect.selection.SelectionConfig`:
 
-- ``default``: the registry defaults.
-- ``+ self-confidence``: the label-noise score (out-of-fold probability of the given label) fused
-  with weight 1, so doubtful labels rank lower.
-- ``strict label filter``: also drop records whose given label gets p < 0.5.
-- ``+ dsir``: DSIR's importance score fused with the default's.
+- ``default``: as configured (the registry defaults unless changed).
+- ``more self-confidence``: the label-noise score (out-of-fold probability of the given label)
+  fused with 0.5 more weight, so doubtful labels rank lower.
+- ``stricter label filter``: the label-noise filter's minimum p(given label) raised by 0.2.
+- ``relevance + n-gram only``: only the two relevance classifiers in the fused score.
 - ``cluster-balanced``: equal quotas over k-means clusters of the best 2k candidates.
 - ``gumbel dsir``: importance resampling on DSIR's log weight.
 """
@@ -81,23 +81,26 @@ def split_evaluation(evaluation: pd.DataFrame, fraction: float = TUNE_FRACTION, 
 def grid(default: SelectionConfig, default_min_self_confidence: float = 0.0) -> list[Candidate]:
     """The documented grid (module docstring), built around the caller's default."""
     weights = dict(default.weights)
+    more_confidence = {**weights, "label_noise.score": weights.get("label_noise.score", 0.0) + 0.5}
+    relevance_only = {c: w for c, w in weights.items() if c in ("relevance.score", "ngram_relevance.score")} or weights
+    strength = default_min_self_confidence
     return [
-        Candidate("default", default, default_min_self_confidence),
-        Candidate("+ self-confidence", dataclasses.replace(default, weights={**weights, "label_noise.score": 1.0}), default_min_self_confidence),
-        Candidate("strict label filter", default, max(default_min_self_confidence, 0.5)),
-        Candidate("+ dsir", dataclasses.replace(default, weights={**weights, "dsir.score": 1.0}), default_min_self_confidence),
-        Candidate("cluster-balanced", dataclasses.replace(default, policy="cluster_balanced", candidate_factor=2.0), default_min_self_confidence),
-        Candidate("gumbel dsir", dataclasses.replace(default, policy="gumbel_top_k"), default_min_self_confidence),
+        Candidate("default", default, strength),
+        Candidate("more self-confidence", dataclasses.replace(default, weights=more_confidence), strength),
+        Candidate("stricter label filter", default, min(strength + 0.2, 1.0)),
+        Candidate("relevance + n-gram only", dataclasses.replace(default, weights=relevance_only), strength),
+        Candidate("cluster-balanced", dataclasses.replace(default, policy="cluster_balanced", candidate_factor=2.0), strength),
+        Candidate("gumbel dsir", dataclasses.replace(default, policy="gumbel_top_k"), strength),
     ]
 
 
-def with_label_filter_strength(frame: pd.DataFrame, min_self_confidence: float) -> pd.DataFrame:
-    """The scored pool with ``label_noise.keep`` recomputed by the scorer's rule at another strength."""
-    if "label_noise.self_confidence" not in frame.columns:
+def with_label_filter_strength(frame: pd.DataFrame, min_self_confidence: float, prefix: str = "label_noise") -> pd.DataFrame:
+    """The scored pool with ``<prefix>.keep`` recomputed by the scorer's rule at this strength."""
+    if f"{prefix}.self_confidence" not in frame.columns:
         return frame
     frame = frame.copy()
-    frame["label_noise.keep"] = label_noise_keep(
-        frame["label_noise.is_issue"].to_numpy(bool), frame["label_noise.self_confidence"].to_numpy(float), min_self_confidence
+    frame[f"{prefix}.keep"] = label_noise_keep(
+        frame[f"{prefix}.is_issue"].to_numpy(bool), frame[f"{prefix}.self_confidence"].to_numpy(float), min_self_confidence
     )
     return frame
 
@@ -122,7 +125,7 @@ def tune(
     n_tune = len(tune_part)
     rows, decisions_of = [], {}
     for candidate in candidates:
-        variant = frame if candidate.min_self_confidence == 0.0 else with_label_filter_strength(frame, candidate.min_self_confidence)
+        variant = with_label_filter_strength(frame, candidate.min_self_confidence)
         decisions = decide(variant, quarantine, candidate.selection, embeddings)
         chosen = decisions[cols.STATUS] == cols.SELECTED
         selected = (decisions.loc[chosen, cols.SHARD].astype(str) + ":" + decisions.loc[chosen, cols.ROW].astype(str)).tolist()

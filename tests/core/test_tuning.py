@@ -24,7 +24,8 @@ def test_grid_starts_with_the_callers_default():
     assert candidates[0].selection == default and candidates[0].min_self_confidence == 0.0
     assert len({c.name for c in candidates}) == len(candidates) == 6
     assert all(c.selection.budget == 0.2 and c.selection.seed == 3 for c in candidates)  # only the recipe varies
-    assert candidates[2].min_self_confidence == 0.5 and candidates[1].selection.weights["label_noise.score"] == 1.0
+    assert candidates[2].min_self_confidence == 0.2 and candidates[1].selection.weights["label_noise.score"] == 0.5
+    assert candidates[3].selection.weights == {"relevance.score": 1.0}
 
 
 def test_tune_refuses_an_unlabelled_evaluation_file():
