@@ -8,7 +8,6 @@ same place, and any change to either gives a new build beside the old ones.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,17 +18,6 @@ from dataselect import records as cols
 from dataselect.pipeline import fingerprint, make_scorers, score_pool
 from dataselect.selection import SelectionConfig, accounting, decide
 from dataselect.storage import confined, exists, read_json, write_json, write_parquet
-
-DECISION_KEY_COLUMNS = [cols.ID, cols.SHARD, cols.ROW, cols.STATUS, cols.DECIDED_BY, cols.REASON, cols.FUSED_SCORE]
-
-
-@dataclass
-class BuildResult:
-    build_id: str
-    decisions: pd.DataFrame
-    selected: pa.Table
-    manifest: dict
-    paths: dict[str, str]
 
 
 def build_id_for(
@@ -52,7 +40,7 @@ def score_for_selection(
     """Pool-stage scoring of the shard scores; with an ``evaluation`` set (``id``, ``text``), also
     the ``decontamination.*`` columns (records sharing word n-grams with it; needs ``texts``)."""
     scorers = make_scorers(pool_scorers, pool_options)
-    frame = score_pool(scores, embeddings, scorers, texts if any(getattr(s, "needs_text", False) for s in scorers) else None)
+    frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text for s in scorers) else None)
     if evaluation is not None and len(evaluation):
         if texts is None:
             raise ValueError("decontamination against an evaluation set needs the pool texts")
@@ -107,15 +95,6 @@ def write_build(
     index = [entry for entry in index if entry["build_id"] != build_id] + [{"build_id": build_id, "manifest": manifest_relative}]
     write_json(index_path, index)
     return paths
-
-
-def previous_build(root: str, build_id: str) -> dict | None:
-    """The manifest of the most recent other build, for build-to-build comparison."""
-    index_path = confined(root, "builds", "index.json")
-    if not exists(index_path):
-        return None
-    others = [entry for entry in read_json(index_path) if entry["build_id"] != build_id]
-    return read_json(confined(root, *others[-1]["manifest"].split("/"))) if others else None
 
 
 def make_manifest(build_id: str, selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str], decisions: pd.DataFrame, extra: dict | None = None) -> dict:

@@ -1,6 +1,8 @@
 """filtered_set: the budgeted, versioned selection over every shard, with one decision per raw record."""
 
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -29,7 +31,7 @@ from dataselect.ingest import read_reference
 from dataselect.pipeline import fingerprint, make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
 from dataselect.scorers.label_noise import LabelNoise
-from dataselect.selection import SelectionConfig, accounting, decide
+from dataselect.selection import POLICIES, SelectionConfig, accounting, decide
 from dataselect.storage import parquet_metadata
 from dataselect.tuning import tune_build, tune_table
 from platform_assets.embeddings import embeddings
@@ -45,12 +47,21 @@ LABEL_NOISE_DEFAULTS = LabelNoise.Config()
 
 class SelectionBuildConfig(Config):
     budget: float = Field(_DEFAULTS.budget, description="≤ 1: fraction of all raw records; > 1: a record count.")
-    policy: str = Field(_DEFAULTS.policy, description="top_k | gumbel_top_k | threshold | cluster_balanced | ccs | sensitivity")
+    policy: str = Field(_DEFAULTS.policy, description=" | ".join(POLICIES))
     seed: int = Field(_DEFAULTS.seed, description="Seed for every random choice of the build.")
     weights: dict[str, float] = Field(default_factory=lambda: dict(SelectionConfig().weights), description="Score column -> fusion weight.")
     normalization: str = Field(_DEFAULTS.normalization, description="rank | zscore, applied per score before fusion.")
     threshold: float | None = Field(_DEFAULTS.threshold, description="Fused-score threshold for the threshold policy.")
     hard_filters: list[str] | None = Field(_DEFAULTS.hard_filters, description="Scorers whose '<name>.keep' rejects; None = all.")
+    n_clusters: int | None = Field(_DEFAULTS.n_clusters, description="Cluster policies: k-means clusters; None = sqrt(candidates).")
+    kmeans_niter: int = Field(_DEFAULTS.kmeans_niter, description="Cluster policies: k-means iterations.")
+    candidate_factor: float | None = Field(_DEFAULTS.candidate_factor, description="cluster_balanced: balance among the top factor*k by fused score; None = all.")
+    ccs_beta: float = Field(_DEFAULTS.ccs_beta, description="ccs: fraction of the hardest candidates pruned first.")
+    ccs_strata: int = Field(_DEFAULTS.ccs_strata, description="ccs: number of equal-width difficulty strata.")
+    difficulty_column: str | None = Field(_DEFAULTS.difficulty_column, description="ccs: difficulty score column (higher = harder); None = -fused.")
+    log_weight_column: str = Field(_DEFAULTS.log_weight_column, description="gumbel_top_k: the log importance weight column.")
+    sensitivity_power: float = Field(_DEFAULTS.sensitivity_power, description="sensitivity: cost = distance ** power.")
+    sensitivity_uniform_mix: float = Field(_DEFAULTS.sensitivity_uniform_mix, description="sensitivity: uniform share of the sampling probability.")
     pool_scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise).")
     pool_scorer_options: dict = Field(default_factory=dict, description="Per pool scorer Config overrides.")
     tune: bool = Field(
@@ -65,7 +76,7 @@ class SelectionBuildConfig(Config):
     )
 
     def selection(self, has_evaluation: bool = False) -> SelectionConfig:
-        fields = {name: getattr(self, name) for name in ("budget", "policy", "seed", "weights", "normalization", "threshold", "hard_filters")}
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(SelectionConfig) if field.name != "task"}
         task = self.task or ("classification" if has_evaluation else "language_modeling")
         return SelectionConfig(**fields, task=task)
 
@@ -128,7 +139,7 @@ def filtered_set(
     evaluation = _evaluation_set(inputs)
     texts = None
     # Label noise on TF-IDF and decontamination read texts; otherwise no shard's text is loaded.
-    needs_text = any(getattr(s, "needs_text", False) for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
+    needs_text = any(s.needs_text for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
     if needs_text or evaluation is not None:
         texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
     frame = score_for_selection(scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation)
