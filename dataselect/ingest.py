@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataselect import records as cols
-from dataselect.normalize import content_hashes, normalize_text
+from dataselect.normalize import content_hashes, is_invisible, normalize_text
 from dataselect.storage import as_path, safe_name
 
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".csv")
@@ -259,6 +259,8 @@ class _ShardBuilder:
             )
         if not text:
             return self.quarantine(row, "empty text after normalisation", excerpt(), record_id)
+        if is_invisible(text):
+            return self.quarantine(row, "invisible text: only whitespace and zero-width or format characters", excerpt(), record_id)
         if len(text) < config.min_text_chars:
             return self.quarantine(
                 row, f"text too short: {len(text)} chars < {config.min_text_chars}", excerpt(), record_id

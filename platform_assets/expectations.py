@@ -57,7 +57,8 @@ def validate(frame: pd.DataFrame, expectations: list, suite_name: str, severity=
     for item in result.results:
         config = item.expectation_config
         label = f"{config.type}({config.kwargs.get('column', '')})"
-        offending_ids = [_plain(row.get(id_column)) for row in item.result.get("partial_unexpected_index_list") or []]
+        rows = item.result.get("partial_unexpected_index_list") or [] if "unexpected_index_column_names" in result_format else []
+        offending_ids = [_plain(row.get(id_column)) for row in rows]
         outcomes[label] = {
             "success": bool(item.success),
             "unexpected_count": item.result.get("unexpected_count"),
