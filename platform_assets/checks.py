@@ -53,7 +53,7 @@ def embeddings_valid(context: AssetCheckExecutionContext, storage: StorageResour
     frame = pd.DataFrame(
         {
             cols.ID: ids,
-            "represented": represented(vectors) if len(vectors) else np.zeros(0, bool),
+            "represented": represented(vectors),
             "dim": np.full(len(vectors), vectors.shape[1] if vectors.ndim == 2 else 0),
             "finite": np.isfinite(vectors).all(axis=1) if len(vectors) else np.zeros(0, bool),
             "norm": np.linalg.norm(np.nan_to_num(vectors), axis=1) if len(vectors) else np.zeros(0),

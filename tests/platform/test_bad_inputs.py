@@ -380,7 +380,7 @@ def test_bad_call_is_refused_before_any_work_with_one_line(tmp_path, case):
     command += [part for pair in arguments.items() for part in pair]
     environment = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"} | {"PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=60)
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=60, check=False)
     seconds = time.perf_counter() - started
     lines = completed.stderr.strip().splitlines()
     assert completed.returncode == 2, completed.stderr[-2000:]
@@ -393,7 +393,7 @@ def test_bad_call_is_refused_before_any_work_with_one_line(tmp_path, case):
 
 def test_demo_refuses_a_bad_budget_before_writing_anything(tmp_path):
     command = [sys.executable, "-m", "dataselect_platform.cli", "demo", "--budget", "-1", "--out", str(tmp_path / "demo")]
-    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=False)
     assert completed.returncode == 2
     assert completed.stderr.strip() == "dataselect demo: --budget: budget must be a positive number (fraction <= 1 or count > 1), got -1.0"
     assert not (tmp_path / "demo" / "data").exists()
