@@ -143,7 +143,7 @@ def score_all_pool(scores: pa.Table, embeddings: np.ndarray, texts: list[str], s
     runs.append(("label_noise_emb", LabelNoise(features="embeddings", seed=seed)))
     for stage, scorer in runs:
         started = time.perf_counter()
-        frame = score_pool(table, embeddings, [scorer], texts if getattr(scorer, "needs_text", False) else None)
+        frame = score_pool(table, embeddings, [scorer], texts if scorer.needs_text else None)
         timer.add(f"{stage}.score", time.perf_counter() - started)
         # score_pool names columns by scorer name, so both label-noise runs write "label_noise.*".
         for column in [c for c in frame.columns if c.startswith(f"{scorer.name}.")]:
@@ -196,7 +196,7 @@ def dsir_throughput(bench: Benchmark, runs: int, seed: int, k: int, work_dir: Pa
 
     The authors' first run also resamples ``k`` records: that is their method row's selection.
     """
-    from dataselect.scorers.dsir import gumbel_top_k
+    from dataselect.selection.sampling import gumbel_top_k
 
     ids = bench.records.column(cols.ID).to_pylist()
     texts = bench.texts
@@ -206,7 +206,7 @@ def dsir_throughput(bench: Benchmark, runs: int, seed: int, k: int, work_dir: Pa
     ours, theirs, theirs_selected = [], [], None
     for run_index in range(runs):
         started = time.perf_counter()
-        scorer = DSIRImportance(seed=seed).fit(pool_batch, target_batch)
+        scorer = DSIRImportance().fit(pool_batch, target_batch)
         log_weight = scorer.score(pool_batch)["log_weight"]
         ours.append(time.perf_counter() - started)
         seconds, chosen = authors_dsir(ids, texts, target_texts, k, seed, work_dir, fit_and_score_only=run_index > 0)

@@ -8,27 +8,14 @@ same place, and any change to either gives a new build beside the old ones.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from dataselect import records as cols
 from dataselect.pipeline import fingerprint, make_scorers, score_pool
 from dataselect.selection import SelectionConfig, accounting, decide
 from dataselect.storage import confined, exists, read_json, write_json, write_parquet
-
-DECISION_KEY_COLUMNS = [cols.ID, cols.SHARD, cols.ROW, cols.STATUS, cols.DECIDED_BY, cols.REASON, cols.FUSED_SCORE]
-
-
-@dataclass
-class BuildResult:
-    build_id: str
-    decisions: pd.DataFrame
-    selected: pa.Table
-    manifest: dict
-    paths: dict[str, str]
 
 
 def build_id_for(selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str]) -> str:
@@ -48,7 +35,7 @@ def select(
 ) -> pd.DataFrame:
     """Pool-stage scoring, then hard filters and the budget policy: one decision per raw record."""
     scorers = make_scorers(pool_scorers, pool_options)
-    frame = score_pool(scores, embeddings, scorers, texts if any(getattr(s, "needs_text", False) for s in scorers) else None)
+    frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text for s in scorers) else None)
     return decide(frame, quarantine, selection, embeddings)
 
 
@@ -75,15 +62,6 @@ def write_build(
     index = [entry for entry in index if entry["build_id"] != build_id] + [{"build_id": build_id, "manifest": manifest_relative}]
     write_json(index_path, index)
     return paths
-
-
-def previous_build(root: str, build_id: str) -> dict | None:
-    """The manifest of the most recent other build, for build-to-build comparison."""
-    index_path = confined(root, "builds", "index.json")
-    if not exists(index_path):
-        return None
-    others = [entry for entry in read_json(index_path) if entry["build_id"] != build_id]
-    return read_json(confined(root, *others[-1]["manifest"].split("/"))) if others else None
 
 
 def make_manifest(build_id: str, selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str], decisions: pd.DataFrame, extra: dict | None = None) -> dict:

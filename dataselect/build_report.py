@@ -17,11 +17,12 @@ import pandas as pd
 
 from dataselect import evaluation, metrics, report
 from dataselect import records as cols
+from dataselect.scorers import SCORERS
 from dataselect.scorers.dsir import kl_reduction
-from dataselect.selection import SelectionConfig, decide
+from dataselect.selection import DECISION_COLUMNS, SelectionConfig, decide, hard_filter_names
 
-DECISION_COLUMNS = [cols.STATUS, cols.DECIDED_BY, cols.REASON, cols.FUSED_SCORE, "sample_weight"]
-DUPLICATE_SCORERS = ("exact_dup", "near_dup", "semdedup")
+# What decide() adds to the scores table (every column but the record's key).
+_ADDED_BY_DECIDE = [c for c in DECISION_COLUMNS if c not in (cols.ID, cols.SHARD, cols.ROW)]
 
 
 @dataclass
@@ -43,23 +44,22 @@ class BuildEvaluation:
 def split_decisions(decisions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Back to decide()'s inputs: the scored records and the quarantine."""
     quarantined = decisions[cols.STATUS] == cols.QUARANTINED
-    scores = decisions.loc[~quarantined].drop(columns=[c for c in DECISION_COLUMNS if c in decisions.columns])
+    scores = decisions.loc[~quarantined].drop(columns=[c for c in _ADDED_BY_DECIDE if c in decisions.columns])
     quarantine = decisions.loc[quarantined, [cols.SHARD, cols.ROW, cols.ID, cols.REASON]].rename(columns={cols.REASON: cols.ERROR})
     return scores.reset_index(drop=True), quarantine.reset_index(drop=True)
 
 
 def reselect(decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None, budget: float | None = None,
              without: str | None = None) -> list[str]:
-    """Record keys (see :func:`record_keys`) the same build would select at another budget, or with
-    scorer ``without`` left out. ``embeddings`` are row-aligned with the non-quarantined decisions."""
+    """Record keys (see :func:`record_keys`) the same build would select at another ``budget`` (a
+    :class:`SelectionConfig` budget, counted against every raw record as the build counts it), or
+    with scorer ``without`` left out. ``embeddings`` are row-aligned with the non-quarantined decisions."""
     scores, quarantine = split_decisions(decisions)
     changes: dict[str, Any] = {}
     if budget is not None:
-        # A count of 1 would read as "100%": express small counts as a fraction of the raw records.
-        changes["budget"] = budget if budget > 1 else budget / len(decisions)
+        changes["budget"] = budget
     if without is not None:
-        filters = config.hard_filters if config.hard_filters is not None else [c[: -len(".keep")] for c in scores.columns if c.endswith(".keep")]
-        changes["hard_filters"] = [f for f in filters if f != without]
+        changes["hard_filters"] = [f for f in hard_filter_names(scores.columns, config.hard_filters) if f != without]
         changes["weights"] = {c: w for c, w in config.weights.items() if not c.startswith(f"{without}.")} or {cols.FUSED_SCORE: 1.0}
     again = decide(scores, quarantine, dataclasses.replace(config, **changes), embeddings)
     return record_keys(again.loc[again[cols.STATUS] == cols.SELECTED]).tolist()
@@ -75,8 +75,11 @@ def _flags(decisions: pd.DataFrame) -> pd.DataFrame:
         column = f"{prefix}.keep"
         return ~decisions[column].fillna(True).astype(bool) if column in decisions else pd.Series(False, index=decisions.index)
 
-    duplicate = np.logical_or.reduce([failed(s).to_numpy() for s in DUPLICATE_SCORERS])
-    junk = failed("heuristics").to_numpy() | (decisions[cols.STATUS] == cols.QUARANTINED).to_numpy()
+    def failed_any(kind: str) -> np.ndarray:
+        return np.logical_or.reduce([failed(name).to_numpy() for name, scorer in SCORERS.items() if scorer.kind == kind])
+
+    duplicate = failed_any("duplicates")
+    junk = failed_any("quality") | (decisions[cols.STATUS] == cols.QUARANTINED).to_numpy()
     return pd.DataFrame({"duplicate": duplicate, "junk": junk}, index=decisions.index)
 
 
@@ -151,7 +154,7 @@ def evaluate_build(
         figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
         if config.budgets:
             sweep = evaluator.budget_sweep(
-                lambda k: reselect(decisions, selection, pool_embeddings, budget=k),
+                lambda budget: reselect(decisions, selection, pool_embeddings, budget=budget),
                 config.budgets, config.random_seeds, True, True,
             )
             tables["budget_sweep"] = sweep

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,14 +35,6 @@ MINILM_NAME = "minilm-l6-v2"
 MINILM_DIM = 384
 
 T = TypeVar("T")
-
-
-class Embedder(Protocol):
-    name: str
-    dim: int
-    device: str
-
-    def embed(self, texts: list[str]) -> np.ndarray: ...
 
 
 def _torch():

@@ -329,27 +329,6 @@ def _check_recipe(recipe: str, has_embeddings: bool) -> None:
         raise ValueError("recipe 'embedding_probe' needs train and eval embeddings")
 
 
-def train_and_evaluate(
-    recipe: str,
-    train_texts: Sequence[str],
-    train_labels: Sequence[Any],
-    eval_texts: Sequence[str],
-    eval_labels: Sequence[Any],
-    train_embeddings: np.ndarray | None = None,
-    eval_embeddings: np.ndarray | None = None,
-    seed: int = 0,
-    config: Config | None = None,
-    arm: str = "subset",
-) -> ArmResult:
-    """Train the fixed ``recipe`` on one subset and score it on the evaluation set."""
-    config = config or Config()
-    _check_recipe(recipe, train_embeddings is not None and eval_embeddings is not None)
-    pool = pd.DataFrame({ID: [str(i) for i in range(len(train_labels))], TEXT: list(train_texts), LABEL: list(train_labels)})
-    evaluation = pd.DataFrame({TEXT: list(eval_texts), LABEL: list(eval_labels)})
-    evaluator = ArmEvaluator(pool, evaluation, recipe, train_embeddings, eval_embeddings, config)
-    return evaluator.train_rows(np.arange(len(pool)), arm=arm, seed=seed)
-
-
 # --------------------------------------------------------------------------- many arms
 class ArmEvaluator:
     """Holds one pool and one evaluation set featurised once; trains arms on row subsets.
@@ -490,7 +469,12 @@ class ArmEvaluator:
         selection_seed: int | None = None,
         stratified_seeds: Sequence[int] | None = None,
     ) -> dict[str, ArmResult | RandomArms]:
-        """See :func:`evaluate_arms`."""
+        """Arms ``selected``, ``random``, ``stratified_random`` (labelled pools) and ``full``.
+
+        Random arms use ``random_seeds`` (streams independent of any selection seed;
+        ``selection_seed``, when given, must not be among them); ``stratified_seeds`` defaults
+        to ``random_seeds``.
+        """
         stratified_seeds = random_seeds if stratified_seeds is None else stratified_seeds
         if len(random_seeds) == 0:
             raise ValueError("the random arm needs at least one seed")
@@ -518,22 +502,29 @@ class ArmEvaluator:
 
     def budget_sweep(
         self,
-        select_fn: Callable[[int], list[str]],
+        select_fn: Callable[[float], list[str]],
         budgets: Sequence[float] = (0.025, 0.05, 0.1, 0.2, 0.5),
         random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
         stratified: bool = True,
         include_full: bool = True,
         stratified_seeds: Sequence[int] | None = (0, 1),
     ) -> pd.DataFrame:
-        """See :func:`budget_sweep`."""
+        """Accuracy per budget and arm: columns :data:`SWEEP_COLUMNS`.
+
+        ``select_fn(budget)`` returns the platform's ids at that budget (the selection counts it).
+        Random arm rows carry the mean over seeds and its seed interval; the full pool is one row
+        (budget 1.0). The stratified arm uses 2 seeds by default (``None``: the random seeds): it
+        is the secondary baseline, and 5 seeds of it at every budget cost a quarter of the sweep.
+        """
         rows: list[dict[str, Any]] = []
         for budget in budgets:
-            k = max(1, int(round(budget * self.n_pool)))
+            # The selection owns the budget -> k conversion; every arm is the size it selected.
+            selected = select_fn(budget)
             arms = self.evaluate_arms(
-                select_fn(k), random_seeds, stratified, include_full=False, stratified_seeds=stratified_seeds
+                selected, random_seeds, stratified, include_full=False, stratified_seeds=stratified_seeds
             )
             for name, result in arms.items():
-                rows.append(_sweep_row(budget, k, name, result))
+                rows.append(_sweep_row(budget, len(selected), name, result))
         if include_full:
             rows.append(_sweep_row(1.0, self.n_pool, "full", self.full()))
         return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
@@ -541,7 +532,11 @@ class ArmEvaluator:
     def ablation(
         self, full_selected_ids: Sequence[str], select_fn_without: dict[str, Callable[[], list[str]]]
     ) -> pd.DataFrame:
-        """See :func:`ablation`."""
+        """Selection rebuilt with each scorer left out: columns :data:`ABLATION_COLUMNS`.
+
+        The first row (``left_out="(none)"``) is the full selection; deltas are against it, so a
+        negative ``delta_accuracy`` means the left-out scorer was helping.
+        """
         reference_ids = set(map(str, full_selected_ids))
         selections = {name: set(map(str, select())) for name, select in select_fn_without.items()}
         tasks = [("selected", self.rows_of(reference_ids), 0)]
@@ -586,78 +581,6 @@ def _ablation_row(name: str, result: ArmResult, reference: ArmResult, jaccard: f
         "delta_macro_f1": result.macro_f1 - reference.macro_f1,
         "jaccard_with_full_selection": jaccard,
     }
-
-
-# --------------------------------------------------------------------------- functional API
-def evaluate_arms(
-    pool: pd.DataFrame,
-    selected_ids: Sequence[str],
-    eval_set: pd.DataFrame,
-    recipe: str = "tfidf_logreg",
-    random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
-    stratified: bool = True,
-    include_full: bool = True,
-    pool_embeddings: np.ndarray | None = None,
-    eval_embeddings: np.ndarray | None = None,
-    config: Config | None = None,
-    selection_seed: int | None = None,
-    stratified_seeds: Sequence[int] | None = None,
-) -> dict[str, ArmResult | RandomArms]:
-    """Arms ``selected``, ``random``, ``stratified_random`` (labelled pools) and ``full``.
-
-    ``pool`` has columns id, text, label; ``eval_set`` has text, label. Embeddings, when the
-    recipe needs them, are row-aligned with ``pool`` and ``eval_set``. Random arms use
-    ``random_seeds`` (streams independent of any selection seed; ``selection_seed``, when
-    given, must not be among them); ``stratified_seeds`` defaults to ``random_seeds``.
-    """
-    evaluator = ArmEvaluator(pool, eval_set, recipe, pool_embeddings, eval_embeddings, config)
-    return evaluator.evaluate_arms(
-        selected_ids, random_seeds, stratified, include_full, selection_seed, stratified_seeds
-    )
-
-
-def budget_sweep(
-    pool: pd.DataFrame,
-    eval_set: pd.DataFrame,
-    select_fn: Callable[[int], list[str]],
-    budgets: Sequence[float] = (0.025, 0.05, 0.1, 0.2, 0.5),
-    recipe: str = "tfidf_logreg",
-    random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
-    stratified: bool = True,
-    include_full: bool = True,
-    pool_embeddings: np.ndarray | None = None,
-    eval_embeddings: np.ndarray | None = None,
-    config: Config | None = None,
-    stratified_seeds: Sequence[int] | None = (0, 1),
-) -> pd.DataFrame:
-    """Accuracy per budget (fraction of the pool) and arm: columns :data:`SWEEP_COLUMNS`.
-
-    ``select_fn(k)`` returns the platform's ids for a budget of k records. Random arm rows
-    carry the mean over seeds and its seed interval; the full pool is one row (budget 1.0).
-    The stratified arm uses 2 seeds by default (``None``: the random seeds): it is the
-    secondary baseline, and 5 seeds of it at every budget cost a quarter of the sweep.
-    """
-    evaluator = ArmEvaluator(pool, eval_set, recipe, pool_embeddings, eval_embeddings, config)
-    return evaluator.budget_sweep(select_fn, budgets, random_seeds, stratified, include_full, stratified_seeds)
-
-
-def ablation(
-    select_fn_without: dict[str, Callable[[], list[str]]],
-    pool: pd.DataFrame,
-    eval_set: pd.DataFrame,
-    full_selected_ids: Sequence[str],
-    recipe: str = "tfidf_logreg",
-    pool_embeddings: np.ndarray | None = None,
-    eval_embeddings: np.ndarray | None = None,
-    config: Config | None = None,
-) -> pd.DataFrame:
-    """Selection rebuilt with each scorer left out: columns :data:`ABLATION_COLUMNS`.
-
-    The first row (``left_out="(none)"``) is the full selection; deltas are against it, so a
-    negative ``delta_accuracy`` means the left-out scorer was helping.
-    """
-    evaluator = ArmEvaluator(pool, eval_set, recipe, pool_embeddings, eval_embeddings, config)
-    return evaluator.ablation(full_selected_ids, select_fn_without)
 
 
 def headline_rows(arms: dict[str, ArmResult | RandomArms]) -> list[dict[str, Any]]:

@@ -61,11 +61,6 @@ def word_hash(word: str) -> int:
     return int(_mix(np.array([poly], np.uint64))[0])
 
 
-def ngram_key(hashes: Sequence[int]) -> int:
-    """The bucket-independent key of the n-gram whose words have these :func:`word_hash` values."""
-    return int(_ngram_keys([np.array([h], np.uint64) for h in hashes])[0])
-
-
 def _ngram_keys(word_hashes: list[np.ndarray]) -> np.ndarray:
     """Keys of n-grams given aligned arrays of their 1st, 2nd, ... words' hashes (order matters)."""
     key = word_hashes[0]

@@ -11,9 +11,6 @@ ROW = "row"  # 0-based line or row number inside its shard
 ERROR = "error"
 RAW_EXCERPT = "raw_excerpt"
 
-# Embeddings table: ID plus a fixed-size list column.
-VECTOR = "vector"
-
 # Decisions: every raw record ends in exactly one of these states.
 SELECTED = "selected"
 REJECTED = "rejected"

@@ -32,13 +32,17 @@ retraining_data_build_job = define_asset_job(
 )
 full_build_job = define_asset_job("full_build_job", selection=AssetSelection.all(), description="Every asset.")
 
-# Daily at 03:00 by default; set DATASELECT_RETRAINING_CRON to change it.
-retraining_data_build = ScheduleDefinition(
-    name="retraining_data_build",
-    job=retraining_data_build_job,
-    cron_schedule=os.environ.get("DATASELECT_RETRAINING_CRON", "0 3 * * *"),
-    description="Scheduled retraining data build: refit, reselect and re-evaluate on everything landed so far.",
-)
+RETRAINING_CRON_DEFAULT = "0 3 * * *"  # daily at 03:00
+
+
+def retraining_schedule() -> ScheduleDefinition:
+    """The retraining schedule, on ``$DATASELECT_RETRAINING_CRON`` read when the code location loads."""
+    return ScheduleDefinition(
+        name="retraining_data_build",
+        job=retraining_data_build_job,
+        cron_schedule=os.environ.get("DATASELECT_RETRAINING_CRON", RETRAINING_CRON_DEFAULT),
+        description="Scheduled retraining data build: refit, reselect and re-evaluate on everything landed so far.",
+    )
+
 
 all_jobs = [shard_ingest_job, selection_build_job, retraining_data_build_job, full_build_job]
-all_schedules = [retraining_data_build]

@@ -12,11 +12,13 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 
 from dataselect import records as cols
 from dataselect.embedding import represented
+from dataselect.selection import SelectionConfig, passes_hard_filters
 from dataselect.storage import parquet_metadata, read_parquet
 from platform_assets.embeddings import embeddings
 from platform_assets.evaluation import evaluation_report
 from platform_assets.expectations import validate
 from platform_assets.ingest import evaluation_set, raw_pool
+from platform_assets.lineage import upstream_materialization
 from platform_assets.partitions import shards
 from platform_assets.scoring import quality_scores
 from platform_assets.selection import filtered_set
@@ -96,23 +98,23 @@ def quality_scores_valid(context: AssetCheckExecutionContext, storage: StorageRe
 @asset_check(asset=filtered_set, blocking=True, description="Within budget, no quarantined or duplicate records selected, every id in raw_pool, "
              "and the accounting invariant raw = selected + rejected + quarantined.")
 def filtered_set_valid(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
-    materialization = context.instance.get_latest_materialization_event(filtered_set.key).asset_materialization
+    materialization = upstream_materialization(context, filtered_set.key)
     build_id = materialization.metadata["build_id"].value
+    selection = SelectionConfig(**materialization.metadata["manifest"].value["config"]["selection"])
     decisions = read_parquet(storage.path("builds", build_id, "decisions.parquet")).to_pandas()
-    manifest_budget = _budget_count(materialization.metadata["manifest"].value, len(decisions))
     raw_ids, raw_total = set(), 0
     for key in sorted(context.instance.get_dynamic_partitions(shards.name)):
         raw_ids.update(storage.read_shard("raw_pool", key, [cols.ID]).column(cols.ID).to_pylist())
         raw_total += int(parquet_metadata(storage.shard_file("raw_pool", key))["raw_count"])
+    budget = selection.budget_count(raw_total)  # the build counts its budget against every raw record
     selected = decisions[decisions[cols.STATUS] == cols.SELECTED].copy()
-    keep_columns = [c for c in decisions.columns if c.endswith(".keep")]
-    selected["passes_hard_filters"] = selected[keep_columns].fillna(False).astype(bool).all(axis=1) if keep_columns else True
+    selected["passes_hard_filters"] = passes_hard_filters(selected, selection.hard_filters)
     selected["in_raw_pool"] = selected[cols.ID].isin(raw_ids)
     accounting = pd.DataFrame({cols.ID: decisions[cols.ID], cols.STATUS: decisions[cols.STATUS]})
     result_selected = validate(
         selected[[cols.ID, "passes_hard_filters", "in_raw_pool"]],
         [
-            E.ExpectTableRowCountToBeBetween(min_value=0, max_value=manifest_budget, description=f"selected records: at most the budget of {manifest_budget}"),
+            E.ExpectTableRowCountToBeBetween(min_value=0, max_value=budget, description=f"selected records: at most the budget of {budget}"),
             E.ExpectColumnValuesToBeUnique(column=cols.ID, description="records selected more than once"),
             E.ExpectColumnValuesToBeInSet(column="passes_hard_filters", value_set=[True], description="selected records that failed a hard filter"),
             E.ExpectColumnValuesToBeInSet(column="in_raw_pool", value_set=[True], description="selected records not in raw_pool"),
@@ -140,19 +142,14 @@ def filtered_set_valid(context: AssetCheckExecutionContext, storage: StorageReso
             "accounting_suite": result_accounting.metadata["expectations"],
             "raw_lines_in_input_files": raw_total,
             "decisions": len(decisions),
-            "budget": manifest_budget,
+            "budget": budget,
         },
     )
 
 
-def _budget_count(manifest: dict, raw: int) -> int:
-    budget = manifest["config"]["selection"]["budget"]
-    return int(round(budget * raw)) if budget <= 1 else int(budget)
-
-
 @asset_check(asset=evaluation_report, description="Warns when the selected subset does not beat random subsets of the same size.")
 def selection_beats_random(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
-    materialization = context.instance.get_latest_materialization_event(evaluation_report.key).asset_materialization
+    materialization = upstream_materialization(context, evaluation_report.key)
     summary = materialization.metadata["summary"].value
     headline = summary.get("headline_numbers")
     if not headline:
@@ -201,7 +198,7 @@ def evaluation_set_disjoint(context: AssetCheckExecutionContext, storage: Storag
 
 @asset_check(asset=evaluation_report, description="Warns when this build's selected-arm accuracy dropped beyond the tolerance vs the previous build.")
 def no_regression_vs_previous_build(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    materialization = context.instance.get_latest_materialization_event(evaluation_report.key).asset_materialization
+    materialization = upstream_materialization(context, evaluation_report.key)
     comparison = materialization.metadata["build_comparison"].value
     regression = bool(comparison.get("regression", False))
     delta = comparison.get("metric_deltas", {}).get("headline_numbers.selected_accuracy")

@@ -12,6 +12,7 @@ from dataselect.report import headline_markdown, write_report
 from dataselect.selection import SelectionConfig
 from dataselect.storage import exists, read_json, read_parquet, write_json
 from platform_assets.ingest import evaluation_set, target_reference
+from platform_assets.lineage import upstream_materialization
 from platform_assets.metadata import png_markdown
 from platform_assets.selection import filtered_set
 from resources import EmbeddingResource, StorageResource
@@ -42,7 +43,7 @@ def evaluation_report(
     storage: StorageResource,
     embedding: EmbeddingResource,
 ) -> MaterializeResult:
-    event = context.instance.get_latest_materialization_event(filtered_set.key).asset_materialization
+    event = upstream_materialization(context, filtered_set.key)
     build_id = event.metadata["build_id"].value
     build = storage.path("builds", build_id)
     decisions = read_parquet(build / "decisions.parquet").to_pandas()

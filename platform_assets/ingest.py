@@ -25,7 +25,7 @@ def raw_pool(context: AssetExecutionContext, inputs: InputsResource, storage: St
     key = context.partition_key
     files = {f.key: f for f in list_landing_files(inputs.landing())}
     if key not in files:
-        raise Failure(f"shard {key!r}: no landing file for it under {inputs.landing_dir}")
+        raise Failure(f"shard {key!r}: no landing file for it under {inputs.landing()}")
     landing = files[key]
     try:
         result = read_shard(landing.path, key)
@@ -97,7 +97,7 @@ def evaluation_set(inputs: InputsResource, storage: StorageResource) -> Material
         metadata={
             "dagster/row_count": records.num_rows,
             "dropped_invalid": dropped,
-            "labels": MetadataValue.json(sorted({str(l) for l in labels if l is not None})),
+            "labels": MetadataValue.json(sorted({str(label) for label in labels if label is not None})),
             "source": str(path) if path is not None else "none configured",
         }
     )

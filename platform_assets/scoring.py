@@ -42,8 +42,8 @@ def fitted_model_asset(scorer_name: str) -> AssetsDefinition:
         name=f"{scorer_name}_model",
         deps=[target_reference, raw_pool] + ([embeddings] if scorer_class.needs_embeddings else []),
         group_name="fit",
-        kinds={"scikit-learn" if scorer_name != "color" else "pytorch", "safetensors"},
-        pool="gpu" if scorer_name == "color" else None,
+        kinds={scorer_class.library, "safetensors"},
+        pool="gpu" if scorer_class.device == "gpu" else None,
         description=f"The fitted state of the '{scorer_name}' scorer ({_summary(scorer_class)}), "
         "fit on the target reference and a bounded sample of the pool. Refit by the retraining build.",
     )

@@ -1,6 +1,8 @@
 """filtered_set: the budgeted, versioned selection over every shard, with one decision per raw record."""
 
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -12,7 +14,7 @@ from dataselect import records as cols
 from dataselect.build import build_id_for, make_manifest, select, write_build
 from dataselect.pipeline import make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
-from dataselect.selection import SelectionConfig, accounting
+from dataselect.selection import POLICIES, SelectionConfig, accounting
 from dataselect.storage import parquet_metadata
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool
@@ -26,18 +28,26 @@ _DEFAULTS = SelectionConfig()
 
 class SelectionBuildConfig(Config):
     budget: float = Field(_DEFAULTS.budget, description="≤ 1: fraction of all raw records; > 1: a record count.")
-    policy: str = Field(_DEFAULTS.policy, description="top_k | gumbel_top_k | threshold | cluster_balanced | ccs | sensitivity")
+    policy: str = Field(_DEFAULTS.policy, description=" | ".join(POLICIES))
     seed: int = Field(_DEFAULTS.seed, description="Seed for every random choice of the build.")
     weights: dict[str, float] = Field(default_factory=lambda: dict(SelectionConfig().weights), description="Score column -> fusion weight.")
     normalization: str = Field(_DEFAULTS.normalization, description="rank | zscore, applied per score before fusion.")
     threshold: float | None = Field(_DEFAULTS.threshold, description="Fused-score threshold for the threshold policy.")
     hard_filters: list[str] | None = Field(_DEFAULTS.hard_filters, description="Scorers whose '<name>.keep' rejects; None = all.")
+    n_clusters: int | None = Field(_DEFAULTS.n_clusters, description="Cluster policies: k-means clusters; None = sqrt(candidates).")
+    kmeans_niter: int = Field(_DEFAULTS.kmeans_niter, description="Cluster policies: k-means iterations.")
+    candidate_factor: float | None = Field(_DEFAULTS.candidate_factor, description="cluster_balanced: balance among the top factor*k by fused score; None = all.")
+    ccs_beta: float = Field(_DEFAULTS.ccs_beta, description="ccs: fraction of the hardest candidates pruned first.")
+    ccs_strata: int = Field(_DEFAULTS.ccs_strata, description="ccs: number of equal-width difficulty strata.")
+    difficulty_column: str | None = Field(_DEFAULTS.difficulty_column, description="ccs: difficulty score column (higher = harder); None = -fused.")
+    log_weight_column: str = Field(_DEFAULTS.log_weight_column, description="gumbel_top_k: the log importance weight column.")
+    sensitivity_power: float = Field(_DEFAULTS.sensitivity_power, description="sensitivity: cost = distance ** power.")
+    sensitivity_uniform_mix: float = Field(_DEFAULTS.sensitivity_uniform_mix, description="sensitivity: uniform share of the sampling probability.")
     pool_scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise).")
     pool_scorer_options: dict = Field(default_factory=dict, description="Per pool scorer Config overrides.")
 
     def selection(self) -> SelectionConfig:
-        fields = {name: getattr(self, name) for name in ("budget", "policy", "seed", "weights", "normalization", "threshold", "hard_filters")}
-        return SelectionConfig(**fields)
+        return SelectionConfig(**{field.name: getattr(self, field.name) for field in dataclasses.fields(SelectionConfig)})
 
 
 def _shard_keys(context: AssetExecutionContext, storage: StorageResource) -> list[str]:
@@ -85,7 +95,7 @@ def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, s
     fingerprints = _snapshot(storage, keys)
     texts = None
     # Only label noise on TF-IDF reads texts here; on embeddings no shard's text is loaded.
-    if any(getattr(s, "needs_text", False) for s in make_scorers(config.pool_scorers, config.pool_scorer_options)):
+    if any(s.needs_text for s in make_scorers(config.pool_scorers, config.pool_scorer_options)):
         texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
     decisions = select(scores, quarantine, vectors, selection, config.pool_scorers, config.pool_scorer_options, texts)
 

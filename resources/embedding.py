@@ -11,11 +11,12 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
 from dataselect.embedding import make_embedder
+from resources.settings import setting
 
 
 class EmbeddingResource(ConfigurableResource):
-    backend: str = "auto"  # "auto" | "transformer" | "static"
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    backend: str | None = None  # "auto" | "transformer" | "static"; unset: $DATASELECT_EMBEDDING_BACKEND, else auto
+    device: str | None = None  # "auto" | "cpu" | "cuda"; unset: $DATASELECT_DEVICE, else auto
     batch_size: int = 64
     max_tokens: int = 256
     static_dims: int = 256
@@ -25,8 +26,8 @@ class EmbeddingResource(ConfigurableResource):
     def get_embedder(self):
         if self._embedder is None:
             self._embedder = make_embedder(
-                self.backend,
-                device=self.device,
+                setting(self.backend, "DATASELECT_EMBEDDING_BACKEND"),
+                device=setting(self.device, "DATASELECT_DEVICE"),
                 batch_size=self.batch_size,
                 max_tokens=self.max_tokens,
                 pca_dims=self.static_dims,

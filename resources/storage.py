@@ -16,12 +16,13 @@ from pydantic import Field
 from upath import UPath
 
 from dataselect.storage import as_path, confined, safe_name
+from resources.settings import setting
 
 
 class StorageResource(ConfigurableResource):
-    """Where every asset writes its Parquet/JSON files (default ``./data/store``)."""
+    """Where every asset writes its Parquet/JSON files."""
 
-    root: str = "data/store"
+    root: str | None = Field(None, description="A folder or fsspec URL; unset: $DATASELECT_STORE, else data/store.")
     storage_options: dict[str, str] = Field(
         default_factory=dict,
         description="fsspec options for a URL root (e.g. {'key': EnvVar('AWS_ACCESS_KEY_ID'), "
@@ -30,9 +31,10 @@ class StorageResource(ConfigurableResource):
 
     def root_path(self) -> UPath:
         """The root as a UPath, carrying ``storage_options`` when the root is a URL."""
-        if "://" in self.root and self.storage_options:
-            return UPath(self.root, **self.storage_options)
-        return as_path(self.root)
+        root = setting(self.root, "DATASELECT_STORE")
+        if "://" in root and self.storage_options:
+            return UPath(root, **self.storage_options)
+        return as_path(root)
 
     def path(self, *parts: str) -> UPath:
         return confined(self.root_path(), *parts)
@@ -68,20 +70,21 @@ class StorageResource(ConfigurableResource):
 class InputsResource(ConfigurableResource):
     """The landing folder of raw shards, the target reference and the optional evaluation set."""
 
-    landing_dir: str = "data/landing"
-    reference_path: str = "data/reference.jsonl"
-    evaluation_path: str | None = "data/eval.jsonl"
+    landing_dir: str | None = Field(None, description="Unset: $DATASELECT_LANDING, else data/landing.")
+    reference_path: str | None = Field(None, description="Unset: $DATASELECT_REFERENCE, else data/reference.jsonl.")
+    evaluation_path: str | None = Field(None, description="Unset: $DATASELECT_EVAL, else data/eval.jsonl; empty: no evaluation set.")
 
     def landing(self) -> UPath:
-        return as_path(self.landing_dir)
+        return as_path(setting(self.landing_dir, "DATASELECT_LANDING"))
 
     def reference(self) -> UPath:
-        return as_path(self.reference_path)
+        return as_path(setting(self.reference_path, "DATASELECT_REFERENCE"))
 
     def evaluation(self) -> UPath | None:
-        if not self.evaluation_path:
+        location = setting(self.evaluation_path, "DATASELECT_EVAL")
+        if not location:
             return None
-        path = as_path(self.evaluation_path)
+        path = as_path(location)
         return path if path.exists() else None
 
 

@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+# Offline model loading and no GX telemetry, before any test module imports them.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
 NEWSGROUPS = Path(os.environ.get("DATASELECT_NEWSGROUPS", Path(__file__).resolve().parents[2] / "shared/data/20newsgroups"))
 
 

@@ -11,6 +11,12 @@ Conventions the selector relies on:
 - ``<name>.score`` (float): a soft score, higher is better, used by fusion.
 - ``<name>.group`` (int64): a duplicate/cluster group id when the scorer forms groups.
 
+Each scorer declares what it needs and what it is, so callers never special-case a name:
+``needs_embeddings``, ``needs_text`` (a pool scorer that reads every text), ``needs_fit``,
+``device`` (``"gpu"`` when its fit trains a model that wants the accelerator), ``kind`` (what
+its ``keep`` rejects or its score measures: ``"quality"``, ``"duplicates"``, ``"relevance"``,
+``"label_noise"``, ``"ids"``) and ``library`` (what computes it, shown as the model's kind).
+
 ``stage`` says where a scorer runs:
 - ``"shard"``: per record, from the record alone (plus fitted state). Runs in the per-shard
   ``quality_scores`` asset, so refreshing one shard never rescores the others.
@@ -58,9 +64,13 @@ class Scorer:
     """Base class. Subclasses set ``name`` and ``Config`` and implement :meth:`score`."""
 
     name: ClassVar[str]
+    kind: ClassVar[str]
     stage: ClassVar[str] = "shard"
     needs_embeddings: ClassVar[bool] = False
+    needs_text: ClassVar[bool] = False
     needs_fit: ClassVar[bool] = False
+    device: ClassVar[str] = "cpu"
+    library: ClassVar[str] = "numpy"
 
     @dataclass
     class Config:
@@ -103,7 +113,7 @@ class Scorer:
     def load(cls, directory: str | Path) -> "Scorer":
         from safetensors.numpy import load
 
-        from dataselect.storage import read_bytes, exists
+        from dataselect.storage import exists, read_bytes
 
         directory = str(directory).rstrip("/")
         meta = json.loads(read_bytes(f"{directory}/{cls.name}.json"))

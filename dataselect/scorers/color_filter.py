@@ -45,8 +45,11 @@ def resolve_device(name: str) -> torch.device:
 
 class ColorFilter(Scorer):
     name = "color"
+    kind = "relevance"
     stage = "shard"
     needs_fit = True
+    device = "gpu"
+    library = "pytorch"
 
     @dataclass
     class Config:

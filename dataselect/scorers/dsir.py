@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 
 from dataselect import ngrams
 from dataselect.scorers.base import Batch, Scorer
@@ -35,7 +34,6 @@ class DSIRConfig:
     # False follows the paper: long documents carry more evidence and get larger |log weight|.
     # True divides by the n-gram count, i.e. ranks by per-token log-likelihood ratio.
     length_normalize: bool = False
-    seed: int = 0  # for gumbel_top_k when a caller samples with this config
     threads: int | None = None  # featurisation threads; None: one per core
 
     def __post_init__(self) -> None:
@@ -43,34 +41,10 @@ class DSIRConfig:
         self.ngram_range = tuple(self.ngram_range)
 
 
-def hashed_counts(texts, config: DSIRConfig) -> sp.csr_matrix:
-    """(n, num_buckets) hashed n-gram counts per text (:func:`dataselect.ngrams.hashed_counts`)."""
-    return ngrams.hashed_counts(texts, config.num_buckets, config.ngram_range, config.lowercase, config.threads)
-
-
 def log_distribution_of(texts, config: DSIRConfig) -> np.ndarray:
     """The smoothed log distribution over buckets of all the n-grams of ``texts``."""
     totals = ngrams.bucket_totals(texts, config.num_buckets, config.ngram_range, config.lowercase, config.threads) + config.smoothing
     return np.log(totals) - np.log(totals.sum())
-
-
-def log_distribution(counts: sp.spmatrix, smoothing: float) -> np.ndarray:
-    """Smoothed log categorical distribution over buckets from summed counts."""
-    totals = np.asarray(counts.sum(axis=0)).ravel() + smoothing
-    return np.log(totals) - np.log(totals.sum())
-
-
-def gumbel_top_k(log_weights: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Indices of ``k`` records sampled without replacement with probability ∝ exp(log weight).
-
-    Gumbel top-k trick (Kool et al. 2019), as used by DSIR: perturb each log weight with
-    independent Gumbel(0, 1) noise and keep the k largest, in draw order. Deterministic for a
-    seed; NaN counts as -inf, and ties (e.g. -inf weights) are broken by index (stable sort).
-    """
-    log_weights = np.asarray(log_weights, dtype=np.float64)
-    k = int(min(max(k, 0), len(log_weights)))
-    keys = np.where(np.isnan(log_weights), -np.inf, log_weights) + np.random.default_rng(seed).gumbel(size=len(log_weights))
-    return np.argsort(-keys, kind="stable")[:k].astype(np.int64)
 
 
 def kl_divergence(log_p: np.ndarray, log_q: np.ndarray) -> float:
@@ -102,6 +76,7 @@ class DSIRImportance(Scorer):
     """Outputs ``log_weight`` and ``score`` (= log weight, optionally length-normalised)."""
 
     name: ClassVar[str] = "dsir"
+    kind: ClassVar[str] = "relevance"
     stage: ClassVar[str] = "shard"
     needs_fit: ClassVar[bool] = True
     Config = DSIRConfig

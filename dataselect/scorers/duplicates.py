@@ -69,6 +69,7 @@ class ExactDuplicates(Scorer):
     """``group``, ``group_size``, ``is_duplicate``, ``keep``, ``reason`` from ``content_hash``."""
 
     name: ClassVar[str] = "exact_dup"
+    kind: ClassVar[str] = "duplicates"
     stage: ClassVar[str] = "pool"
 
     @dataclass
@@ -196,6 +197,7 @@ class MinHashSignatures(Scorer):
     """Output ``signature``: (n, num_perm) uint32 MinHash of word 5-gram shingles."""
 
     name: ClassVar[str] = "minhash"
+    kind: ClassVar[str] = "duplicates"
     stage: ClassVar[str] = "shard"
 
     @dataclass
@@ -286,6 +288,7 @@ class NearDuplicates(Scorer):
     """``group``, ``group_size``, ``is_duplicate``, ``jaccard``, ``keep``, ``reason`` from signatures."""
 
     name: ClassVar[str] = "near_dup"
+    kind: ClassVar[str] = "duplicates"
     stage: ClassVar[str] = "pool"
 
     @dataclass

@@ -24,6 +24,7 @@ class Embeddable(Scorer):
     """``keep`` (False where the embedding is the zero vector) and ``reason``."""
 
     name: ClassVar[str] = "embeddable"
+    kind: ClassVar[str] = "quality"  # no embedding: as unusable as junk
     stage: ClassVar[str] = "shard"
     needs_embeddings: ClassVar[bool] = True
 

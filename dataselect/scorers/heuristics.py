@@ -44,6 +44,7 @@ class HeuristicRules(Scorer):
     """Gopher/C4/FineWeb rules: per rule ``<rule>`` and ``<rule>_pass``, then keep/reason/score."""
 
     name: ClassVar[str] = "heuristics"
+    kind: ClassVar[str] = "quality"
     stage: ClassVar[str] = "shard"
 
     @dataclass

@@ -27,6 +27,7 @@ class UniqueIds(Scorer):
     """``keep`` (False for every repeat of an earlier id), ``reason``, ``first_index``."""
 
     name: ClassVar[str] = "unique_id"
+    kind: ClassVar[str] = "ids"
     stage: ClassVar[str] = "pool"
 
     @dataclass

@@ -139,6 +139,8 @@ class LabelNoise(Scorer):
     """Pool scorer: ``self_confidence``, ``suggested_label``, ``is_issue``, ``keep``, ``reason``, ``score``."""
 
     name: ClassVar[str] = "label_noise"
+    kind: ClassVar[str] = "label_noise"
+    library: ClassVar[str] = "scikit-learn"
     stage: ClassVar[str] = "pool"
 
     @dataclass

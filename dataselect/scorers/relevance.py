@@ -36,8 +36,10 @@ from dataselect.scorers.base import Batch, Scorer
 class _CalibratedLinearRelevance(Scorer):
     """Shared fit/score; subclasses provide :meth:`features` (and may learn feature state)."""
 
+    kind: ClassVar[str] = "relevance"
     stage: ClassVar[str] = "shard"
     needs_fit: ClassVar[bool] = True
+    library: ClassVar[str] = "scikit-learn"
 
     @dataclass
     class Config:

@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 
 from dataselect.records import ID, ROW, SHARD
 from dataselect.scorers.base import Batch, Scorer
-from dataselect.scorers.clusters import kmeans_clusters
+from dataselect.selection.clusters import kmeans_clusters
 
 
 def default_n_clusters(n: int) -> int:
@@ -85,6 +85,7 @@ class SemanticDuplicates(Scorer):
     """Pool scorer: ``group``, ``keep``, ``reason``, ``cluster`` (plus ``cosine_to_kept``)."""
 
     name: ClassVar[str] = "semdedup"
+    kind: ClassVar[str] = "duplicates"
     stage: ClassVar[str] = "pool"
     needs_embeddings: ClassVar[bool] = True
 

@@ -1,6 +1,6 @@
 """Budgeted selection: fuse soft scores, apply hard filters, run a policy, record every decision."""
 
-from dataselect.selection.decisions import DECISION_COLUMNS, SAMPLE_WEIGHT, accounting, decide
+from dataselect.selection.decisions import DECISION_COLUMNS, SAMPLE_WEIGHT, accounting, decide, hard_filter_names, passes_hard_filters
 from dataselect.selection.fusion import fuse, missing_columns, normalize
 from dataselect.selection.policies import POLICIES, SelectionConfig, run_policy
 
@@ -12,7 +12,9 @@ __all__ = [
     "accounting",
     "decide",
     "fuse",
+    "hard_filter_names",
     "missing_columns",
     "normalize",
+    "passes_hard_filters",
     "run_policy",
 ]

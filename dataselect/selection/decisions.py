@@ -29,7 +29,7 @@ from dataselect.records import (
     STATUS,
 )
 from dataselect.selection.fusion import fuse, missing_columns
-from dataselect.selection.policies import CLUSTER_POLICIES, SelectionConfig, run_policy
+from dataselect.selection.policies import POLICIES, SelectionConfig, run_policy
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +37,31 @@ SAMPLE_WEIGHT = "sample_weight"  # importance weight of a selected record (1 unl
 DECISION_COLUMNS = [ID, SHARD, ROW, STATUS, DECIDED_BY, REASON, FUSED_SCORE, SAMPLE_WEIGHT]
 
 
-def _hard_filter_names(scores: pd.DataFrame, hard_filters: list[str] | None) -> list[str]:
-    present = [column[: -len(".keep")] for column in scores.columns if column.endswith(".keep")]
+def hard_filter_names(columns, hard_filters: list[str] | None) -> list[str]:
+    """The hard filters that apply, in order: ``hard_filters``, or every ``<name>.keep`` column when None."""
+    present = [column[: -len(".keep")] for column in columns if column.endswith(".keep")]
     if hard_filters is None:
         return present
-    absent = [name for name in hard_filters if f"{name}.keep" not in scores.columns]
+    absent = [name for name in hard_filters if f"{name}.keep" not in columns]
     if absent:
         raise ValueError(f"hard filters {absent} have no '<name>.keep' column; present filters: {present}")
     return list(hard_filters)
 
 
-def _failing(keep: pd.Series) -> np.ndarray:
-    """True where keep is explicitly False; a null keep (the scorer had no opinion) passes."""
-    values = keep.to_numpy(dtype=object)
-    return ~np.where(pd.isna(values), True, values).astype(bool)
+def first_failed_filter(scores: pd.DataFrame, hard_filters: list[str] | None) -> np.ndarray:
+    """Per record, the first applied hard filter whose ``<name>.keep`` is False, or None when it
+    passes them all. A null keep (the scorer had no opinion) passes; filters not applied never fail."""
+    failed = np.full(len(scores), None, dtype=object)
+    for name in hard_filter_names(scores.columns, hard_filters):
+        values = scores[f"{name}.keep"].to_numpy(dtype=object)
+        failing = ~np.where(pd.isna(values), True, values).astype(bool) & (failed == None)  # noqa: E711
+        failed[failing] = name
+    return failed
+
+
+def passes_hard_filters(scores: pd.DataFrame, hard_filters: list[str] | None) -> np.ndarray:
+    """True where a record passes every applied hard filter (the rule ``decide`` applies)."""
+    return first_failed_filter(scores, hard_filters) == None  # noqa: E711
 
 
 def decide(
@@ -91,17 +102,17 @@ def decide(
     reason = np.full(n, "", dtype=object)
     sample_weight = np.full(n, np.nan)
 
-    for name in _hard_filter_names(scores, config.hard_filters):
-        failing = _failing(scores[f"{name}.keep"]) & (status == None)  # noqa: E711
-        if not failing.any():
-            continue
+    failed = first_failed_filter(scores, config.hard_filters)
+    for name in dict.fromkeys(failed[failed != None].tolist()):  # noqa: E711
+        failing = failed == name
         if f"{name}.reason" in scores.columns:
             reasons = scores[f"{name}.reason"].to_numpy(dtype=object)[failing]
         else:
             reasons = np.full(int(failing.sum()), "", dtype=object)
         reason[failing] = [text if isinstance(text, str) and text else f"{name}.keep is False" for text in reasons]
-        status[failing] = REJECTED
-        decided_by[failing] = name
+    rejected = failed != None  # noqa: E711
+    status[rejected] = REJECTED
+    decided_by[rejected] = failed[rejected]
 
     survivors = np.flatnonzero(status == None)  # noqa: E711
     # Canonical candidate order (id, then shard/row) so every tie is broken by id.
@@ -121,7 +132,7 @@ def decide(
         scores[policy_columns].iloc[candidates].reset_index(drop=True),
         fused[candidates],
         budget,
-        np.asarray(embeddings)[candidates] if embeddings is not None and config.policy in CLUSTER_POLICIES else None,
+        np.asarray(embeddings)[candidates] if embeddings is not None and POLICIES[config.policy].needs_embeddings else None,
     )
     status[candidates] = np.where(result.selected, SELECTED, REJECTED)
     decided_by[candidates] = config.policy

@@ -18,24 +18,22 @@ Candidates arrive sorted by id, so "ties broken by index" means "ties broken by 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from dataselect.build_inputs import check_budget
-from dataselect.scorers.clusters import (
+from dataselect.selection.clusters import (
     cluster_balanced,
     coverage_centric_plan,
     kmeans_clusters,
     rank_within_clusters,
     sensitivity_plan,
 )
-from dataselect.scorers.dsir import gumbel_top_k
 from dataselect.selection.fusion import NORMALIZATIONS
-
-POLICIES = ("top_k", "gumbel_top_k", "threshold", "cluster_balanced", "ccs", "sensitivity")
-CLUSTER_POLICIES = ("cluster_balanced", "sensitivity")
+from dataselect.selection.sampling import gumbel_top_k
 
 
 def _default_weights() -> dict[str, float]:
@@ -70,7 +68,7 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         check_budget(self.budget)
         if self.policy not in POLICIES:
-            raise ValueError(f"unknown policy {self.policy!r}; use one of {POLICIES}")
+            raise ValueError(f"unknown policy {self.policy!r}; use one of {tuple(POLICIES)}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {self.normalization!r}; use one of {NORMALIZATIONS}")
         if self.policy == "threshold" and self.threshold is None:
@@ -134,104 +132,93 @@ def _top_k(fused: np.ndarray, k: int, eligible: np.ndarray, label: str) -> tuple
     return selected, reason
 
 
-def run_policy(
-    config: SelectionConfig,
-    candidates: pd.DataFrame,
-    fused: np.ndarray,
-    k: int,
-    embeddings: np.ndarray | None = None,
-) -> PolicyResult:
-    """Apply ``config.policy`` to ``candidates`` (sorted by id) with their ``fused`` scores.
+def _top_k_policy(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
+    selected, reason = _top_k(fused, k, np.ones(len(fused), bool), "top_k")
+    return _result(selected, reason)
 
-    ``embeddings`` (row-aligned with ``candidates``) are required by the cluster policies.
-    """
+
+def _threshold(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
+    above = fused >= config.threshold
+    selected, reason = _top_k(fused, k, above, "threshold")
+    for i in np.flatnonzero(~above):
+        reason[i] = f"fused {fused[i]:.2f} < threshold {config.threshold:.2f}"
+    for i in np.flatnonzero(above & ~selected):
+        reason[i] = "above threshold but " + reason[i]
+    return _result(selected, reason)
+
+
+def _gumbel_top_k(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
     m = len(candidates)
-    k = int(min(max(k, 0), m))
-    policy = config.policy
-    if policy in CLUSTER_POLICIES and embeddings is None:
-        raise ValueError(f"policy {policy!r} clusters the embeddings: pass embeddings= (row-aligned with scores)")
-    if embeddings is not None and len(embeddings) != m:
-        raise ValueError(f"{len(embeddings)} embeddings for {m} candidates")
+    column = config.log_weight_column
+    if column not in candidates.columns:
+        raise ValueError(f"policy 'gumbel_top_k' needs the log-weight column {column!r} in the scores table")
+    log_weight = pd.to_numeric(candidates[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    selected = np.zeros(m, bool)
+    selected[gumbel_top_k(log_weight, k, config.seed)] = True
+    reason = [
+        f"drawn by gumbel_top_k on {column} (log weight {w:.2f})"
+        if s
+        else f"not drawn by gumbel_top_k on {column} (log weight {w:.2f}; {k} of {m} drawn)"
+        for s, w in zip(selected.tolist(), log_weight.tolist())
+    ]
+    return _result(selected, reason)
 
-    if policy == "top_k":
-        selected, reason = _top_k(fused, k, np.ones(m, bool), "top_k")
-        return _result(selected, reason)
 
-    if policy == "threshold":
-        above = fused >= config.threshold
-        selected, reason = _top_k(fused, k, above, "threshold")
-        for i in np.flatnonzero(~above):
-            reason[i] = f"fused {fused[i]:.2f} < threshold {config.threshold:.2f}"
-        for i in np.flatnonzero(above & ~selected):
-            reason[i] = "above threshold but " + reason[i]
-        return _result(selected, reason)
+def _cluster_balanced(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
+    m = len(candidates)
+    # Optionally balance only among the best candidate_factor * k by fused score, so the
+    # quotas spread the budget over the relevant region instead of over the whole pool.
+    eligible = np.arange(m)
+    if config.candidate_factor is not None:
+        eligible = np.sort(np.argsort(-fused, kind="stable")[: min(m, math.ceil(config.candidate_factor * k))])
+    n_clusters = config.clusters_for(len(eligible))
+    sub_clusters, _, _ = kmeans_clusters(embeddings[eligible], n_clusters, seed=config.seed, niter=config.kmeans_niter)
+    clusters = np.full(m, -1, np.int64)
+    clusters[eligible] = sub_clusters
+    selected = np.zeros(m, bool)
+    selected[eligible[cluster_balanced(fused[eligible], sub_clusters, k)]] = True
+    rank = np.zeros(m, np.int64)
+    rank[eligible] = rank_within_clusters(fused[eligible], sub_clusters) + 1
+    quota = np.bincount(sub_clusters, weights=selected[eligible], minlength=n_clusters).astype(np.int64)
+    reason = [
+        f"outside the top {len(eligible)} candidates by fused score (fused {f:.2f})"
+        if c < 0
+        else f"cluster {c}: rank {r} within its quota of {quota[c]} (fused {f:.2f})"
+        if s
+        else f"cluster {c} quota of {quota[c]} filled: rank {r} in cluster (fused {f:.2f})"
+        for s, c, r, f in zip(selected.tolist(), clusters.tolist(), rank.tolist(), fused.tolist())
+    ]
+    return _result(selected, reason)
 
-    if policy == "gumbel_top_k":
-        column = config.log_weight_column
-        if column not in candidates.columns:
-            raise ValueError(f"policy 'gumbel_top_k' needs the log-weight column {column!r} in the scores table")
-        log_weight = pd.to_numeric(candidates[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
-        selected = np.zeros(m, bool)
-        selected[gumbel_top_k(log_weight, k, config.seed)] = True
-        reason = [
-            f"drawn by gumbel_top_k on {column} (log weight {w:.2f})"
-            if s
-            else f"not drawn by gumbel_top_k on {column} (log weight {w:.2f}; {k} of {m} drawn)"
-            for s, w in zip(selected.tolist(), log_weight.tolist())
-        ]
-        return _result(selected, reason)
 
-    if policy == "cluster_balanced":
-        # Optionally balance only among the best candidate_factor * k by fused score, so the
-        # quotas spread the budget over the relevant region instead of over the whole pool.
-        eligible = np.arange(m)
-        if config.candidate_factor is not None:
-            eligible = np.sort(np.argsort(-fused, kind="stable")[: min(m, math.ceil(config.candidate_factor * k))])
-        n_clusters = config.clusters_for(len(eligible))
-        sub_clusters, _, _ = kmeans_clusters(embeddings[eligible], n_clusters, seed=config.seed, niter=config.kmeans_niter)
-        clusters = np.full(m, -1, np.int64)
-        clusters[eligible] = sub_clusters
-        selected = np.zeros(m, bool)
-        selected[eligible[cluster_balanced(fused[eligible], sub_clusters, k)]] = True
-        rank = np.zeros(m, np.int64)
-        rank[eligible] = rank_within_clusters(fused[eligible], sub_clusters) + 1
-        quota = np.bincount(sub_clusters, weights=selected[eligible], minlength=n_clusters).astype(np.int64)
-        reason = [
-            f"outside the top {len(eligible)} candidates by fused score (fused {f:.2f})"
-            if c < 0
-            else f"cluster {c}: rank {r} within its quota of {quota[c]} (fused {f:.2f})"
-            if s
-            else f"cluster {c} quota of {quota[c]} filled: rank {r} in cluster (fused {f:.2f})"
-            for s, c, r, f in zip(selected.tolist(), clusters.tolist(), rank.tolist(), fused.tolist())
-        ]
-        return _result(selected, reason)
-
-    if policy == "ccs":
-        column = config.difficulty_column
-        if column is None:
-            difficulty = -fused  # low fused score = "hard" (least wanted) end of the range
-            described = "difficulty = -fused"
-        elif column in candidates.columns:
-            difficulty = pd.to_numeric(candidates[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
-            described = f"difficulty = {column}"
+def _ccs(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
+    column = config.difficulty_column
+    if column is None:
+        difficulty = -fused  # low fused score = "hard" (least wanted) end of the range
+        described = "difficulty = -fused"
+    elif column in candidates.columns:
+        difficulty = pd.to_numeric(candidates[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        described = f"difficulty = {column}"
+    else:
+        raise ValueError(f"policy 'ccs' needs the difficulty column {column!r} in the scores table")
+    indices, pruned, stratum = coverage_centric_plan(difficulty, k, config.ccs_beta, config.ccs_strata, config.seed)
+    selected = np.zeros(len(candidates), bool)
+    selected[indices] = True
+    taken = np.bincount(stratum[selected], minlength=config.ccs_strata)
+    size = np.bincount(stratum[stratum >= 0], minlength=config.ccs_strata)
+    reason = []
+    for s, p, st, d in zip(selected.tolist(), pruned.tolist(), stratum.tolist(), difficulty.tolist()):
+        if p:
+            reason.append(f"ccs: pruned among the hardest {config.ccs_beta:.0%} ({described} {d:.2f})")
+        elif s:
+            reason.append(f"ccs: sampled from stratum {st} ({taken[st]} of {size[st]} taken)")
         else:
-            raise ValueError(f"policy 'ccs' needs the difficulty column {column!r} in the scores table")
-        indices, pruned, stratum = coverage_centric_plan(difficulty, k, config.ccs_beta, config.ccs_strata, config.seed)
-        selected = np.zeros(m, bool)
-        selected[indices] = True
-        taken = np.bincount(stratum[selected], minlength=config.ccs_strata)
-        size = np.bincount(stratum[stratum >= 0], minlength=config.ccs_strata)
-        reason = []
-        for s, p, st, d in zip(selected.tolist(), pruned.tolist(), stratum.tolist(), difficulty.tolist()):
-            if p:
-                reason.append(f"ccs: pruned among the hardest {config.ccs_beta:.0%} ({described} {d:.2f})")
-            elif s:
-                reason.append(f"ccs: sampled from stratum {st} ({taken[st]} of {size[st]} taken)")
-            else:
-                reason.append(f"ccs: not sampled from stratum {st} ({taken[st]} of {size[st]} taken)")
-        return _result(selected, reason)
+            reason.append(f"ccs: not sampled from stratum {st} ({taken[st]} of {size[st]} taken)")
+    return _result(selected, reason)
 
-    # sensitivity
+
+def _sensitivity(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
+    m = len(candidates)
     indices, weights, probability, clusters = sensitivity_plan(
         embeddings,
         k,
@@ -252,3 +239,42 @@ def run_policy(
         for s, p, w, c in zip(selected.tolist(), probability.tolist(), sample_weight.tolist(), clusters.tolist())
     ]
     return _result(selected, reason, sample_weight)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A selection policy: ``select(config, candidates, fused, k, embeddings) -> PolicyResult``."""
+
+    select: Callable[[SelectionConfig, pd.DataFrame, np.ndarray, int, np.ndarray | None], PolicyResult]
+    needs_embeddings: bool = False  # clusters the candidates' embeddings
+
+
+POLICIES: dict[str, Policy] = {
+    "top_k": Policy(_top_k_policy),
+    "gumbel_top_k": Policy(_gumbel_top_k),
+    "threshold": Policy(_threshold),
+    "cluster_balanced": Policy(_cluster_balanced, needs_embeddings=True),
+    "ccs": Policy(_ccs),
+    "sensitivity": Policy(_sensitivity, needs_embeddings=True),
+}
+
+
+def run_policy(
+    config: SelectionConfig,
+    candidates: pd.DataFrame,
+    fused: np.ndarray,
+    k: int,
+    embeddings: np.ndarray | None = None,
+) -> PolicyResult:
+    """Apply ``config.policy`` to ``candidates`` (sorted by id) with their ``fused`` scores.
+
+    ``embeddings`` (row-aligned with ``candidates``) are required by the cluster policies.
+    """
+    m = len(candidates)
+    k = int(min(max(k, 0), m))
+    policy = POLICIES[config.policy]
+    if policy.needs_embeddings and embeddings is None:
+        raise ValueError(f"policy {config.policy!r} clusters the embeddings: pass embeddings= (row-aligned with scores)")
+    if embeddings is not None and len(embeddings) != m:
+        raise ValueError(f"{len(embeddings)} embeddings for {m} candidates")
+    return policy.select(config, candidates, fused, k, embeddings)

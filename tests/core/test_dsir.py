@@ -7,15 +7,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from dataselect.ngrams import hashed_counts
 from dataselect.scorers.base import Batch
 from dataselect.scorers.dsir import (
     DSIRImportance,
-    gumbel_top_k,
-    hashed_counts,
     kl_divergence,
     kl_reduction,
-    log_distribution,
+    log_distribution_of,
 )
+from dataselect.selection.sampling import gumbel_top_k
 
 
 def batch(texts):
@@ -26,7 +26,7 @@ def test_log_weights_match_manual_computation():
     # Unigrams only, so the hand computation is over three words. With 1,000 buckets these
     # three words land in distinct buckets (checked below), so no collision muddles it.
     config = DSIRImportance.Config(num_buckets=1000, ngram_range=(1, 1), smoothing=1.0)
-    assert hashed_counts(["apple banana cherry"], config).nnz == 3
+    assert hashed_counts(["apple banana cherry"], config.num_buckets, config.ngram_range, config.lowercase).nnz == 3
     scorer = DSIRImportance(config).fit(batch(["apple cherry", "cherry cherry"]), batch(["Apple banana"]))
     out = scorer.score(batch(["banana cherry apple", "cherry", ""]))
     # Target counts: apple 1, banana 1 (2 tokens); pool: apple 1, cherry 3 (4 tokens).
@@ -107,10 +107,10 @@ def test_selects_target_domain_on_newsgroups(sci_task):
     # KL on a small subset is biased upwards by sparsity; a random subset of the same size
     # is the fair reference, and the selection must be closer to the target than it.
     config = DSIRImportance.Config()
-    log_target = log_distribution(hashed_counts(target_texts, config), config.smoothing)
+    log_target = log_distribution_of(target_texts, config)
     random_rows = np.random.default_rng(0).choice(len(pool), k, replace=False)
     kl_selected, kl_random = (
-        kl_divergence(log_target, log_distribution(hashed_counts([pool_texts[i] for i in rows], config), 1.0))
+        kl_divergence(log_target, log_distribution_of([pool_texts[i] for i in rows], config))
         for rows in (chosen, random_rows)
     )
     assert kl_selected < kl_random

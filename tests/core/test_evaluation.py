@@ -11,18 +11,22 @@ from dataselect.evaluation import (
     ArmEvaluator,
     Config,
     _TermCounts,
-    ablation,
     bootstrap_accuracy_interval,
     bootstrap_mean_interval,
-    budget_sweep,
     compare_builds,
-    evaluate_arms,
     headline_rows,
     paired_difference_interval,
-    train_and_evaluate,
 )
 
 CLASSES = ["alpha", "beta", "gamma", "delta"]
+
+
+def train_and_evaluate(recipe, train_texts, train_labels, eval_texts, eval_labels, train_embeddings=None, eval_embeddings=None):
+    """The recipe trained on one whole training set, through the report's ArmEvaluator."""
+    pool = pd.DataFrame({"id": [str(i) for i in range(len(train_labels))], "text": list(train_texts), "label": list(train_labels)})
+    evaluation = pd.DataFrame({"text": list(eval_texts), "label": list(eval_labels)})
+    evaluator = ArmEvaluator(pool, evaluation, recipe, train_embeddings, eval_embeddings)
+    return evaluator.train_rows(np.arange(len(pool)), arm="subset")
 
 
 def make_documents(rng, n, label_noise):
@@ -88,7 +92,7 @@ def test_cached_tfidf_equals_tfidf_vectorizer_fitted_on_the_subset():
 def test_clean_selection_beats_random_and_full_on_a_noisy_pool(clean_and_noisy):
     pool, eval_set = clean_and_noisy
     selected = [f"c{i}" for i in range(120)]
-    arms = evaluate_arms(pool, selected, eval_set)
+    arms = ArmEvaluator(pool, eval_set).evaluate_arms(selected)
     assert list(arms) == ["selected", "random", "stratified_random", "full"]
     chosen, random, stratified, full = (arms[k] for k in ["selected", "random", "stratified_random", "full"])
     assert chosen.n_train == random.n_train == stratified.n_train == 120
@@ -108,8 +112,8 @@ def test_clean_selection_beats_random_and_full_on_a_noisy_pool(clean_and_noisy):
 
 def test_evaluation_is_deterministic(clean_and_noisy):
     pool, eval_set = clean_and_noisy
-    first = evaluate_arms(pool, [f"n{i}" for i in range(100)], eval_set, include_full=False)
-    second = evaluate_arms(pool, [f"n{i}" for i in range(100)], eval_set, include_full=False)
+    first = ArmEvaluator(pool, eval_set).evaluate_arms([f"n{i}" for i in range(100)], include_full=False)
+    second = ArmEvaluator(pool, eval_set).evaluate_arms([f"n{i}" for i in range(100)], include_full=False)
     for name in first:
         a, b = first[name].to_dict(), second[name].to_dict()
         for d in (a, b):
@@ -119,7 +123,7 @@ def test_evaluation_is_deterministic(clean_and_noisy):
         assert a == b
     np.testing.assert_array_equal(first["selected"].correct, second["selected"].correct)
     # Two threads train the same models as one.
-    threaded = evaluate_arms(pool, [f"n{i}" for i in range(100)], eval_set, include_full=False, config=Config(n_jobs=2))
+    threaded = ArmEvaluator(pool, eval_set, config=Config(n_jobs=2)).evaluate_arms([f"n{i}" for i in range(100)], include_full=False)
     assert [r.accuracy for r in threaded["random"].results] == [r.accuracy for r in first["random"].results]
     assert threaded["stratified_random"].accuracy == first["stratified_random"].accuracy
 
@@ -148,9 +152,9 @@ def test_stratified_rows_match_pool_label_proportions():
 def test_selection_seed_must_differ_from_random_seeds(clean_and_noisy):
     pool, eval_set = clean_and_noisy
     with pytest.raises(ValueError, match="selection seed"):
-        evaluate_arms(pool, ["c1"], eval_set, random_seeds=(0, 1), selection_seed=1)
+        ArmEvaluator(pool, eval_set).evaluate_arms(["c1"], random_seeds=(0, 1), selection_seed=1)
     with pytest.raises(KeyError, match="not in the pool"):
-        evaluate_arms(pool, ["c1", "nope"], eval_set)
+        ArmEvaluator(pool, eval_set).evaluate_arms(["c1", "nope"])
 
 
 def test_unseen_eval_labels_count_as_errors():
@@ -234,12 +238,13 @@ def test_budget_sweep_rows_and_requested_budgets(clean_and_noisy):
     pool, eval_set = clean_and_noisy
     requested = []
 
-    def select_clean_first(k):
-        requested.append(k)
-        return pool["id"].tolist()[:k]  # clean records come first in the pool
+    def select_clean_first(budget):
+        requested.append(budget)
+        return pool["id"].tolist()[: int(budget * len(pool))]  # clean records come first in the pool
 
-    sweep = budget_sweep(pool, eval_set, select_clean_first, budgets=(0.1, 0.25), random_seeds=(0, 1, 2, 3, 4))
-    assert requested == [64, 160]
+    sweep = ArmEvaluator(pool, eval_set).budget_sweep(select_clean_first, budgets=(0.1, 0.25), random_seeds=(0, 1, 2, 3, 4))
+    assert requested == [0.1, 0.25]
+    assert sweep.groupby("budget").k.first().to_dict() == {0.1: 64, 0.25: 160, 1.0: 640}
     assert list(sweep.columns) == SWEEP_COLUMNS
     assert sweep[["budget", "arm"]].values.tolist() == [
         [0.1, "selected"], [0.1, "random"], [0.1, "stratified_random"],
@@ -255,14 +260,12 @@ def test_budget_sweep_rows_and_requested_budgets(clean_and_noisy):
 def test_ablation_deltas_against_the_full_selection(clean_and_noisy):
     pool, eval_set = clean_and_noisy
     full_selection = [f"c{i}" for i in range(120)]
-    table = ablation(
+    table = ArmEvaluator(pool, eval_set).ablation(
+        full_selection,
         {
             "no_op_scorer": lambda: list(full_selection),
             "label_noise_filter": lambda: [f"c{i}" for i in range(40)] + [f"n{i}" for i in range(80)],
         },
-        pool,
-        eval_set,
-        full_selection,
     )
     assert list(table.columns) == ABLATION_COLUMNS
     assert table.left_out.tolist() == ["(none)", "no_op_scorer", "label_noise_filter"]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataselect.evaluation import evaluate_arms
+from dataselect.evaluation import ArmEvaluator
 from dataselect.metrics import (
     Config,
     diversity,
@@ -176,12 +176,12 @@ def small_labelled():
 @pytest.fixture(scope="module")
 def small_arms(small_labelled):
     pool, eval_set = small_labelled
-    return evaluate_arms(pool, [f"r{i}" for i in range(30)], eval_set, random_seeds=(1, 2, 3))
+    return ArmEvaluator(pool, eval_set).evaluate_arms([f"r{i}" for i in range(30)], random_seeds=(1, 2, 3))
 
 
 def test_summary_is_identical_for_identical_runs(small_labelled, small_arms):
     pool, eval_set = small_labelled
-    again = evaluate_arms(pool, [f"r{i}" for i in range(30)], eval_set, random_seeds=(1, 2, 3))
+    again = ArmEvaluator(pool, eval_set).evaluate_arms([f"r{i}" for i in range(30)], random_seeds=(1, 2, 3))
     assert summarize(again) == summarize(small_arms)
     assert "fit_seconds" not in str(summarize(again))
 

@@ -11,6 +11,8 @@ from PIL import Image
 from dataselect.report import plot_arm_accuracy, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.browser
+
 SELECTED_GREEN = np.array([0x1B, 0x78, 0x37])  # the selected arm's bar colour in plot_arm_accuracy
 
 

@@ -3,17 +3,15 @@ import pandas as pd
 import pytest
 
 from dataselect.records import QUARANTINED, REJECTED, SELECTED
-from dataselect.scorers.clusters import (
+from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, fuse, normalize
+from dataselect.selection.clusters import (
     cluster_balanced,
-    coverage_centric,
     coverage_centric_plan,
     kmeans_clusters,
     sensitivity_plan,
     sensitivity_probabilities,
-    sensitivity_sampling,
 )
-from dataselect.scorers.dsir import gumbel_top_k
-from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, fuse, normalize
+from dataselect.selection.sampling import gumbel_top_k
 
 
 def angles(*degrees):
@@ -82,10 +80,9 @@ def test_coverage_centric_strata_known_answer():
     chosen = set(indices.tolist())
     assert len(chosen) == 5 and 3 in chosen
     assert len(chosen & {0, 1, 2}) == 2 and len(chosen & {4, 5, 6, 7, 8}) == 2
-    assert coverage_centric(difficulty, 5, beta=0.1, n_strata=3, seed=0).tolist() == indices.tolist()
-    # Pruning never leaves fewer records than the budget.
-    assert coverage_centric(difficulty, 10, beta=0.1, n_strata=3).tolist() == list(range(10))
-    seeds = {tuple(coverage_centric(difficulty, 5, beta=0.1, n_strata=3, seed=s)) for s in range(10)}
+        # Pruning never leaves fewer records than the budget.
+    assert coverage_centric_plan(difficulty, 10, beta=0.1, n_strata=3)[0].tolist() == list(range(10))
+    seeds = {tuple(coverage_centric_plan(difficulty, 5, beta=0.1, n_strata=3, seed=s)[0]) for s in range(10)}
     assert len(seeds) > 1  # sampling within strata is random, per seed
 
 
@@ -113,9 +110,8 @@ def test_gumbel_top_k_draw_frequencies_follow_the_weights():
 def test_sensitivity_sampling_weights_are_inverse_probabilities():
     rng = np.random.default_rng(0)
     vectors = np.concatenate([angles(*rng.normal(0, 5, 30)), angles(*rng.normal(90, 20, 30))])
-    indices, weights = sensitivity_sampling(vectors, 10, n_clusters=2, seed=0)
-    again, _, probabilities, clusters = sensitivity_plan(vectors, 10, 2, seed=0)
-    assert indices.tolist() == again.tolist() and len(set(indices.tolist())) == 10
+    indices, weights, probabilities, clusters = sensitivity_plan(vectors, 10, n_clusters=2, seed=0)
+    assert indices.tolist() == sensitivity_plan(vectors, 10, 2, seed=0)[0].tolist() and len(set(indices.tolist())) == 10
     np.testing.assert_allclose(weights, 1 / (10 * probabilities[indices]))
     # The spread-out cluster costs more, so each of its members is likelier to be drawn.
     wide = clusters[45]

@@ -12,6 +12,7 @@ def requested(result, keys):
 
 
 def test_automation_rebuilds_selection_and_rescores_on_model_refit():
+    definitions = defs()
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("shards", ["a", "b"])
 
@@ -24,19 +25,19 @@ def test_automation_rebuilds_selection_and_rescores_on_model_refit():
     for key in ["target_reference", "dsir_model", "relevance_model", "ngram_relevance_model", "evaluation_set", *GLOBAL_STEPS]:
         materialized(key)
 
-    everything_current = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    everything_current = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
     assert everything_current.total_requested == 0
 
     materialized("quality_scores", "b")  # e.g. the sensor's ingest run for a changed shard
-    rescored = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=everything_current.cursor)
+    rescored = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=everything_current.cursor)
     assert requested(rescored, ["quality_scores", *GLOBAL_STEPS]) == {"filtered_set": 1, "evaluation_report": 1}
 
     for key in GLOBAL_STEPS:
         materialized(key)
-    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=rescored.cursor)
+    settled = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=rescored.cursor)
     assert settled.total_requested == 0
 
     materialized("relevance_model")  # the retraining build refit a scorer model
-    refit = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
+    refit = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=settled.cursor)
     assert requested(refit, ["quality_scores"]) == {"quality_scores": 2}
     assert refit.get_requested_partitions(dg.AssetKey("quality_scores")) == {"a", "b"}

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -152,56 +151,96 @@ def _shard_cases() -> list[ShardCase]:
     good = [{"id": f"g{i}", "text": clean_text(1000 + i), "label": "astronomy"} for i in range(40)]
     cases = [
         ShardCase("zz-huge-token.jsonl", jsonl({"id": "huge", "text": "x" * 900_000}, *good[:12]), _check_huge_token),
-        ShardCase("zz-unknown-script.jsonl", jsonl({"id": "runes", "text": " ".join(["ᚠᚢᚦᚨᚱᚲ ᚷᚹᚺᚾ"] * 20)}, *good[12:14]), _check_unknown_script),
+        ShardCase(
+            "zz-unknown-script.jsonl", jsonl({"id": "runes", "text": " ".join(["ᚠᚢᚦᚨᚱᚲ ᚷᚹᚺᚾ"] * 20)}, *good[12:14]), _check_unknown_script
+        ),
         ShardCase("zz-long-text.jsonl", jsonl({"id": "long", "text": " ".join(WORDS * 3000)[:900_000]}), _check_long_text),
         ShardCase(
             "zz-binary-text.parquet",
-            parquet_bytes(pa.table({
-                "id": pa.array([b"bin-0", b"bin-1", b"bin-2"], pa.binary()),
-                "text": pa.array([clean_text(1).encode(), ("Caf\u00e9 " + clean_text(2)).encode(), b"Caf\xe9 au lait"], pa.binary()),
-                "label": pa.array([b"astronomy", b"medicine", b"medicine"], pa.binary()),
-            })),
+            parquet_bytes(
+                pa.table(
+                    {
+                        "id": pa.array([b"bin-0", b"bin-1", b"bin-2"], pa.binary()),
+                        "text": pa.array(
+                            [clean_text(1).encode(), ("Caf\u00e9 " + clean_text(2)).encode(), b"Caf\xe9 au lait"], pa.binary()
+                        ),
+                        "label": pa.array([b"astronomy", b"medicine", b"medicine"], pa.binary()),
+                    }
+                )
+            ),
             _check_binary_text,
         ),
         ShardCase(
             "zz-invisible.jsonl",
-            jsonl({"id": "zw", "text": "\u200b\u200b\u200b"}, {"id": "bom", "text": "\ufeff"}, {"id": "nbsp", "text": "\u00a0\u3000"},
-                  {"id": "ok", "text": clean_text(3)}),
-            _quarantined({0: "invisible text: only whitespace and zero-width or format characters",
-                          1: "invisible text: only whitespace and zero-width or format characters",
-                          2: "empty text after normalisation"}),
+            jsonl(
+                {"id": "zw", "text": "\u200b\u200b\u200b"},
+                {"id": "bom", "text": "\ufeff"},
+                {"id": "nbsp", "text": "\u00a0\u3000"},
+                {"id": "ok", "text": clean_text(3)},
+            ),
+            _quarantined(
+                {
+                    0: "invisible text: only whitespace and zero-width or format characters",
+                    1: "invisible text: only whitespace and zero-width or format characters",
+                    2: "empty text after normalisation",
+                }
+            ),
         ),
         ShardCase(
             "zz-ids.jsonl",
-            jsonl({"id": 3.0, "text": clean_text(4)}, {"id": "", "text": clean_text(5)}, {"id": True, "text": clean_text(6)},
-                  {"id": 10**30, "text": clean_text(7)}, {"id": [1], "text": clean_text(8)}),
+            jsonl(
+                {"id": 3.0, "text": clean_text(4)},
+                {"id": "", "text": clean_text(5)},
+                {"id": True, "text": clean_text(6)},
+                {"id": 10**30, "text": clean_text(7)},
+                {"id": [1], "text": clean_text(8)},
+            ),
             _check_ids,
         ),
         ShardCase(
             "zz-labels.jsonl",
-            jsonl({"id": "l0", "text": clean_text(9), "label": ["a"]}, {"id": "l1", "text": clean_text(10), "label": {"a": 1}},
-                  {"id": "l2", "text": clean_text(11), "label": "   "}, {"id": "l3", "text": clean_text(12), "label": 7}),
+            jsonl(
+                {"id": "l0", "text": clean_text(9), "label": ["a"]},
+                {"id": "l1", "text": clean_text(10), "label": {"a": 1}},
+                {"id": "l2", "text": clean_text(11), "label": "   "},
+                {"id": "l3", "text": clean_text(12), "label": 7},
+            ),
             _quarantined({0: "'label' is not a string or number (got list)", 1: "'label' is not a string or number (got dict)"}),
         ),
         ShardCase(
-            "zz-utf16.jsonl", jsonl(*good[14:17]).decode().encode("utf-16"),
+            "zz-utf16.jsonl",
+            jsonl(*good[14:17]).decode().encode("utf-16"),
             _quarantined({0: "invalid UTF-8 at byte 0", **{i: "invalid JSON: Expecting value at column 1" for i in (1, 2, 3)}}),
         ),
         ShardCase("zz-cp1252.jsonl", CP1252_LINE + jsonl(good[17]), _quarantined({0: f"invalid UTF-8 at byte {CP1252_BAD_BYTE}"})),
         ShardCase("zz-bom-crlf.jsonl", b"\xef\xbb\xbf" + jsonl(*good[18:21]).replace(b"\n", b"\r\n"), _quarantined({})),
         ShardCase("zz-no-final-newline.jsonl.gz", gzip.compress(jsonl(good[21]).rstrip(b"\n"), mtime=0), _check_one_record),
         ShardCase(
-            "zz-not-objects.jsonl", b'[1, 2]\n"text"\n42\nnull\n' + jsonl(good[22]),
-            _quarantined({0: "JSON line is not an object (got list)", 1: "JSON line is not an object (got str)",
-                          2: "JSON line is not an object (got int)", 3: "JSON line is not an object (got null)"}),
+            "zz-not-objects.jsonl",
+            b'[1, 2]\n"text"\n42\nnull\n' + jsonl(good[22]),
+            _quarantined(
+                {
+                    0: "JSON line is not an object (got list)",
+                    1: "JSON line is not an object (got str)",
+                    2: "JSON line is not an object (got int)",
+                    3: "JSON line is not an object (got null)",
+                }
+            ),
         ),
         ShardCase(
-            "zz-nan-infinity.jsonl", b'{"id": NaN, "text": "' + clean_text(13).encode() + b'"}\n{"id": "inf", "text": "' + clean_text(14).encode()
+            "zz-nan-infinity.jsonl",
+            b'{"id": NaN, "text": "'
+            + clean_text(13).encode()
+            + b'"}\n{"id": "inf", "text": "'
+            + clean_text(14).encode()
             + b'", "score": Infinity}\n',
             _quarantined({}),
         ),
-        ShardCase("zz-semicolon.csv", f"id;text\n1;{clean_text(15)}\n2;{clean_text(16)}\n".encode(),
-                  _quarantined({0: "missing 'text' column", 1: "missing 'text' column"})),
+        ShardCase(
+            "zz-semicolon.csv",
+            f"id;text\n1;{clean_text(15)}\n2;{clean_text(16)}\n".encode(),
+            _quarantined({0: "missing 'text' column", 1: "missing 'text' column"}),
+        ),
         ShardCase(
             "zz-struct-text.parquet",
             parquet_bytes(pa.table({"id": ["st0", "st1"], "text": pa.array([{"body": "x"}, {"body": "y"}])})),
@@ -209,10 +248,12 @@ def _shard_cases() -> list[ShardCase]:
         ),
         ShardCase(
             "zz-dictionary-large-string.parquet",
-            parquet_bytes(pa.table({"id": ["d0", "d1"], "text": pa.array([clean_text(17), clean_text(18)], pa.large_string()).dictionary_encode()})),
+            parquet_bytes(
+                pa.table({"id": ["d0", "d1"], "text": pa.array([clean_text(17), clean_text(18)], pa.large_string()).dictionary_encode()})
+            ),
             _quarantined({}),
         ),
-        ShardCase("zz-all-quarantined.jsonl", b"{not json}\n{\"id\": 1}\n[]\n\"\"\n", _check_all_quarantined),
+        ShardCase("zz-all-quarantined.jsonl", b'{not json}\n{"id": 1}\n[]\n""\n', _check_all_quarantined),
         ShardCase(
             "zz-reserved-metadata.jsonl",
             jsonl({"id": "m0", "text": clean_text(19), "shard": "elsewhere", "row": -5, "content_hash": "forged", "status": "selected"}),
@@ -355,9 +396,14 @@ REFUSED = {
     "seed-negative": (["--seed", "-1"], "--seed: must be >= 0, got -1"),
     "reference-missing": (["--reference", "{root}/missing.jsonl"], "--reference {root}/missing.jsonl: no such file or folder"),
     "reference-empty": (["--reference", "{root}/empty.jsonl"], "--reference {root}/empty.jsonl: the file is empty"),
-    "reference-without-text": (["--reference", "{root}/no-text.jsonl"],
-                               "--reference {root}/no-text.jsonl: no record with text: all 2 rows are invalid (first: missing 'text' field)"),
-    "reference-folder-without-shards": (["--reference", "{root}/notes"], "--reference {root}/notes: no .jsonl, .jsonl.gz, .parquet, .csv files"),
+    "reference-without-text": (
+        ["--reference", "{root}/no-text.jsonl"],
+        "--reference {root}/no-text.jsonl: no record with text: all 2 rows are invalid (first: missing 'text' field)",
+    ),
+    "reference-folder-without-shards": (
+        ["--reference", "{root}/notes"],
+        "--reference {root}/notes: no .jsonl, .jsonl.gz, .parquet, .csv files",
+    ),
     "eval-missing": (["--eval", "{root}/nope.jsonl"], "--eval {root}/nope.jsonl: no such file or folder"),
     "eval-without-labels": (["--eval", "{root}/unlabelled.jsonl"], "--eval {root}/unlabelled.jsonl: no record has a label"),
     "landing-missing": (["--landing", "{root}/nowhere"], "--landing {root}/nowhere: no such folder"),
@@ -373,8 +419,14 @@ REFUSED = {
 def test_bad_call_is_refused_before_any_work_with_one_line(tmp_path, case):
     paths = _inputs(tmp_path)
     changes, expected = REFUSED[case]
-    arguments = {"--landing": str(paths["landing"]), "--reference": str(paths["reference"]), "--eval": str(paths["eval"]),
-                 "--out": str(tmp_path / "out"), "--budget": "0.1", "--seed": "0"}
+    arguments = {
+        "--landing": str(paths["landing"]),
+        "--reference": str(paths["reference"]),
+        "--eval": str(paths["eval"]),
+        "--out": str(tmp_path / "out"),
+        "--budget": "0.1",
+        "--seed": "0",
+    }
     arguments.update(zip(changes[::2], (value.format(root=tmp_path) for value in changes[1::2])))
     command = [sys.executable, "-m", "dataselect_platform.cli", "build", "--backend", "static"]
     command += [part for pair in arguments.items() for part in pair]
@@ -393,7 +445,9 @@ def test_bad_call_is_refused_before_any_work_with_one_line(tmp_path, case):
 
 def test_demo_refuses_a_bad_budget_before_writing_anything(tmp_path):
     command = [sys.executable, "-m", "dataselect_platform.cli", "demo", "--budget", "-1", "--out", str(tmp_path / "demo")]
-    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=False)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=False
+    )
     assert completed.returncode == 2
     assert completed.stderr.strip() == "dataselect demo: --budget: budget must be a positive number (fraction <= 1 or count > 1), got -1.0"
     assert not (tmp_path / "demo" / "data").exists()

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import numpy as np
 import pyarrow as pa
 import pytest
 from dagster import AssetMaterialization, AssetSelection, MaterializeResult, MetadataValue, asset, instance_for_test, materialize
 
+import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dataselect import records as cols
 from dataselect.embedding import vectors_to_arrow
 from dataselect.storage import write_parquet
@@ -22,12 +22,12 @@ from platform_assets.checks import (
     quality_scores_valid,
     raw_pool_valid,
 )
-from dataselect_platform.definitions import make_resources
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.partitions import shards
 from platform_assets.scoring import quality_scores
 from platform_assets.selection import filtered_set
+from resources import make_resources
 from tests.platform.helpers import materialized_keys
 
 SHARD = "s1"
@@ -204,6 +204,10 @@ def test_quality_scores_check(env, column, value, failing):
         ("selected_unknown_id", {"expect_column_values_to_be_in_set(in_raw_pool)"}),
         ("record_lost", {"expect_table_row_count_to_equal()"}),
         ("valid", set()),
+        # Regression: with hard_filters set to a subset, a filter the user switched off must not
+        # fail the check; the filters still applied do.
+        ("selected_failed_switched_off_filter", set()),
+        ("selected_failed_applied_filter", {"expect_column_values_to_be_in_set(passes_hard_filters)"}),
     ],
 )
 def test_filtered_set_check(env, case, failing):
@@ -213,6 +217,8 @@ def test_filtered_set_check(env, case, failing):
     budget = 0.3  # at most 3 of 10 raw records
     status = [cols.SELECTED] * 3 + [cols.REJECTED] * 6 + [cols.QUARANTINED]
     keep = [True] * 9 + [None]
+    near_dup_keep = [True] * 9 + [None]
+    selection = {"budget": budget}
     decision_ids = list(ids)
     if case == "over_budget":
         status[3] = status[4] = cols.SELECTED
@@ -220,15 +226,22 @@ def test_filtered_set_check(env, case, failing):
         keep[1] = False
     elif case == "selected_unknown_id":
         decision_ids[0] = "not-in-pool"
+    elif case == "selected_failed_switched_off_filter":
+        near_dup_keep[1] = False
+        selection["hard_filters"] = ["heuristics"]
+    elif case == "selected_failed_applied_filter":
+        keep[1] = False
+        selection["hard_filters"] = ["heuristics"]
     elif case == "record_lost":
-        decision_ids, status, keep = decision_ids[:-1], status[:-1], keep[:-1]
+        decision_ids, status, keep, near_dup_keep = decision_ids[:-1], status[:-1], keep[:-1], near_dup_keep[:-1]
     decisions = pa.table({
         cols.ID: decision_ids, cols.STATUS: status, cols.DECIDED_BY: ["top_k"] * len(status),
         cols.REASON: ["why"] * len(status), "heuristics.keep": pa.array(keep, pa.bool_()),
+        "near_dup.keep": pa.array(near_dup_keep, pa.bool_()),
     })
     build_id = "test-build"
     write_parquet(store / "builds" / build_id / "decisions.parquet", decisions)
-    manifest = {"build_id": build_id, "config": {"selection": {"budget": budget}}}
+    manifest = {"build_id": build_id, "config": {"selection": selection}}
     instance.report_runless_asset_event(
         AssetMaterialization("filtered_set", metadata={"build_id": build_id, "manifest": MetadataValue.json(manifest)})
     )

@@ -143,6 +143,7 @@ def _build(landing: str, reference: str, out: Path) -> str:
     return build_id
 
 
+@pytest.mark.slow
 def test_a_build_killed_during_embeddings_resumes_to_identical_outputs(tmp_path):
     from dataselect.demo import write_demo
 

@@ -14,13 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from dagster import instance_for_test
 
+import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dataselect import records as cols
 from dataselect.demo import write_demo
 from dataselect.storage import parquet_metadata

@@ -122,6 +122,7 @@ def demo(tmp_path_factory):
 # --------------------------------------------------------------------------- concurrency
 
 
+@pytest.mark.slow
 def test_selection_refuses_mixed_shard_versions_and_keeps_the_previous_build(demo, tmp_path):
     from dagster import Failure, build_asset_context, instance_for_test
 
@@ -261,6 +262,7 @@ def _line(record) -> bytes:
     return (json.dumps(record) + "\n").encode()
 
 
+@pytest.mark.slow
 def test_bad_inputs_end_to_end_through_a_full_build(demo, tmp_path, monkeypatch):
     from dataselect.ingest import read_shard
     from dataselect_platform.cli import run_build

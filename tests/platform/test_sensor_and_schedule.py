@@ -6,20 +6,24 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
-import runpy
 from datetime import datetime, timezone
 from pathlib import Path
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment)
 import pytest
-from dagster import AddDynamicPartitionsRequest, SensorResult, SkipReason, build_schedule_context, build_sensor_context, instance_for_test, partition_loading_context
+from dagster import (
+    AddDynamicPartitionsRequest,
+    SensorResult,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+    instance_for_test,
+    partition_loading_context,
+)
 
-from jobs import retraining_data_build, retraining_data_build_job, shard_ingest_job
 from dataselect_platform.definitions import all_assets, defs
+from jobs import RETRAINING_CRON_DEFAULT, retraining_data_build_job, shard_ingest_job
 from resources import InputsResource
 from sensors import landing_sensor
-from tests.platform.helpers import ROOT
 
 
 def _sha256(path: Path) -> str:
@@ -86,13 +90,13 @@ def test_sensor_tick_is_valid_once_its_partitions_are_added(tmp_path, instance):
     landing.mkdir()
     _write_jsonl(landing / "gamma.jsonl", ["text"])
     inputs = {"inputs": InputsResource(landing_dir=str(landing))}
-    with build_sensor_context(instance=instance, resources=inputs, definitions=defs) as context:
+    with build_sensor_context(instance=instance, resources=inputs, definitions=defs()) as context:
         first = landing_sensor(context)
     for request in first.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     assert instance.get_dynamic_partitions("shards") == ["gamma"]
     with partition_loading_context(dynamic_partitions_store=instance), build_sensor_context(
-        instance=instance, resources=inputs, definitions=defs
+        instance=instance, resources=inputs, definitions=defs()
     ) as context:
         tick = landing_sensor.evaluate_tick(context)
     assert landing_sensor.job_name == shard_ingest_job.name
@@ -102,26 +106,29 @@ def test_sensor_tick_is_valid_once_its_partitions_are_added(tmp_path, instance):
     assert isinstance(missing, SkipReason) and "does not exist" in missing.skip_message
 
 
-def test_schedule_requests_the_retraining_job():
+def _retraining_schedule():
+    [schedule] = [s for s in defs().schedules if s.name == "retraining_data_build"]
+    return schedule
+
+
+def test_schedule_requests_the_retraining_job(monkeypatch):
+    monkeypatch.delenv("DATASELECT_RETRAINING_CRON", raising=False)
+    schedule = _retraining_schedule()
     context = build_schedule_context(scheduled_execution_time=datetime(2030, 1, 2, 3, 0, tzinfo=timezone.utc))
-    tick = retraining_data_build.evaluate_tick(context)
+    tick = schedule.evaluate_tick(context)
     assert len(tick.run_requests) == 1
-    assert retraining_data_build.job_name == "retraining_data_build_job"
+    assert schedule.job_name == "retraining_data_build_job"
     assert tick.run_requests[0].job_name in (None, "retraining_data_build_job")
-    if "DATASELECT_RETRAINING_CRON" not in os.environ:
-        assert retraining_data_build.cron_schedule == "0 3 * * *"
     # The retraining job refits the models and rebuilds the global steps, never re-ingests shards.
     selected = {k.to_user_string() for k in retraining_data_build_job.selection.resolve(all_assets)}
     assert {"target_reference", "dsir_model", "filtered_set", "evaluation_set", "evaluation_report"} <= selected
     assert not selected & {"raw_pool", "embeddings", "quality_scores"}
 
 
-def test_schedule_cron_comes_from_the_environment(monkeypatch):
-    # The cron is read when jobs/ is imported: run the module's code again under the override,
-    # in a fresh namespace, so the imported jobs module (used by the sensor) stays untouched.
+def test_schedule_cron_comes_from_the_environment_when_the_location_loads(monkeypatch):
     monkeypatch.setenv("DATASELECT_RETRAINING_CRON", "15 4 * * 1")
-    overridden = runpy.run_path(str(ROOT / "jobs" / "__init__.py"))["retraining_data_build"]
+    overridden = _retraining_schedule()
     assert overridden.cron_schedule == "15 4 * * 1"
     assert overridden.job_name == "retraining_data_build_job"
     monkeypatch.delenv("DATASELECT_RETRAINING_CRON")
-    assert runpy.run_path(str(ROOT / "jobs" / "__init__.py"))["retraining_data_build"].cron_schedule == "0 3 * * *"
+    assert _retraining_schedule().cron_schedule == RETRAINING_CRON_DEFAULT

@@ -23,7 +23,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import pytest
 
 from tests.platform.helpers import ROOT, PlatformBuild
@@ -32,8 +31,16 @@ from tests.platform.test_webserver import DAGSTER_YAML, _free_port, _graphql, _s
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 STAGES = {  # stage asset -> the checks its page must list
     "raw_pool": ["raw_pool_valid"],
     "embeddings": ["embeddings_valid"],
@@ -134,7 +141,10 @@ def test_the_ui_shows_the_stages_materializes_by_click_and_renders_the_report(ch
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            str(root / "chromium-profile"), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+            str(root / "chromium-profile"),
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_ARGS,
             viewport={"width": 1600, "height": 1000},
         )
         try:

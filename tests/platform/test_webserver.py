@@ -19,9 +19,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 import pytest
 
+import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dataselect.demo import write_demo
 from dataselect.ingest import list_landing_files
 from tests.platform.helpers import ROOT

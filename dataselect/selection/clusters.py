@@ -4,14 +4,13 @@
 - :func:`cluster_balanced`: equal per-cluster quotas, leftover budget redistributed to clusters
   that still have records, best-scored first inside a cluster ("Diversify and Conquer",
   Zhang et al. 2024, style of cluster-balanced selection).
-- :func:`coverage_centric`: Coverage-centric Coreset Selection (CCS, Zheng et al. 2023,
+- :func:`coverage_centric_plan`: Coverage-centric Coreset Selection (CCS, Zheng et al. 2023,
   "Coverage-centric Coreset Selection for High Pruning Rates"): prune the hardest beta
   fraction, then spread the budget evenly over equal-width difficulty strata.
-- :func:`sensitivity_sampling`: clustering-based sensitivity sampling (Axiotis et al. 2024,
+- :func:`sensitivity_plan`: clustering-based sensitivity sampling (Axiotis et al. 2024,
   "Data-Efficient Learning via Clustering-Based Sensitivity Sampling"): sample with
   probability proportional to a record's k-means cost plus its cluster's mean cost (mixed with
   a small uniform share), and return importance weights ``1 / (k p)``.
-- :func:`gumbel_top_k`: sampling without replacement proportional to ``exp(log_weight)``.
 
 All functions return row indices into their inputs and are deterministic for a seed.
 """
@@ -21,7 +20,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from dataselect.scorers.dsir import gumbel_top_k
+from dataselect.selection.sampling import gumbel_top_k
 
 
 def kmeans_clusters(
@@ -98,14 +97,11 @@ def cluster_balanced(scores: np.ndarray, clusters: np.ndarray, k: int) -> np.nda
     return selection_order[:k].astype(np.int64)
 
 
-def coverage_centric(
-    difficulty: np.ndarray,
-    k: int,
-    beta: float = 0.1,
-    n_strata: int = 50,
-    seed: int = 0,
-) -> np.ndarray:
-    """CCS: indices of ``k`` rows covering the difficulty range (higher = harder).
+def coverage_centric_plan(
+    difficulty: np.ndarray, k: int, beta: float = 0.1, n_strata: int = 50, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CCS: ``k`` rows covering the difficulty range (higher = harder), with the workings that
+    explain each decision: ``(indices, pruned bool (n,), stratum int64 (n,))``, stratum -1 when pruned.
 
     1. Drop the hardest ``floor(beta * n)`` rows (hard examples are often mislabelled), but never
        so many that fewer than ``k`` remain.
@@ -115,14 +111,6 @@ def coverage_centric(
        are kept whole and the rest of the budget is spread evenly over the larger ones.
     NaN difficulty counts as the hardest. Returned indices are sorted.
     """
-    return coverage_centric_plan(difficulty, k, beta, n_strata, seed)[0]
-
-
-def coverage_centric_plan(
-    difficulty: np.ndarray, k: int, beta: float = 0.1, n_strata: int = 50, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`coverage_centric` with its workings: ``(indices, pruned bool (n,), stratum int64 (n,))``
-    where ``stratum`` is -1 for pruned rows. Used to explain each decision."""
     if not 0.0 <= beta < 1.0:
         raise ValueError(f"beta must be in [0, 1), got {beta}")
     if n_strata < 1:
@@ -192,27 +180,6 @@ def sensitivity_probabilities(
     return (1.0 - uniform_mix) * sensitivity / total + uniform_mix * uniform
 
 
-def sensitivity_sampling(
-    embeddings: np.ndarray,
-    k: int,
-    n_clusters: int,
-    seed: int = 0,
-    power: float = 2.0,
-    niter: int = 20,
-    uniform_mix: float = 0.1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Clustering-based sensitivity sampling: ``(indices, weights)`` of ``k`` distinct rows.
-
-    k-means on the embeddings, then :func:`sensitivity_probabilities`. Rows are drawn without
-    replacement (Gumbel top-k on ``log p``, which equals sequential sampling proportional to
-    ``p``), since a training subset should not repeat records. ``weights = 1 / (k p)`` are the
-    importance weights that make the weighted subset mean an unbiased estimate of the pool mean
-    (exactly so for the with-replacement scheme). Indices are sorted.
-    """
-    indices, weights, _, _ = sensitivity_plan(embeddings, k, n_clusters, seed, power, niter, uniform_mix)
-    return indices, weights
-
-
 def sensitivity_plan(
     embeddings: np.ndarray,
     k: int,
@@ -222,7 +189,15 @@ def sensitivity_plan(
     niter: int = 20,
     uniform_mix: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`sensitivity_sampling` with its workings: ``(indices, weights, probabilities (n,), clusters (n,))``."""
+    """Clustering-based sensitivity sampling of ``k`` distinct rows, with its workings:
+    ``(indices, weights, probabilities (n,), clusters (n,))``.
+
+    k-means on the embeddings, then :func:`sensitivity_probabilities`. Rows are drawn without
+    replacement (Gumbel top-k on ``log p``, which equals sequential sampling proportional to
+    ``p``), since a training subset should not repeat records. ``weights = 1 / (k p)`` are the
+    importance weights that make the weighted subset mean an unbiased estimate of the pool mean
+    (exactly so for the with-replacement scheme). Indices are sorted.
+    """
     n = len(embeddings)
     k = int(min(max(k, 0), n))
     if n == 0:

@@ -1,0 +1,51 @@
+"""The report's budget sweep re-runs the build's own selection: at the build's budget it selects
+exactly what the build selected, counted against every raw record (quarantined included)."""
+
+import numpy as np
+import pandas as pd
+
+from dataselect import records as cols
+from dataselect.build_report import record_keys, reselect
+from dataselect.evaluation import ArmEvaluator
+from dataselect.selection import SelectionConfig, decide
+
+TOPICS = {"space": "orbit rocket launch planet", "cooking": "oven recipe flour butter"}
+
+
+def _build(n_good: int = 50, n_quarantined: int = 10):
+    rng = np.random.default_rng(0)
+    labels = ["space" if i % 2 else "cooking" for i in range(n_good)]
+    scores = pd.DataFrame(
+        {
+            cols.ID: [f"r{i}" for i in range(n_good)],
+            cols.SHARD: "s1",
+            cols.ROW: np.arange(n_good),
+            "relevance.score": rng.random(n_good),
+            "heuristics.keep": [i % 7 != 0 for i in range(n_good)],
+        }
+    )
+    quarantine = pd.DataFrame({cols.SHARD: "s1", cols.ROW: np.arange(n_good, n_good + n_quarantined), cols.ERROR: "invalid JSON"})
+    config = SelectionConfig(budget=0.1, weights={"relevance.score": 1.0})
+    texts = [f"{TOPICS[label]} note {i}" for i, label in enumerate(labels)]
+    return decide(scores, quarantine, config), config, texts, labels
+
+
+def test_reselect_at_the_build_budget_is_the_build():
+    decisions, config, _, _ = _build()
+    built = record_keys(decisions[decisions[cols.STATUS] == cols.SELECTED]).tolist()
+    assert len(built) == config.budget_count(60) == 6  # 10% of 50 good + 10 quarantined raw records
+    assert reselect(decisions, config, None, budget=config.budget) == built
+
+
+def test_budget_sweep_uses_the_builds_count():
+    decisions, config, texts, labels = _build()
+    good = decisions[decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
+    pool = pd.DataFrame({cols.ID: record_keys(good), cols.TEXT: texts, cols.LABEL: labels})
+    eval_set = pd.DataFrame({cols.TEXT: [TOPICS[t] for t in TOPICS] * 3, cols.LABEL: list(TOPICS) * 3})
+    sweep = ArmEvaluator(pool, eval_set).budget_sweep(
+        lambda budget: reselect(decisions, config, None, budget=budget), budgets=(0.1, 0.2), random_seeds=(1, 2), include_full=False
+    )
+    selected = sweep[sweep.arm == "selected"].set_index("budget")
+    assert selected.loc[0.1, "k"] == (decisions[cols.STATUS] == cols.SELECTED).sum() == 6
+    assert selected.loc[0.2, "k"] == 12
+    assert (sweep.set_index("budget").loc[0.1, "n_train"] == 6).all()  # random arms match the selection's size
