@@ -251,6 +251,7 @@ def test_filtered_set_check(env, case, failing):
     described = {
         "over_budget": "selected records: at most the budget of 3 (observed 5)",
         "selected_failed_hard_filter": "1 selected records that failed a hard filter: r1",
+        "selected_failed_applied_filter": "1 selected records that failed a hard filter: r1",
         "selected_unknown_id": "1 selected records not in raw_pool: not-in-pool",
         "record_lost": "decisions: expected one per raw line of the input files (10) (observed 9)",
     }
