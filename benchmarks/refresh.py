@@ -5,8 +5,7 @@
 Both sides run the platform's real assets with ``dagster.materialize`` on a fresh instance and
 store, static embedding backend, asset checks included:
 
-- full rebuild (the order of ``dataselect build``): ``raw_pool`` + ``embeddings`` per shard,
-  ``target_reference`` + the default models, ``quality_scores`` per shard, then the global steps;
+- full rebuild: the build plan of ``dataselect build`` (``jobs/build_plan.py``), in this process;
 - refresh: the first ``shards - 1`` shards are built as above (not timed); the last shard then
   lands and is processed the way the landing sensor's ``shard_ingest_job`` does it (``raw_pool``,
   ``embeddings``, ``quality_scores`` for that partition alone), followed by the global steps.
@@ -84,8 +83,11 @@ class Driver:
         if not result.success:
             failure = next((e.message for e in result.all_events if e.is_failure), "see the event log")
             raise RuntimeError(f"{selection} [{partition_key}] failed: {failure}")
+        self._count(result.get_asset_materialization_events())
+
+    def _count(self, materializations) -> None:
         self.runs += 1
-        for event in result.get_asset_materialization_events():
+        for event in materializations:
             metadata = event.materialization.metadata
             name = event.asset_key.to_user_string()
             if name == "embeddings":
@@ -93,15 +95,21 @@ class Driver:
             elif name == "quality_scores":
                 self.records_scored += int(metadata["dagster/row_count"].value)
 
-    def build_all(self, keys: list[str], global_steps: tuple[str, ...], seed: int = 0, features: str = "tfidf") -> None:
-        from platform_assets.scoring import DEFAULT_MODEL_KEYS
+    def build_all(self, global_steps: tuple[str, ...], seed: int = 0, features: str = "tfidf") -> None:
+        """The build plan (``dataselect build``'s runs), in this process, over every landing file."""
+        from dataselect_platform.runner import BuildInputs, run_plan
+        from jobs.build_plan import BuildSettings
 
-        for key in keys:
-            self.run(["raw_pool", "embeddings"], key)
-        self.run(["target_reference", *DEFAULT_MODEL_KEYS], run_config={"ops": {k: {"config": {"seed": seed}} for k in DEFAULT_MODEL_KEYS}})
-        for key in keys:
-            self.run(["quality_scores"], key)
-        self.run(list(global_steps), run_config=_global_config(global_steps, seed, features))
+        ops = _global_config(global_steps, seed, features)["ops"]
+        settings = BuildSettings(seed, ops["filtered_set"]["config"], ops.get("evaluation_report", {}).get("config"),
+                                 with_report="evaluation_report" in global_steps)
+        outcome = run_plan(self.instance, BuildInputs(self.landing, self.reference, None, self.store, {"backend": "static"}), settings)
+        failed = [(r.job, r.partition, r.error) for r in outcome.runs if not r.success]
+        if failed:
+            raise RuntimeError(f"build failed: {failed}")
+        for run_id in outcome.run_ids:
+            events = [e.dagster_event for e in self.instance.all_logs(run_id) if e.dagster_event is not None]
+            self._count([e for e in events if e.is_step_materialization])
 
     def refresh_shard(self, key: str, global_steps: tuple[str, ...], seed: int = 0, features: str = "tfidf") -> None:
         self.register([key])
@@ -130,9 +138,8 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
     full_landing = pool_dir / "landing"
     with instance_for_test() as instance:
         driver = Driver(instance, str(full_landing), reference, str(scratch / "full-store"))
-        driver.register(keys)
         started = time.perf_counter()
-        driver.build_all(keys, config.global_steps, config.seed, config.label_noise_features)
+        driver.build_all(config.global_steps, config.seed, config.label_noise_features)
         full = {"seconds": time.perf_counter() - started, "records_embedded": driver.records_embedded,
                 "records_scored": driver.records_scored, "runs": driver.runs}
 
@@ -142,8 +149,7 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
         shutil.copy(full_landing / f"{key}.jsonl", landing / f"{key}.jsonl")
     with instance_for_test() as instance:
         driver = Driver(instance, str(landing), reference, str(scratch / "refresh-store"))
-        driver.register(keys[:-1])
-        driver.build_all(keys[:-1], config.global_steps, config.seed, config.label_noise_features)
+        driver.build_all(config.global_steps, config.seed, config.label_noise_features)
         shutil.copy(full_landing / f"{keys[-1]}.jsonl", landing / f"{keys[-1]}.jsonl")  # the new shard lands
         before = (driver.records_embedded, driver.records_scored, driver.runs)
         started = time.perf_counter()

@@ -1,8 +1,10 @@
 """The ``dataselect`` command: a full build through Dagster, for scripting and CI.
 
-``dataselect build`` materializes the same assets as the UI, in dependency order, against a
-Dagster instance under ``--out`` (unless DAGSTER_HOME is set), and prints progress then, on
-its last line, a JSON object with the output paths and the record counts.
+``dataselect build`` launches the platform's named jobs in the order of ``jobs/build_plan.py``
+on a Dagster instance (``DAGSTER_HOME``, else one under ``--out``), per-shard runs up to
+``--max-concurrent`` at a time, as the UI or the sensor would have launched them. Progress goes
+to stderr; the last line on stdout is a JSON object with the output paths, the record counts and
+any landing files that could not be built. It exits non-zero when a file failed.
 """
 
 
@@ -13,76 +15,66 @@ import sys
 import time
 from pathlib import Path
 
-
-def _progress(message: str) -> None:
-    print(f"[dataselect] {message}", flush=True)
+EXECUTORS = ("in_process", "multiprocess", "ray")
 
 
 def run_build(landing: str, reference: str, evaluation: str | None, out: str, budget: float, seed: int,
-              backend: str, policy: str | None = None) -> dict:
+              backend: str, policy: str | None = None, *, max_concurrent: int | None = None, executor: str = "in_process",
+              ray_address: str | None = None, strict: bool = False, quiet: bool = False) -> dict:
     out_dir = Path(out).resolve()
     home = os.environ.get("DAGSTER_HOME") or str(out_dir / "dagster_home")
     os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
 
-    from dagster import DagsterInstance, materialize
-
-    from dataselect.ingest import list_landing_files
-    from dataselect_platform.definitions import all_assets, all_checks, make_resources
-    from platform_assets.partitions import shards
-    from platform_assets.scoring import DEFAULT_MODEL_KEYS
-    from platform_assets.selection import filtered_set
-
-    resources = make_resources(landing, reference, evaluation or "", str(out_dir / "store"), backend)
-    instance = DagsterInstance.get()
-    files = list_landing_files(landing)
-    if not files:
-        raise SystemExit(f"no supported shard files (.jsonl, .jsonl.gz, .parquet, .csv) in {landing}")
-    instance.add_dynamic_partitions(shards.name, [f.key for f in files])
-    selection_config = {"budget": budget, "seed": seed, **({"policy": policy} if policy else {})}
-    definitions = [*all_assets, *all_checks]
-
-    def run(selection: list[str], partition_key: str | None = None, run_config: dict | None = None) -> None:
-        started = time.perf_counter()
-        result = materialize(definitions, selection=selection, partition_key=partition_key, instance=instance,
-                             resources=resources, run_config=run_config or {}, raise_on_error=False)
-        where = f" [{partition_key}]" if partition_key else ""
-        if not result.success:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            error = failures[0].step_failure_data.error if failures else None
-            while error is not None and error.cause is not None:
-                error = error.cause  # the user's exception, not Dagster's wrapper around it
-            failure = error.message.strip() if error is not None else "see the Dagster event log"
-            raise SystemExit(f"materializing {selection}{where} failed: {failure}")
-        _progress(f"{', '.join(selection)}{where}: done in {time.perf_counter() - started:.1f}s")
-
-    started = time.perf_counter()
-    for f in files:
-        run(["raw_pool", "embeddings"], f.key)
-    model_keys = DEFAULT_MODEL_KEYS
-    run(["target_reference", *model_keys], run_config={"ops": {k: {"config": {"seed": seed}} for k in model_keys}})
-    for f in files:
-        run(["quality_scores"], f.key)
-    run(["filtered_set", "evaluation_set", "evaluation_report"], run_config={"ops": {"filtered_set": {"config": selection_config}}})
+    from dagster import DagsterInstance
 
     from dataselect.storage import read_json
+    from dataselect_platform.progress import BuildProgress, say
+    from dataselect_platform.runner import BuildInputs, Execution, default_concurrency, run_plan
+    from jobs.build_plan import BuildSettings
 
-    store = resources["storage"]
-    event = instance.get_latest_materialization_event(filtered_set.key).asset_materialization
-    build_id = event.metadata["build_id"].value
-    manifest = read_json(store.path("builds", build_id, "manifest.json"))
-    report_dir = store.path("builds", build_id, "report")
-    return {
-        "build_id": build_id,
-        "selected": str(store.path("builds", build_id, "selected.parquet")),
-        "decisions": str(store.path("builds", build_id, "decisions.parquet")),
-        "manifest": str(store.path("builds", build_id, "manifest.json")),
-        "report": str(report_dir / "report.html"),
-        "summary": str(report_dir / "summary.json"),
-        "counts": {k: manifest["counts"][k] for k in ("raw", "selected", "rejected", "quarantined")},
-        "dagster_home": home,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    store = out_dir / "store"
+    inputs = BuildInputs(str(Path(landing).resolve()), str(Path(reference).resolve()),
+                         str(Path(evaluation).resolve()) if evaluation else None, str(store), {"backend": backend})
+    settings = BuildSettings(seed=seed, selection={"budget": budget, **({"policy": policy} if policy else {})})
+    execution = Execution(executor, ray_address, gpu_step_num_gpus=1.0 if executor == "ray" and _uses_cuda(backend) else 0.0)
+    concurrency = max_concurrent or default_concurrency()
+    say(f"building on the Dagster instance in {home}: up to {concurrency} runs at a time, {executor} executor", quiet)
+    started = time.perf_counter()
+    with DagsterInstance.get() as instance:
+        outcome = run_plan(instance, inputs, settings, execution, max_concurrent=concurrency, strict=strict,
+                           progress=BuildProgress(quiet))
+    summary: dict = {"build_id": outcome.build_id}
+    if outcome.build_id:
+        build = store / "builds" / outcome.build_id
+        manifest = read_json(build / "manifest.json")
+        summary.update(
+            selected=str(build / "selected.parquet"),
+            decisions=str(build / "decisions.parquet"),
+            manifest=str(build / "manifest.json"),
+            report=str(build / "report" / "report.html"),
+            summary=str(build / "report" / "summary.json"),
+            counts={k: manifest["counts"][k] for k in ("raw", "selected", "rejected", "quarantined")},
+        )
+    summary.update(
+        failed_files=sorted(f["file"] for f in outcome.failed),
+        failures=outcome.failed,
+        **({"stopped": outcome.stopped} if outcome.stopped else {}),
+        runs=len(outcome.runs),
+        dagster_home=home,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    return summary
+
+
+def _uses_cuda(backend: str) -> bool:
+    """Whether the embedding steps will run on a GPU (and so should ask Ray for one)."""
+    device = os.environ.get("DATASELECT_DEVICE", "auto")
+    if device != "auto":
+        return device == "cuda"
+    import torch
+
+    return backend != "static" and torch.cuda.is_available()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--policy", default=None, help="top_k | gumbel_top_k | threshold | cluster_balanced | ccs | sensitivity")
     build.add_argument("--backend", default="auto", choices=["auto", "static", "transformer"])
     build.add_argument("--out", required=True, help="output folder: the store, the builds and a Dagster home")
+    build.add_argument("--strict", action="store_true",
+                       help="stop at the first file that fails (default: build from the readable files, exit non-zero, list the failed ones)")
+    for command in (demo, build):
+        command.add_argument("--max-concurrent", type=int, default=None, help="runs at a time per stage (default: the number of cores)")
+        command.add_argument("--executor", default="in_process", choices=EXECUTORS, help="how each run executes its steps")
+        command.add_argument("--ray-address", default=None, help="Ray dashboard address for --executor ray, e.g. http://127.0.0.1:8265")
+        command.add_argument("--quiet", action="store_true", help="no progress; only failures (stderr) and the JSON summary (stdout)")
     args = parser.parse_args(argv)
+    run_options = {"max_concurrent": args.max_concurrent, "executor": args.executor, "ray_address": args.ray_address, "quiet": args.quiet}
 
     # Before any heavy import (Dagster, torch): a bad call fails at once, naming what is wrong.
     from dataselect.build_inputs import InputError, check_build_inputs, check_run_arguments
@@ -118,14 +118,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "demo":
         from dataselect.demo import write_demo
+        from dataselect_platform.progress import say
 
         paths = write_demo(Path(args.out) / "data", seed=args.seed)
-        _progress(f"demo data written under {Path(args.out) / 'data'} (synthetic, seeded)")
-        result = run_build(str(paths.landing), str(paths.reference), str(paths.evaluation), args.out, args.budget, args.seed, args.backend)
+        say(f"demo data written under {Path(args.out) / 'data'} (synthetic, seeded)", args.quiet)
+        result = run_build(str(paths.landing), str(paths.reference), str(paths.evaluation), args.out, args.budget, args.seed,
+                           args.backend, **run_options)
     else:
-        result = run_build(args.landing, args.reference, args.eval, args.out, args.budget, args.seed, args.backend, args.policy)
+        result = run_build(args.landing, args.reference, args.eval, args.out, args.budget, args.seed, args.backend, args.policy,
+                           strict=args.strict, **run_options)
     print(json.dumps(result), flush=True)
-    return 0
+    return 0 if result["build_id"] and not result["failed_files"] else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,15 @@
 """Jobs and the retraining schedule.
 
-- ``shard_ingest_job``: one shard's raw_pool -> embeddings -> quality_scores (what the sensor runs).
+The build (``jobs/build_plan.py`` orders them; ``dataselect build`` launches them):
+
+- ``shard_embed_job``: one shard's raw_pool -> embeddings.
+- ``model_fit_job``: the target reference and the default recipe's scorer models, fit on the pool.
+- ``shard_score_job``: one shard's quality_scores from the fitted models.
 - ``selection_build_job``: the global steps, filtered_set -> evaluation_report.
+
+Launched by the platform itself:
+
+- ``shard_ingest_job``: one new landing shard's raw_pool -> embeddings -> quality_scores (what the sensor runs).
 - ``retraining_data_build_job``: refit the scorer models on the current pool, then the global steps;
   per-shard scores are refreshed by declarative automation when their models change.
 - ``full_build_job``: everything (the UI's "materialize all", as one job).
@@ -12,6 +20,7 @@ import os
 
 from dagster import AssetSelection, ScheduleDefinition, define_asset_job
 
+from jobs.executor import platform_executor
 from platform_assets.partitions import shards
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 
@@ -19,18 +28,24 @@ per_shard = AssetSelection.assets("raw_pool", "embeddings", "quality_scores")
 global_steps = AssetSelection.assets("filtered_set", "evaluation_set", "evaluation_report")
 fitted_models = AssetSelection.assets("target_reference", *DEFAULT_MODEL_KEYS)
 
-shard_ingest_job = define_asset_job(
-    "shard_ingest_job", selection=per_shard, partitions_def=shards, description="Parse, embed and score one landing shard."
-)
-selection_build_job = define_asset_job(
-    "selection_build_job", selection=global_steps, description="Select under the budget and evaluate, across all shards."
-)
-retraining_data_build_job = define_asset_job(
+
+def _job(name: str, selection: AssetSelection, description: str, partitioned: bool = False):
+    return define_asset_job(
+        name, selection=selection, partitions_def=shards if partitioned else None, executor_def=platform_executor, description=description
+    )
+
+
+shard_embed_job = _job("shard_embed_job", AssetSelection.assets("raw_pool", "embeddings"), "Parse and embed one landing shard.", True)
+model_fit_job = _job("model_fit_job", fitted_models, "Embed the target reference and fit the default scorer models on the pool.")
+shard_score_job = _job("shard_score_job", AssetSelection.assets("quality_scores"), "Score one shard with the fitted models.", True)
+selection_build_job = _job("selection_build_job", global_steps, "Select under the budget and evaluate, across all shards.")
+shard_ingest_job = _job("shard_ingest_job", per_shard, "Parse, embed and score one landing shard.", True)
+retraining_data_build_job = _job(
     "retraining_data_build_job",
-    selection=fitted_models | global_steps,
-    description="A new versioned training-data build: refit scorer models on the current pool, reselect, re-evaluate.",
+    fitted_models | global_steps,
+    "A new versioned training-data build: refit scorer models on the current pool, reselect, re-evaluate.",
 )
-full_build_job = define_asset_job("full_build_job", selection=AssetSelection.all(), description="Every asset.")
+full_build_job = _job("full_build_job", AssetSelection.all(), "Every asset.")
 
 RETRAINING_CRON_DEFAULT = "0 3 * * *"  # daily at 03:00
 
@@ -45,4 +60,6 @@ def retraining_schedule() -> ScheduleDefinition:
     )
 
 
-all_jobs = [shard_ingest_job, selection_build_job, retraining_data_build_job, full_build_job]
+all_jobs = [
+    shard_embed_job, model_fit_job, shard_score_job, selection_build_job, shard_ingest_job, retraining_data_build_job, full_build_job
+]

@@ -1,10 +1,9 @@
-"""Shared helpers for the Dagster-layer tests: a build driver over real ``materialize`` calls,
-an independent count of raw input rows, and the quiet, offline test environment.
+"""Shared helpers for the Dagster-layer tests: a build driver, an independent count of raw
+input rows, and the quiet, offline test environment.
 
-The driver runs the assets in the order ``dataselect build`` uses (see dataselect_platform/cli.py):
-per shard raw_pool + embeddings, then target_reference + the default models, then
-quality_scores per shard, then filtered_set + evaluation_set + evaluation_report, each with
-its asset checks, against a real (SQLite) Dagster instance.
+The driver runs the build plan (jobs/build_plan.py) through the same runner as ``dataselect
+build``, in this process, against a real (SQLite) Dagster instance; single assets can still be
+materialized on their own with ``run``.
 """
 
 from __future__ import annotations
@@ -23,10 +22,11 @@ import pyarrow.parquet as pq  # noqa: E402
 from dagster import AssetCheckEvaluation, DagsterInstance, ExecuteInProcessResult, materialize  # noqa: E402
 
 from dataselect.ingest import list_landing_files  # noqa: E402
-from dataselect_platform.definitions import all_assets, all_checks, make_resources  # noqa: E402
+from dataselect_platform.definitions import all_assets, all_checks  # noqa: E402
+from dataselect_platform.runner import BuildInputs, RunRequest, execute_run, run_plan  # noqa: E402
+from jobs.build_plan import BUILD_PLAN, BuildSettings  # noqa: E402
 from platform_assets.partitions import shards  # noqa: E402
-from platform_assets.scoring import DEFAULT_MODEL_KEYS  # noqa: E402
-from resources import EmbeddingResource  # noqa: E402
+from resources import EmbeddingResource, make_resources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # A cheaper report than the default (no ablation, two budgets) keeps end-to-end tests short;
@@ -49,11 +49,33 @@ def raw_rows_in(landing: str | os.PathLike) -> int:
     return sum(raw_row_count(p) for p in Path(landing).iterdir() if not p.name.startswith("."))
 
 
-def check_evaluations(result: ExecuteInProcessResult) -> list[AssetCheckEvaluation]:
+@dataclass
+class RunEvents:
+    """One run's events read back from the instance: what tests inspect of a run the build plan launched."""
+
+    run_id: str
+    success: bool
+    events: list
+
+    @classmethod
+    def read(cls, instance: DagsterInstance, run_id: str) -> "RunEvents":
+        from dagster import DagsterRunStatus
+
+        events = [entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event is not None]
+        return cls(run_id, instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS, events)
+
+    def get_asset_materialization_events(self) -> list:
+        return [e for e in self.events if e.is_step_materialization]
+
+    def get_asset_check_evaluations(self) -> list[AssetCheckEvaluation]:
+        return [e.event_specific_data for e in self.events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+
+
+def check_evaluations(result: ExecuteInProcessResult | RunEvents) -> list[AssetCheckEvaluation]:
     return list(result.get_asset_check_evaluations())
 
 
-def materialized_keys(result: ExecuteInProcessResult) -> set[str]:
+def materialized_keys(result: ExecuteInProcessResult | RunEvents) -> set[str]:
     return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
 
 
@@ -65,9 +87,17 @@ def latest_metadata(instance: DagsterInstance, asset: str) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
+def build_with_plan(instance: DagsterInstance, inputs: BuildInputs, settings: BuildSettings, **options) -> list[RunEvents]:
+    """The whole build plan on ``instance``, in this process; fails the test on any failed run."""
+    outcome = run_plan(instance, inputs, settings, **options)
+    failed = [(r.job, r.partition, r.error, r.failed_checks) for r in outcome.runs if not r.success]
+    assert not failed and not outcome.stopped, f"build failed: {failed} {outcome.stopped or ''}"
+    return [RunEvents.read(instance, run_id) for run_id in outcome.run_ids]
+
+
 @dataclass
 class PlatformBuild:
-    """Materializes the platform's assets step by step on one instance, store and set of inputs."""
+    """Runs the build plan, or single assets, on one instance, store and set of inputs."""
 
     instance: DagsterInstance
     landing: str
@@ -76,13 +106,14 @@ class PlatformBuild:
     store: str
     backend: str = "static"
     embedding_options: dict = field(default_factory=dict)
-    results: list[ExecuteInProcessResult] = field(default_factory=list)
+    results: list[ExecuteInProcessResult | RunEvents] = field(default_factory=list)
     seconds: list[tuple[str, float]] = field(default_factory=list)  # (what, wall seconds) per materialize call
 
     def __post_init__(self):
         self.resources = make_resources(self.landing, self.reference, self.evaluation or "", self.store, self.backend)
         if self.embedding_options:
             self.resources["embedding"] = EmbeddingResource(backend=self.backend, **self.embedding_options)
+        self.inputs = BuildInputs(self.landing, self.reference, self.evaluation, self.store, {"backend": self.backend, **self.embedding_options})
         self.keys = [f.key for f in list_landing_files(self.landing)]
         self.instance.add_dynamic_partitions(shards.name, self.keys)
 
@@ -98,16 +129,23 @@ class PlatformBuild:
         self.results.append(result)
         return result
 
-    def ingest_and_fit(self, seed: int = 0) -> None:
-        for key in self.keys:
-            self.run(["raw_pool", "embeddings"], key)
-        self.run(["target_reference", *DEFAULT_MODEL_KEYS], run_config={"ops": {k: {"config": {"seed": seed}} for k in DEFAULT_MODEL_KEYS}})
-        for key in self.keys:
-            self.run(["quality_scores"], key)
+    def build(self, seed: int, selection_config: dict, report_config: dict | None = None) -> list[RunEvents]:
+        """The whole build plan, as ``dataselect build`` runs it."""
+        settings = BuildSettings(seed=seed, selection=selection_config, report=report_config or FAST_REPORT)
+        results = build_with_plan(self.instance, self.inputs, settings)
+        self.results.extend(results)
+        return results
 
-    def select_and_report(self, selection_config: dict, report_config: dict | None = None) -> ExecuteInProcessResult:
-        ops = {"filtered_set": {"config": selection_config}, "evaluation_report": {"config": report_config or FAST_REPORT}}
-        return self.run(["filtered_set", "evaluation_set", "evaluation_report"], run_config={"ops": ops})
+    def select_and_report(self, selection_config: dict, report_config: dict | None = None) -> RunEvents:
+        """The plan's last step again, e.g. on another budget."""
+        settings = BuildSettings(seed=selection_config.get("seed", 0), selection=selection_config, report=report_config or FAST_REPORT)
+        step = BUILD_PLAN[-1]
+        base = {"resources": self.inputs.resources_config(), "execution": {"config": {"in_process": {}}}}
+        outcome = execute_run(self.instance, RunRequest(step.job, None, {**base, **step.run_config(settings)}, step.assets(settings)))
+        assert outcome.success, f"{step.job} failed: {outcome.error} {outcome.failed_checks}"
+        result = RunEvents.read(self.instance, outcome.run_id)
+        self.results.append(result)
+        return result
 
     def build_paths(self, build_id: str) -> dict[str, Path]:
         build = Path(self.store) / "builds" / build_id

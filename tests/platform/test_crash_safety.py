@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from dataselect.storage import atomic_write_bytes
@@ -111,34 +112,19 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _build(landing: str, reference: str, out: Path) -> str:
-    """The CLI's steps up to the selection (the evaluation report is not under test here),
+    """The build plan up to the selection (the evaluation report is not under test here),
     against the Dagster instance in ``out/dagster_home``; returns the build id."""
-    from dagster import DagsterInstance, materialize
+    from dagster import DagsterInstance
 
-    from dataselect.ingest import list_landing_files
-    from dataselect_platform.definitions import all_assets, all_checks, make_resources
-    from platform_assets.partitions import shards
-    from platform_assets.scoring import DEFAULT_MODEL_KEYS
-    from platform_assets.selection import filtered_set
+    from dataselect_platform.runner import BuildInputs
+    from jobs.build_plan import BuildSettings
+    from tests.platform.helpers import build_with_plan
 
     (out / "dagster_home").mkdir(parents=True, exist_ok=True)
     instance = DagsterInstance.from_config(str(out / "dagster_home"))
-    resources = make_resources(landing, reference, "", str(out / "store"), "static")
-    keys = [f.key for f in list_landing_files(landing)]
-    instance.add_dynamic_partitions(shards.name, keys)
-
-    def run(selection, key=None, config=None):
-        result = materialize([*all_assets, *all_checks], selection=selection, partition_key=key, instance=instance,
-                             resources=resources, run_config=config or {}, raise_on_error=False)
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
-
-    for key in keys:
-        run(["raw_pool", "embeddings"], key)
-    run(["target_reference", *DEFAULT_MODEL_KEYS], config={"ops": {k: {"config": {"seed": 0}} for k in DEFAULT_MODEL_KEYS}})
-    for key in keys:
-        run(["quality_scores"], key)
-    run(["filtered_set"], config={"ops": {"filtered_set": {"config": {"budget": 0.1, "seed": 0}}}})
-    build_id = instance.get_latest_materialization_event(filtered_set.key).asset_materialization.metadata["build_id"].value
+    inputs = BuildInputs(landing, reference, None, str(out / "store"), {"backend": "static"})
+    runs = build_with_plan(instance, inputs, BuildSettings(seed=0, selection={"budget": 0.1}, with_report=False))
+    build_id = next(e.materialization.metadata["build_id"].value for e in runs[-1].get_asset_materialization_events())
     instance.dispose()
     return build_id
 
@@ -153,7 +139,7 @@ def test_a_build_killed_during_embeddings_resumes_to_identical_outputs(tmp_path)
     environment.update(HF_HUB_OFFLINE="1", GX_ANALYTICS_ENABLED="False", PYTHONPATH=str(REPOSITORY))
     command = [
         sys.executable, "-m", "dataselect_platform.cli", "build", "--landing", demo.landing, "--reference", demo.reference,
-        "--backend", "static", "--seed", "0", "--out", str(killed_out),
+        "--backend", "static", "--seed", "0", "--out", str(killed_out), "--max-concurrent", "2",
     ]
     build = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     embeddings = killed_out / "store" / "embeddings"
@@ -162,9 +148,13 @@ def test_a_build_killed_during_embeddings_resumes_to_identical_outputs(tmp_path)
         assert build.poll() is None, "the build ended before its first embeddings file appeared"
         assert time.monotonic() < deadline, "no embeddings file within the time limit"
         time.sleep(0.01)
+    workers = psutil.Process(build.pid).children(recursive=True)
+    assert workers, "the build runs its shards in worker processes"
     _kill(build)
+    # The workers die with the build instead of writing on (both shards' runs may have been in flight).
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == []
     assert not (killed_out / "store" / "builds").exists(), "the kill came after the build had finished"
-    assert len(list(embeddings.glob("*.parquet"))) == 1
 
     # Resume in the same folder (same Dagster instance and store), and build once without a kill.
     resumed = _build(demo.landing, demo.reference, killed_out)

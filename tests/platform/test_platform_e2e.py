@@ -1,5 +1,5 @@
-"""End to end through Dagster: every asset and check materialized with ``materialize`` on a real
-SQLite instance, over the synthetic demo (static embeddings) and over a small 20 Newsgroups
+"""End to end through Dagster: the build plan's named jobs run on a real SQLite instance, every
+asset and check, over the synthetic demo (static embeddings) and over a small 20 Newsgroups
 sample with the real transformer; plus the ``dataselect build`` command in a subprocess."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dataselect import records as cols
 from dataselect.demo import write_demo
 from dataselect.storage import parquet_metadata
+from jobs.build_plan import BUILD_PLAN
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 from tests.platform.helpers import (
     ALL_CHECK_NAMES,
@@ -45,8 +46,7 @@ def demo_build(tmp_path_factory):
     paths = write_demo(root / "data", seed=SEED, n_records=600, n_shards=3)
     with instance_for_test() as instance:
         build = PlatformBuild(instance, paths.landing, paths.reference, paths.evaluation, str(root / "store"))
-        build.ingest_and_fit(seed=SEED)
-        build.select_and_report({"budget": BUDGET, "seed": SEED})
+        build.build(SEED, {"budget": BUDGET, "seed": SEED})
         build.demo = paths
         build.build_id = latest_metadata(instance, "filtered_set")["build_id"]
         build.first_build_results = list(build.results)  # later tests append their own runs
@@ -73,6 +73,10 @@ def test_every_asset_materializes_with_its_checks_passing(demo_build):
     # Partitioned checks ran once per shard.
     assert sorted(e.partition for e in evaluations if e.check_name == "raw_pool_valid") == sorted(keys)
     assert sorted(e.partition for e in evaluations if e.check_name == "quality_scores_valid") == sorted(keys)
+    # Each run is one of the platform's named jobs, as the UI's Runs page lists it, in the plan's order.
+    runs = [demo_build.instance.get_run_by_id(r.run_id) for r in demo_build.first_build_results]
+    expected = [(step.job, key) for step in BUILD_PLAN for key in (sorted(keys) if step.per_shard else [None])]
+    assert [(run.job_name, run.tags.get("dagster/partition")) for run in runs] == expected
 
 
 @pytest.mark.slow
@@ -230,8 +234,7 @@ def test_newsgroups_build_with_the_real_transformer(newsgroups_dir, tmp_path):
             instance, sample["landing"], sample["reference"], sample["evaluation"], str(tmp_path / "store"),
             backend="transformer", embedding_options={"device": "cpu", "max_tokens": 128},
         )
-        build.ingest_and_fit(seed=SEED)
-        build.select_and_report({"budget": 0.25, "seed": SEED}, {**FAST_REPORT, "budgets": []})
+        build.build(SEED, {"budget": 0.25, "seed": SEED}, {**FAST_REPORT, "budgets": []})
         failed = [(e.check_name, e.partition) for r in build.results for e in check_evaluations(r) if not e.passed]
         assert not failed
 

@@ -128,24 +128,19 @@ def test_selection_refuses_mixed_shard_versions_and_keeps_the_previous_build(dem
 
     from dataselect.ingest import list_landing_files
     from dataselect_platform.definitions import make_resources
-    from platform_assets.partitions import shards
-    from platform_assets.scoring import DEFAULT_MODEL_KEYS
+    from dataselect_platform.runner import BuildInputs
+    from jobs.build_plan import BuildSettings
     from platform_assets.selection import SelectionBuildConfig, filtered_set
+    from tests.platform.helpers import build_with_plan
 
     landing = tmp_path / "landing"
     shutil.copytree(demo.landing, landing)
     store = tmp_path / "store"
     resources = make_resources(str(landing), demo.reference, "", str(store), "static")
-    keys = [f.key for f in list_landing_files(landing)]
     (tmp_path / "home").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        instance.add_dynamic_partitions(shards.name, keys)
-        for key in keys:
-            _ok(_materialize(instance, resources, ["raw_pool", "embeddings"], key))
-        _ok(_materialize(instance, resources, ["target_reference", *DEFAULT_MODEL_KEYS]))
-        for key in keys:
-            _ok(_materialize(instance, resources, ["quality_scores"], key))
-        _ok(_materialize(instance, resources, ["filtered_set"]))
+        inputs = BuildInputs(str(landing), demo.reference, None, str(store), {"backend": "static"})
+        build_with_plan(instance, inputs, BuildSettings(with_report=False))
         first_build = instance.get_latest_materialization_event(filtered_set.key).asset_materialization.metadata["build_id"].value
         before = _tree(store / "builds")
 

@@ -153,13 +153,13 @@ def test_storage_options_come_from_environment_variables(monkeypatch):
 def test_a_build_writes_nothing_outside_its_store(tmp_path, monkeypatch):
     """Hostile landing file names and record ids; every file the build writes is under its
     store or its Dagster home, and nothing appears anywhere else."""
-    from dagster import instance_for_test, materialize
+    from dagster import instance_for_test
 
     from dataselect.demo import write_demo
     from dataselect.ingest import list_landing_files
-    from dataselect_platform.definitions import all_assets, all_checks, make_resources
-    from platform_assets.partitions import shards
-    from platform_assets.scoring import DEFAULT_MODEL_KEYS
+    from dataselect_platform.runner import BuildInputs
+    from jobs.build_plan import BuildSettings
+    from tests.platform.helpers import build_with_plan
 
     demo = write_demo(tmp_path / "demo", n_records=120, n_shards=1)
     landing = Path(demo.landing)
@@ -183,21 +183,9 @@ def test_a_build_writes_nothing_outside_its_store(tmp_path, monkeypatch):
     files = list_landing_files(landing)
     keys = sorted(f.key for f in files)
     assert keys == ["_", "a..b_touch_pwned", "escape", "pool-00000-of-00001"]
-    resources = make_resources(str(landing), demo.reference, "", str(out / "store"), "static")
-    definitions = [*all_assets, *all_checks]
-
-    def run(selection, key=None):
-        result = materialize(definitions, selection=selection, partition_key=key, instance=instance, resources=resources, raise_on_error=False)
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
-
+    inputs = BuildInputs(str(landing), demo.reference, None, str(out / "store"), {"backend": "static"})
     with instance_for_test(temp_dir=str(out / "home")) as instance:
-        instance.add_dynamic_partitions(shards.name, keys)
-        for key in keys:
-            run(["raw_pool", "embeddings"], key)
-        run(["target_reference", *DEFAULT_MODEL_KEYS])
-        for key in keys:
-            run(["quality_scores"], key)
-        run(["filtered_set"])
+        build_with_plan(instance, inputs, BuildSettings(with_report=False))
 
     created = {p for p in tmp_path.rglob("*") if p.is_file()} - before
     outside = sorted(str(p) for p in created if not (p.is_relative_to(out / "store") or p.is_relative_to(out / "home")))

@@ -1,0 +1,325 @@
+"""The build runner: launches the build plan's named jobs on a Dagster instance, stage by stage.
+
+Every run goes through ``execute_job`` on the job of the code location, tagged with its
+``dagster/partition``, so the UI's Runs page lists what a build ran under the platform's job
+names. Runs go to a pool of ``max_concurrent`` worker processes, the per-shard ones up to
+``max_concurrent`` at a time (workers are forked from a fork server that imported the code
+location once; each opens the same instance); with ``max_concurrent=1`` every run executes in
+this process. Inputs and the embedding settings reach the runs as resource run config, so
+every run records where its data came from.
+
+A shard whose run fails drops out of the later stages (its partition is removed, so the
+selection covers the readable shards) and is reported with its landing file; ``strict`` stops
+the build at the first failure instead. A failed global step ends the build.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import select
+import signal
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from jobs.build_plan import BUILD_PLAN, BuildSettings
+
+CODE_LOCATION_MODULE = "dataselect_platform.definitions"
+EXECUTORS = ("in_process", "multiprocess", "ray")
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    landing: str
+    reference: str
+    evaluation: str | None
+    store: str
+    embedding: dict = field(default_factory=lambda: {"backend": "auto"})  # EmbeddingResource config
+
+    def resources_config(self) -> dict:
+        return {
+            "inputs": {"config": {"landing_dir": self.landing, "reference_path": self.reference, "evaluation_path": self.evaluation or ""}},
+            "storage": {"config": {"root": self.store}},
+            "embedding": {"config": dict(self.embedding)},
+        }
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How each run executes its steps: ``in_process``, ``multiprocess`` or ``ray``."""
+
+    executor: str = "in_process"
+    ray_address: str | None = None
+    gpu_step_num_gpus: float = 0.0
+    log_level: str = "WARNING"  # Dagster's console log of each run; the event log keeps everything
+
+    def run_config(self) -> dict:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}; expected one of {EXECUTORS}")
+        config: dict = {}
+        if self.executor == "ray":
+            # Steps run in Ray jobs: they need the code, the offline switches and the instance.
+            passed = [
+                k
+                for k in (
+                    "PYTHONPATH",
+                    "DAGSTER_HOME",
+                    "HF_HUB_OFFLINE",
+                    "TRANSFORMERS_OFFLINE",
+                    "GX_ANALYTICS_ENABLED",
+                    "DATASELECT_CACHE",
+                )
+                if k in os.environ
+            ]
+            config = {"address": self.ray_address, "env_vars": passed, "gpu_step_num_gpus": self.gpu_step_num_gpus}
+        return {"execution": {"config": {self.executor: config}}, "loggers": {"console": {"config": {"log_level": self.log_level}}}}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    job: str
+    partition: str | None
+    run_config: dict
+    assets: list[str] | None
+
+
+@dataclass
+class RunOutcome:
+    job: str
+    partition: str | None
+    run_id: str | None
+    success: bool
+    seconds: float
+    records: int = 0  # rows the run's largest materialization wrote
+    build_id: str | None = None  # the build a selection run materialized
+    error: str | None = None  # the user-facing error of the first failed step
+    failed_checks: list[str] = field(default_factory=list)  # "<check>: <description>" of failed blocking checks
+
+
+@dataclass
+class BuildOutcome:
+    runs: list[RunOutcome] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)  # {file, shard, job, run_id, error} per failed shard
+    stopped: str | None = None  # why the build stopped before its last stage, if it did
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.run_id for r in self.runs if r.run_id]
+
+    @property
+    def build_id(self) -> str | None:
+        return next((r.build_id for r in reversed(self.runs) if r.build_id), None)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+_worker_instance = None
+
+
+def _worker_context():
+    """Workers forked from a fork server that imported the code location once: one import for
+    all of them, and no state of this process (its threads, a CUDA context) carried over."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([CODE_LOCATION_MODULE])
+    return context
+
+
+def _init_worker(instance_ref, build_pid: int) -> None:
+    global _worker_instance
+    _die_with(build_pid)
+    from dagster import DagsterInstance
+
+    import dataselect_platform.definitions  # noqa: F401  (already imported by the fork server)
+
+    _worker_instance = DagsterInstance.from_ref(instance_ref)
+
+
+def _die_with(build_pid: int) -> None:
+    """A killed build must not leave workers writing on. Their parent is the fork server, which
+    lives as long as they do, so each worker watches the build's own process."""
+
+    def watch() -> None:
+        try:
+            select.select([os.pidfd_open(build_pid)], [], [])  # readable once the process has exited
+        except AttributeError:  # no pidfd (not Linux): poll
+            while _alive(build_pid):
+                time.sleep(0.5)
+        except OSError:  # already gone
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-build", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _execute_in_worker(request: RunRequest) -> RunOutcome:
+    return execute_run(_worker_instance, request)
+
+
+def execute_run(instance, request: RunRequest) -> RunOutcome:
+    """One run of a named job of the code location, on ``instance``, summarised in plain values."""
+    from dagster import AssetKey, execute_job
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repository = ReconstructableRepository.for_module(CODE_LOCATION_MODULE, "defs", working_directory=os.getcwd())
+    job = repository.get_reconstructable_job(request.job)
+    tags = {"dagster/partition": request.partition} if request.partition else {}
+    assets = [AssetKey(a) for a in request.assets] if request.assets else None
+    started = time.perf_counter()
+    with execute_job(job, instance, run_config=request.run_config, tags=tags, raise_on_error=False, asset_selection=assets) as result:
+        events = result.all_events
+        outcome = RunOutcome(request.job, request.partition, result.run_id, result.success, round(time.perf_counter() - started, 2))
+    row_counts = [
+        int(e.materialization.metadata["dagster/row_count"].value)
+        for e in events
+        if e.is_step_materialization and "dagster/row_count" in e.materialization.metadata
+    ]
+    outcome.records = max(row_counts, default=0)
+    outcome.build_id = next(
+        (
+            e.materialization.metadata["build_id"].value
+            for e in events
+            if e.is_step_materialization and "build_id" in e.materialization.metadata
+        ),
+        None,
+    )
+    if not outcome.success:
+        outcome.error = _first_error(events)
+        outcome.failed_checks = [
+            f"{e.event_specific_data.check_name}: {e.event_specific_data.description or 'failed'}"
+            for e in events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed and e.event_specific_data.blocking
+        ]
+    return outcome
+
+
+def _first_error(events) -> str:
+    for event in events:
+        if event.is_step_failure or event.is_step_up_for_retry:
+            error = event.event_specific_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause  # the user's exception, not Dagster's wrapper around it
+            if error is not None:
+                return error.message.strip()
+    return next((e.message for e in events if e.is_failure and e.message), "see the run's event log")
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def run_plan(
+    instance,
+    inputs: BuildInputs,
+    settings: BuildSettings = BuildSettings(),
+    execution: Execution = Execution(),
+    *,
+    max_concurrent: int = 1,
+    strict: bool = False,
+    progress=None,
+) -> BuildOutcome:
+    """Run ``BUILD_PLAN`` on ``instance``: each stage's runs, per shard concurrently, then the next stage."""
+    from dataselect.ingest import list_landing_files
+    from platform_assets.partitions import shards
+
+    files = {f.key: str(f.path) for f in list_landing_files(inputs.landing)}
+    instance.add_dynamic_partitions(shards.name, sorted(files))
+    base_config = {**execution.run_config(), "resources": inputs.resources_config()}
+    outcome = BuildOutcome()
+    live = sorted(files)
+    pool = None
+    try:
+        for step in BUILD_PLAN:
+            partitions = live if step.per_shard else [None]
+            requests = [
+                RunRequest(step.job, key, {**base_config, **step.run_config(settings)}, step.assets(settings)) for key in partitions
+            ]
+            if step.per_shard and max_concurrent > 1 and len(requests) > 1 and pool is None:
+                pool = ProcessPoolExecutor(
+                    max_workers=max_concurrent,
+                    mp_context=_worker_context(),
+                    initializer=_init_worker,
+                    initargs=(instance.get_ref(), os.getpid()),
+                )
+            stage = progress.stage(step, len(requests)) if progress else None
+            # Global steps go to the pool too once it exists: its workers have the code location imported.
+            results = _run_stage(instance, requests, pool, max_concurrent, strict, stage)
+            outcome.runs.extend(results)
+            failed = [r for r in results if not r.success]
+            for run in failed:
+                if run.partition is not None:
+                    outcome.failed.append(
+                        {"file": files[run.partition], "shard": run.partition, "job": run.job, "run_id": run.run_id, "error": run.error}
+                    )
+            if failed and (strict or not step.per_shard):
+                first = failed[0]
+                where = f" [{first.partition}]" if first.partition else ""
+                checks = "".join(f"; blocking check {c}" for c in first.failed_checks)
+                outcome.stopped = f"{step.job}{where} failed in run {first.run_id}: {first.error}{checks}"
+                break
+            if failed:
+                dropped = [r.partition for r in failed]
+                live = [k for k in live if k not in dropped]
+                for key in dropped:  # the selection covers the registered partitions: the readable ones
+                    instance.delete_dynamic_partition(shards.name, key)
+                if not live:
+                    outcome.stopped = "no shard could be processed"
+                    break
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return outcome
+
+
+def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, strict: bool, stage) -> list[RunOutcome]:
+    """The stage's runs, at most ``max_concurrent`` at a time in the pool (one at a time in this
+    process without one); with ``strict``, none is started after a failure."""
+
+    def launch(request: RunRequest) -> Future:
+        if pool is not None:
+            return pool.submit(_execute_in_worker, request)
+        future = Future()
+        try:
+            future.set_result(execute_run(instance, request))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+    limit = max_concurrent if pool is not None else 1
+    waiting, running, results, stop = list(requests), {}, [], False
+    while waiting or running:
+        while waiting and not stop and len(running) < limit:
+            request = waiting.pop(0)
+            if stage:
+                stage.update(queued=len(waiting), running=len(running) + 1)
+            running[launch(request)] = request
+        if not running:
+            break
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            request = running.pop(future)
+            try:
+                result = future.result()
+            except Exception as error:  # no run summary came back: bad config, or a worker that died (e.g. out of memory)
+                result = RunOutcome(request.job, request.partition, None, False, 0.0, error=f"{type(error).__name__}: {error}")
+            results.append(result)
+            stop = stop or (strict and not result.success)
+            if stage:
+                stage.done(result)
+                stage.update(queued=0 if stop else len(waiting), running=len(running))
+    if stage:
+        stage.close()
+    return sorted(results, key=lambda r: r.partition or "")
+
+
+def default_concurrency() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

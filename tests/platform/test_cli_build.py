@@ -1,0 +1,162 @@
+"""``dataselect build`` as a Dagster client, in a subprocess: the build plan's named jobs on the
+instance it built, per-shard runs in parallel, the landing sensor leaving alone what the CLI
+ingested, and unreadable landing files (the readable ones are built, the failed files listed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, SensorResult, SkipReason, build_sensor_context
+
+from dataselect.demo import write_demo
+from jobs.build_plan import BUILD_PLAN
+from resources import InputsResource
+from sensors import landing_sensor
+from tests.platform.helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _build(
+    landing: Path, reference: str, out: Path, *options: str, evaluation: str | None = None
+) -> tuple[subprocess.CompletedProcess, dict]:
+    command = [
+        sys.executable,
+        "-m",
+        "dataselect_platform.cli",
+        "build",
+        "--landing",
+        str(landing),
+        "--reference",
+        reference,
+        "--backend",
+        "static",
+        "--out",
+        str(out),
+        *options,
+    ]
+    if evaluation:
+        command += ["--eval", evaluation]
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    done = subprocess.run(command, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
+    assert done.stdout.strip(), done.stderr[-3000:]
+    return done, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _runs(home: Path) -> list:
+    instance = DagsterInstance.from_config(str(home))
+    records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+    instance.dispose()
+    return records
+
+
+def _rows(demo) -> int:
+    """Raw records of the demo's landing files (JSONL, gzip, Parquet and CSV), from its ground truth."""
+    return pq.read_metadata(demo.ground_truth).num_rows
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return write_demo(tmp_path_factory.mktemp("demo"), n_records=240, n_shards=4)
+
+
+def test_build_runs_the_named_jobs_concurrently_and_the_sensor_skips_what_it_ingested(demo, tmp_path):
+    landing = Path(shutil.copytree(demo.landing, tmp_path / "landing"))
+    done, summary = _build(landing, demo.reference, tmp_path / "out", "--max-concurrent", "2", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("\n") == 1 and "[dataselect]" not in done.stderr  # --quiet: the JSON summary only
+    assert summary["failed_files"] == [] and summary["counts"]["raw"] == _rows(demo)
+
+    home = tmp_path / "out" / "dagster_home"
+    runs = _runs(home)
+    keys = sorted(p.name.split(".")[0] for p in landing.iterdir())
+    expected = [(step.job, key) for step in BUILD_PLAN for key in (keys if step.per_shard else [None])]
+    launched = [(r.dagster_run.job_name, r.dagster_run.tags.get("dagster/partition")) for r in runs]
+    assert sorted(launched, key=str) == sorted(expected, key=str)  # the platform's jobs, not __ephemeral_asset_job__
+    assert {r.dagster_run.status for r in runs} == {DagsterRunStatus.SUCCESS}
+    # Per-shard runs of one stage ran at the same time: some run started before another had ended.
+    for step in (s for s in BUILD_PLAN if s.per_shard):
+        spans = sorted((r.start_time, r.end_time) for r in runs if r.dagster_run.job_name == step.job)
+        assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), (step.job, spans)
+    # Stages did not: every run of a stage started after the previous stage's runs had ended.
+    for before, after in zip(BUILD_PLAN, BUILD_PLAN[1:]):
+        assert max(r.end_time for r in runs if r.dagster_run.job_name == before.job) <= min(
+            r.start_time for r in runs if r.dagster_run.job_name == after.job
+        )
+
+    # `dagster dev` on this home: the landing sensor requests nothing for the files the CLI ingested ...
+    instance = DagsterInstance.from_config(str(home))
+    inputs = {"inputs": InputsResource(landing_dir=str(landing))}
+    with build_sensor_context(instance=instance, resources=inputs) as context:
+        first = landing_sensor(context)
+    assert isinstance(first, SensorResult) and first.run_requests == []
+    assert isinstance(first.skip_reason, SkipReason)
+    # ... and one run each for an edited file and a new one.
+    edited = sorted(landing.iterdir())[0]
+    edited.write_text(edited.read_text() + json.dumps({"id": "late-addition", "text": "A record appended after the build."}) + "\n")
+    shutil.copy(edited, landing / "new-arrival.jsonl")
+    with build_sensor_context(instance=instance, cursor=first.cursor, resources=inputs) as context:
+        second = landing_sensor(context)
+    assert sorted(r.partition_key for r in second.run_requests) == sorted([edited.name.split(".")[0], "new-arrival"])
+    instance.dispose()
+
+
+def _unreadable_files(landing: Path) -> list[Path]:
+    not_gzip = landing / "not-gzip.jsonl.gz"
+    not_gzip.write_text(json.dumps({"id": "plain", "text": "This file is plain text under a .gz name."}) + "\n")
+    truncated = landing / "truncated.parquet"
+    pq.write_table(
+        pa.table({"id": [f"t{i}" for i in range(200)], "text": [f"a record of the truncated file {i}" for i in range(200)]}), truncated
+    )
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    return [not_gzip, truncated]
+
+
+def test_unreadable_files_are_listed_and_the_readable_ones_built(demo, tmp_path):
+    landing = Path(shutil.copytree(demo.landing, tmp_path / "landing"))
+    bad = _unreadable_files(landing)
+    # An evaluation record that is also in the pool: the blocking disjointness check fails.
+    evaluation = tmp_path / "eval.jsonl"
+    pool_line = next(iter(Path(demo.landing).glob("*.jsonl"))).read_text().splitlines()[0]
+    evaluation.write_text(Path(demo.evaluation).read_text() + pool_line + "\n")
+
+    done, summary = _build(landing, demo.reference, tmp_path / "out", evaluation=str(evaluation))
+    assert done.returncode == 1
+    assert summary["failed_files"] == sorted(str(p.resolve()) for p in bad)
+    # The build covers exactly the readable files.
+    assert summary["build_id"] is not None and summary["counts"]["raw"] == _rows(demo)
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert sorted(manifest["input_shards"]) == sorted(p.name.split(".")[0] for p in Path(demo.landing).iterdir())
+
+    runs = {r.dagster_run.run_id: r.dagster_run for r in _runs(tmp_path / "out" / "dagster_home")}
+    for failure in summary["failures"]:
+        run = runs[failure["run_id"]]
+        assert run.status == DagsterRunStatus.FAILURE and run.job_name == "shard_embed_job"
+        assert run.tags["dagster/partition"] == failure["shard"] and Path(failure["file"]).name.startswith(failure["shard"])
+        assert f"FAILED, run {failure['run_id']}" in done.stderr  # so the user can open it in the UI
+    # The failed selection run is named too, with the description of the blocking check that failed.
+    [selection] = [r for r in runs.values() if r.job_name == "selection_build_job"]
+    assert selection.status == DagsterRunStatus.FAILURE and selection.run_id in summary["stopped"]
+    assert "blocking check evaluation_set_disjoint: GX suite evaluation_set" in done.stderr
+
+
+def test_strict_stops_at_the_first_unreadable_file(demo, tmp_path):
+    landing = Path(shutil.copytree(demo.landing, tmp_path / "landing"))
+    first = landing / "aaa-not-gzip.jsonl.gz"  # sorts before the demo shards: the first run
+    first.write_text("plain text, not gzip\n")
+
+    done, summary = _build(landing, demo.reference, tmp_path / "out", "--strict", "--max-concurrent", "1")
+    assert done.returncode == 1
+    assert summary["build_id"] is None and summary["failed_files"] == [str(first.resolve())]
+    runs = _runs(tmp_path / "out" / "dagster_home")
+    assert [(r.dagster_run.job_name, r.dagster_run.tags["dagster/partition"], r.dagster_run.status) for r in runs] == [
+        ("shard_embed_job", "aaa-not-gzip", DagsterRunStatus.FAILURE)
+    ]
