@@ -283,8 +283,7 @@ def bad_records_build(tmp_path_factory):
     started = time.perf_counter()
     with instance_for_test(temp_dir=str(root / "home")) as instance:
         build = PlatformBuild(instance, str(landing), demo.reference, demo.evaluation, str(root / "store"))
-        build.ingest_and_fit()
-        build.select_and_report({"budget": 0.1})
+        build.build(0, {"budget": 0.1})
         build_id = latest_metadata(instance, "filtered_set")["build_id"]
         evaluations = [e for result in build.results for e in result.get_asset_check_evaluations()]
     print(f"bad-records build: {time.perf_counter() - started:.1f}s")
@@ -326,8 +325,7 @@ def _build_pool(root: Path, records: list[dict], evaluation: str | None) -> tupl
     (root / "home").mkdir()
     with instance_for_test(temp_dir=str(root / "home")) as instance:
         build = PlatformBuild(instance, str(landing), str(reference), evaluation, str(root / "store"))
-        build.ingest_and_fit()
-        build.select_and_report({"budget": 0.1})
+        build.build(0, {"budget": 0.1})
         build_id = latest_metadata(instance, "filtered_set")["build_id"]
         evaluations = [e for result in build.results for e in result.get_asset_check_evaluations()]
     assert [e.check_name for e in evaluations if not e.passed and e.severity == AssetCheckSeverity.ERROR] == []

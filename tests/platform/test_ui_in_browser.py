@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from platform_assets.scoring import DEFAULT_MODEL_KEYS
 from tests.platform.helpers import ROOT, PlatformBuild
 from tests.platform.test_webserver import DAGSTER_YAML, _free_port, _graphql, _stop
 
@@ -78,7 +79,12 @@ def webserver(tmp_path_factory):
     store = root / "store"
     with DagsterInstance.from_config(str(home)) as instance:
         build = PlatformBuild(instance, demo.landing, demo.reference, demo.evaluation, str(store))
-        build.ingest_and_fit()
+        # Every step but the report, which the browser materializes.
+        for key in build.keys:
+            build.run(["raw_pool", "embeddings"], key)
+        build.run(["target_reference", *DEFAULT_MODEL_KEYS])
+        for key in build.keys:
+            build.run(["quality_scores"], key)
         build.run(["filtered_set", "evaluation_set"], run_config={"ops": {"filtered_set": {"config": {"budget": 0.1}}}})
 
     port = _free_port()
