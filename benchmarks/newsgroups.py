@@ -1,4 +1,4 @@
-"""The 20 Newsgroups selection benchmark: a corrupted pool, a target reference, an evaluation set.
+"""The selection benchmarks: a corrupted pool, a target reference, and dev / test evaluation sets.
 
 The setup follows DSIR's targeted-selection experiments (Xie et al. 2023, "Data Selection for
 Language Models via Importance Resampling"): a large mixed pool, a small unlabelled sample of the
@@ -6,7 +6,14 @@ wanted domain as the reference, and a fixed downstream recipe scored on held-out
 Here the pool is the 20 Newsgroups *training* messages corrupted by
 :func:`dataselect.corruption.corrupt_pool` (exact and near duplicates, flipped labels, junk), the
 target domain is ``sci.*``, the reference is 200 seeded ``sci.*`` *test* messages and the
-evaluation set is the remaining ``sci.*`` test messages.
+remaining ``sci.*`` test messages are split, by the same seed, into a **dev** half (every choice
+is made there) and a **test** half (headline numbers only).
+
+The second corpus (``corpus="amazon"``) is the Multi-Domain Sentiment Dataset (Blitzer, Dredze
+and Pereira, ACL 2007): the pool is every ``train`` review of books, dvd, electronics and kitchen,
+the target is kitchen, the task is sentiment. Labels are shared by every domain, so a selection
+must find in-domain *and* correctly labelled reviews. The ``domain`` field never reaches a
+selection: it only marks the ground truth ``in_target``.
 
 The pool goes through the platform's own ingest (:func:`dataselect.ingest.read_shard` on JSONL
 landing shards), so records, content hashes, shard/row keys and quarantined rows are exactly what
@@ -31,19 +38,31 @@ import pandas as pd
 import pyarrow as pa
 
 from dataselect import records as cols
-from dataselect.corruption import GROUND_TRUTH_COLUMNS, TRUE_LABEL, corrupt_pool
+from dataselect.corruption import GROUND_TRUTH_COLUMNS, SOURCE_ID, TRUE_LABEL, corrupt_pool
 from dataselect.ingest import read_shard
 from dataselect.normalize import normalize_text
 from dataselect.storage import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 WORK_DIR = REPO / "benchmarks" / "work"
-IN_TARGET = "in_target"  # ground truth: the record's true label is in the target domain
+IN_TARGET = "in_target"  # ground truth: the record comes from the target domain
+
+
+CORPORA = ("newsgroups", "amazon")
 
 
 def newsgroups_path() -> Path:
     """``$DATASELECT_NEWSGROUPS``, else ``../shared/data/20newsgroups`` next to the repository."""
     return Path(os.environ.get("DATASELECT_NEWSGROUPS", REPO.parent / "shared" / "data" / "20newsgroups"))
+
+
+def amazon_path() -> Path:
+    """``$DATASELECT_AMAZON``, else ``../shared/data/amazon-multidomain`` next to the repository."""
+    return Path(os.environ.get("DATASELECT_AMAZON", REPO.parent / "shared" / "data" / "amazon-multidomain"))
+
+
+def corpus_path(corpus: str) -> Path:
+    return newsgroups_path() if corpus == "newsgroups" else amazon_path()
 
 
 def load_newsgroups(path: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -57,29 +76,45 @@ def _load(directory: str) -> pd.DataFrame:
     directory = Path(directory)
     files = sorted(directory.glob("*.jsonl.gz"))
     if not files:
-        raise FileNotFoundError(f"no 20 Newsgroups shards (*.jsonl.gz) under {directory}; set DATASELECT_NEWSGROUPS")
+        raise FileNotFoundError(f"no corpus shards (*.jsonl.gz) under {directory}; set DATASELECT_NEWSGROUPS or DATASELECT_AMAZON")
     rows = []
     for file in files:
         with gzip.open(file, "rt", encoding="utf-8") as handle:
             rows.extend(json.loads(line) for line in handle)
-    return pd.DataFrame(rows, columns=[cols.ID, cols.TEXT, cols.LABEL, "split"])
+    return pd.DataFrame(rows, columns=[cols.ID, cols.TEXT, cols.LABEL, "split", "domain"])
+
+
+def _in_target(corpus: str, target: str, ids: pd.Series, labels: pd.Series) -> np.ndarray:
+    """Ground truth only: newsgroups by (true) label prefix, Amazon by the domain in the id."""
+    if corpus == "newsgroups":
+        return labels.fillna("").astype(str).str.startswith(target).to_numpy()
+    return ids.fillna("").astype(str).str.startswith(f"{target}-").to_numpy()
 
 
 @dataclass
 class PoolConfig:
     """The benchmark's fixed setup (the issue's numbers are the defaults)."""
 
+    corpus: str = "newsgroups"  # one of CORPORA
     seed: int = 0  # corruption, reference choice, quick subsamples
     exact_dup: float = 0.10  # of the clean pool size
     near_dup: float = 0.05
     flip: float = 0.15
     junk: float = 0.03
-    target_prefix: str = "sci."  # the target domain: newsgroups whose name starts with this
-    reference_size: int = 200  # sci.* test messages drawn as the reference; the rest evaluate
+    # The target domain: newsgroups whose name starts with this, or the Amazon domain.
+    target_prefix: str | None = None  # None: "sci." for newsgroups, "kitchen" for amazon
+    reference_size: int = 200  # target test records drawn as the reference
+    dev_fraction: float = 0.5  # of the other target test records: dev (choices); the rest: test (headline)
     n_shards: int = 4  # landing shards the pool is split into (the platform scores per shard)
-    # Quick mode (smoke tests): keep this many training messages / evaluation messages (seeded).
+    # Quick mode (smoke tests): keep this many training records / dev and test records each (seeded).
     pool_limit: int | None = None
     eval_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.corpus not in CORPORA:
+            raise ValueError(f"unknown corpus {self.corpus!r}; use one of {CORPORA}")
+        if self.target_prefix is None:
+            self.target_prefix = "sci." if self.corpus == "newsgroups" else "kitchen"
 
 
 @dataclass
@@ -91,7 +126,9 @@ class Benchmark:
     quarantine: pd.DataFrame  # rows ingest refused (shard, row, id, error, raw_excerpt)
     truth: pd.DataFrame  # one row per good record, in shard order: id + ground truth + in_target
     reference: pa.Table  # id, text, label (the labels are never used by the scorers)
-    evaluation: pd.DataFrame  # id, text, label
+    dev: pd.DataFrame  # id, text, label: every choice is made on it
+    test: pd.DataFrame  # id, text, label: headline numbers only
+    clean_target: pd.DataFrame  # id, text, label: the uncorrupted target-domain training records (the oracle's pool)
     raw_count: int
     landing_dir: Path
     notes: list[str] = field(default_factory=list)
@@ -99,6 +136,11 @@ class Benchmark:
     @property
     def records(self) -> pa.Table:
         return pa.concat_tables(self.shards)
+
+    @property
+    def evaluation(self) -> pd.DataFrame:
+        """Dev then test, one evaluation set (a model is trained once and scored on both halves)."""
+        return pd.concat([self.dev, self.test], ignore_index=True)
 
     @property
     def texts(self) -> list[str]:
@@ -112,26 +154,34 @@ def _digest(*parts: object) -> str:
 def build_benchmark(config: PoolConfig | None = None, path: str | os.PathLike | None = None, work_dir: Path = WORK_DIR) -> Benchmark:
     """Corrupt the training messages, land them as JSONL shards, ingest them, split the targets."""
     config = config or PoolConfig()
+    path = corpus_path(config.corpus) if path is None else path
     corpus = load_newsgroups(path)
     rng = np.random.default_rng(config.seed)
     train = corpus[corpus["split"] == "train"].reset_index(drop=True)
     if config.pool_limit is not None and config.pool_limit < len(train):
         train = train.iloc[np.sort(rng.choice(len(train), config.pool_limit, replace=False))].reset_index(drop=True)
-    test_target = corpus[(corpus["split"] == "test") & corpus[cols.LABEL].str.startswith(config.target_prefix)]
+    test = corpus[corpus["split"] == "test"]
+    test_target = test[_in_target(config.corpus, config.target_prefix, test[cols.ID], test[cols.LABEL])]
     test_target = test_target.sort_values(cols.ID).reset_index(drop=True)
-    chosen = np.zeros(len(test_target), bool)
-    chosen[rng.choice(len(test_target), min(config.reference_size, len(test_target)), replace=False)] = True
-    reference = test_target[chosen]
-    evaluation = test_target[~chosen].reset_index(drop=True)
-    if config.eval_limit is not None and config.eval_limit < len(evaluation):
-        evaluation = evaluation.iloc[np.sort(rng.choice(len(evaluation), config.eval_limit, replace=False))]
-        evaluation = evaluation.reset_index(drop=True)
+    order = rng.permutation(len(test_target))
+    n_reference = min(config.reference_size, len(test_target))
+    n_dev = int(round(config.dev_fraction * (len(test_target) - n_reference)))
+    reference = test_target.iloc[np.sort(order[:n_reference])]
+    splits = {"dev": np.sort(order[n_reference : n_reference + n_dev]), "test": np.sort(order[n_reference + n_dev :])}
+    if config.eval_limit is not None:
+        splits = {
+            name: np.sort(rng.choice(rows, config.eval_limit, replace=False)) if config.eval_limit < len(rows) else rows
+            for name, rows in splits.items()
+        }
+    dev, test = (test_target.iloc[splits[name]].reset_index(drop=True) for name in ("dev", "test"))
+    clean_target = train[_in_target(config.corpus, config.target_prefix, train[cols.ID], train[cols.LABEL])]
+    clean_target = clean_target[clean_target[cols.TEXT].str.strip().astype(bool)]
 
     pool = corrupt_pool(
         train[[cols.ID, cols.TEXT, cols.LABEL]], config.seed, config.exact_dup, config.near_dup, config.flip, config.junk
     )
     # Land the pool as JSONL shards, as a user would drop files into the landing directory.
-    landing = work_dir / f"landing-{_digest(config.__dict__, str(newsgroups_path() if path is None else path))}"
+    landing = work_dir / f"landing-{_digest(config.__dict__, str(path))}"
     bounds = np.linspace(0, len(pool), config.n_shards + 1).astype(int)
     shards, quarantines = [], []
     for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -146,7 +196,7 @@ def build_benchmark(config: PoolConfig | None = None, path: str | os.PathLike | 
 
     ids = [i for shard in shards for i in shard.column(cols.ID).to_pylist()]
     truth = pool.set_index(cols.ID).loc[ids, list(GROUND_TRUTH_COLUMNS)].reset_index()
-    truth[IN_TARGET] = truth[TRUE_LABEL].fillna("").astype(str).str.startswith(config.target_prefix).to_numpy()
+    truth[IN_TARGET] = _in_target(config.corpus, config.target_prefix, truth[SOURCE_ID], truth[TRUE_LABEL])
     reference_table = pa.table(
         {
             cols.ID: reference[cols.ID].tolist(),
@@ -160,7 +210,15 @@ def build_benchmark(config: PoolConfig | None = None, path: str | os.PathLike | 
         quarantine=quarantine,
         truth=truth,
         reference=reference_table,
-        evaluation=evaluation[[cols.ID, cols.TEXT, cols.LABEL]].copy(),
+        dev=dev[[cols.ID, cols.TEXT, cols.LABEL]].copy(),
+        test=test[[cols.ID, cols.TEXT, cols.LABEL]].copy(),
+        clean_target=pd.DataFrame(
+            {
+                cols.ID: clean_target[cols.ID].tolist(),
+                cols.TEXT: [normalize_text(t) for t in clean_target[cols.TEXT]],
+                cols.LABEL: clean_target[cols.LABEL].tolist(),
+            }
+        ),
         raw_count=len(pool),
         landing_dir=landing,
         notes=[f"{len(quarantine)} of {len(pool)} raw rows quarantined by ingest"] if len(quarantine) else [],
@@ -189,24 +247,28 @@ def cached_embeddings(texts: list[str], embedder, work_dir: Path = WORK_DIR) -> 
     return vectors, seconds
 
 
-def write_build_inputs(out: Path, clean: bool = False, path: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Landing shards, ``reference.jsonl`` and ``eval.jsonl`` for ``dataselect build`` on this setup
-    (``clean``: the training messages as they are, no corruption)."""
-    config = PoolConfig(exact_dup=0, near_dup=0, flip=0, junk=0) if clean else PoolConfig()
-    bench = build_benchmark(config, path, Path(out))
-    files = {"landing": bench.landing_dir, "reference": Path(out) / "reference.jsonl", "eval": Path(out) / "eval.jsonl"}
+def write_build_inputs(
+    out: Path, clean: bool = False, path: str | os.PathLike | None = None, corpus: str = "newsgroups"
+) -> dict[str, Path]:
+    """Landing shards, ``reference.jsonl``, ``dev.jsonl`` and ``eval.jsonl`` (the test split) for
+    ``dataselect build`` on this setup (``clean``: the training records as they are, no corruption)."""
+    noise = {"exact_dup": 0, "near_dup": 0, "flip": 0, "junk": 0} if clean else {}
+    bench = build_benchmark(PoolConfig(corpus=corpus, **noise), path, Path(out))
+    out = Path(out)
+    files = {"landing": bench.landing_dir, "reference": out / "reference.jsonl", "dev": out / "dev.jsonl", "eval": out / "eval.jsonl"}
     reference = bench.reference.select([cols.ID, cols.TEXT]).to_pandas()
-    for name, frame in (("reference", reference), ("eval", bench.evaluation)):
+    for name, frame in (("reference", reference), ("dev", bench.dev), ("eval", bench.test)):
         atomic_write_bytes(files[name], frame.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8"))
     return files
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the 20 Newsgroups benchmark's inputs for `dataselect build`.")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the landing shards, reference and eval files")
-    parser.add_argument("--clean", action="store_true", help="the training messages without corruption")
+    parser = argparse.ArgumentParser(description="Write a benchmark's inputs for `dataselect build`.")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the landing shards, reference, dev and eval files")
+    parser.add_argument("--corpus", choices=CORPORA, default="newsgroups")
+    parser.add_argument("--clean", action="store_true", help="the training records without corruption")
     args = parser.parse_args(argv)
-    files = write_build_inputs(args.out, args.clean)
+    files = write_build_inputs(args.out, args.clean, corpus=args.corpus)
     print(f"dataselect build --landing {files['landing']} --reference {files['reference']} --eval {files['eval']} "
           "--budget 0.1 --seed 0 --backend static --out <build folder>")
     return 0

@@ -13,15 +13,48 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from dataselect import decontamination
+from dataselect import records as cols
 from dataselect.pipeline import fingerprint, make_scorers, score_pool
 from dataselect.selection import SelectionConfig, accounting, decide
 from dataselect.storage import confined, exists, read_json, write_json, write_parquet
 
 
-def build_id_for(selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str]) -> str:
-    config_hash = fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options)
+def build_id_for(
+    selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str], evaluation: str | None = None
+) -> str:
+    """``evaluation``: the evaluation set's fingerprint when it shaped the decisions (decontamination)."""
+    config_hash = fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options, *([evaluation] if evaluation else []))
     inputs_hash = fingerprint(sorted(shard_fingerprints.items()))
     return f"{config_hash[:8]}-{inputs_hash[:8]}"
+
+
+def score_for_selection(
+    scores: pa.Table,
+    embeddings: np.ndarray | None,
+    pool_scorers: list[str],
+    pool_options: dict | None = None,
+    texts: list[str] | None = None,
+    evaluation: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Pool-stage scoring of the shard scores; with an ``evaluation`` set (``id``, ``text``), also
+    the ``decontamination.*`` columns (records sharing word n-grams with it; needs ``texts``)."""
+    scorers = make_scorers(pool_scorers, pool_options)
+    frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text for s in scorers) else None)
+    if evaluation is not None and len(evaluation):
+        if texts is None:
+            raise ValueError("decontamination against an evaluation set needs the pool texts")
+        found = decontamination.contamination(texts, evaluation[cols.ID].astype(str).tolist(), evaluation[cols.TEXT].tolist())
+        for name, values in found.items():
+            frame[f"{decontamination.NAME}.{name}"] = values
+    return frame
+
+
+def with_decontamination(selection: SelectionConfig, frame: pd.DataFrame) -> SelectionConfig:
+    """Decontamination is a hard filter whatever ``hard_filters`` lists, once its column exists."""
+    if f"{decontamination.NAME}.keep" in frame.columns and selection.hard_filters is not None and decontamination.NAME not in selection.hard_filters:
+        return dataclasses.replace(selection, hard_filters=[*selection.hard_filters, decontamination.NAME])
+    return selection
 
 
 def select(
@@ -32,11 +65,11 @@ def select(
     pool_scorers: list[str],
     pool_options: dict | None = None,
     texts: list[str] | None = None,
+    evaluation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Pool-stage scoring, then hard filters and the budget policy: one decision per raw record."""
-    scorers = make_scorers(pool_scorers, pool_options)
-    frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text for s in scorers) else None)
-    return decide(frame, quarantine, selection, embeddings)
+    frame = score_for_selection(scores, embeddings, pool_scorers, pool_options, texts, evaluation)
+    return decide(frame, quarantine, with_decontamination(selection, frame), embeddings)
 
 
 def write_build(

@@ -19,7 +19,7 @@ from dataselect import evaluation, metrics, report
 from dataselect import records as cols
 from dataselect.scorers import SCORERS
 from dataselect.scorers.dsir import kl_reduction
-from dataselect.selection import DECISION_COLUMNS, SelectionConfig, decide, hard_filter_names
+from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, hard_filter_names
 
 # What decide() adds to the scores table (every column but the record's key).
 _ADDED_BY_DECIDE = [c for c in DECISION_COLUMNS if c not in (cols.ID, cols.SHARD, cols.ROW)]
@@ -141,6 +141,8 @@ def evaluate_build(
         "embedding_projection": report.plot_embedding_projection(pool_embeddings, selected_mask, target_embeddings),
     }
     summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
+    # Who rejected how many (decontamination and the label rule included), next to the arms.
+    summary["rejections_by_reason"] = accounting(decisions)["rejections_by_reason"]
 
     labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
     if labelled:
@@ -151,6 +153,7 @@ def evaluate_build(
         arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed)
         summary.update(report.summarize(arms))
         summary["headline"] = evaluation.headline_rows(arms)
+        summary["verdict"] = evaluation.verdict(arms, evaluator.config)
         figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
         if config.budgets:
             sweep = evaluator.budget_sweep(

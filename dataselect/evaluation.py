@@ -30,6 +30,7 @@ at the ``max_features`` cut-off may be broken differently (here: lower column in
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import time
@@ -374,6 +375,14 @@ class ArmEvaluator:
     def n_pool(self) -> int:
         return len(self.pool_ids)
 
+    def with_model(self, **model_options: Any) -> "ArmEvaluator":
+        """The same featurised pool and evaluation set under other model hyper-parameters (e.g.
+        ``C=1.0``), with its own model cache: choosing C on a dev set featurises once."""
+        other = copy.copy(self)
+        other.config = dataclasses.replace(self.config, **model_options)
+        other._results = {}
+        return other
+
     def rows_of(self, ids: Iterable[str]) -> np.ndarray:
         ids = [str(i) for i in ids]
         rows = self._row_of.get_indexer(ids)
@@ -599,6 +608,39 @@ def headline_rows(arms: dict[str, ArmResult | RandomArms]) -> list[dict[str, Any
             }
         )
     return rows
+
+
+def verdict(arms: dict[str, ArmResult | RandomArms], config: Config | None = None) -> dict[str, Any]:
+    """Does the selection beat random subsets and the full pool, with intervals?
+
+    - ``beats_random``: the selected accuracy is above the random arms' 95% interval.
+    - ``beats_full`` / ``loses_to_full``: the paired bootstrap interval of selected minus full
+      (same evaluation records) lies wholly above / below zero; otherwise it is a tie.
+    ``sentence`` says it in words for the report's headline.
+    """
+    config = config or Config()
+    selected, random_arms = arms["selected"], arms["random"]
+    out: dict[str, Any] = {
+        "beats_random": bool(selected.accuracy > random_arms.accuracy_hi),
+        "selected_accuracy": selected.accuracy,
+        "random_interval": [random_arms.accuracy_lo, random_arms.accuracy_hi],
+    }
+    words = [
+        f"The selection ({selected.accuracy:.3f}) {'beats' if out['beats_random'] else 'does not beat'} random subsets of the "
+        f"same size (95% interval {random_arms.accuracy_lo:.3f}–{random_arms.accuracy_hi:.3f})"
+    ]
+    full = arms.get("full")
+    if full is None:
+        out.update(beats_full=None, loses_to_full=None)
+        words.append("the full pool was not trained")
+    else:
+        difference, lo, hi = paired_difference_interval(selected.correct, full.correct, config.n_bootstrap, config.confidence)
+        out.update(beats_full=bool(lo > 0), loses_to_full=bool(hi < 0), full_accuracy=full.accuracy,
+                   full_difference=difference, full_difference_interval=[lo, hi])
+        relation = "beats" if lo > 0 else "loses to" if hi < 0 else "ties with"
+        words.append(f"{relation} the full pool ({full.accuracy:.3f}; difference {difference:+.3f}, 95% interval {lo:+.3f} to {hi:+.3f})")
+    out["sentence"] = " and ".join(words) + "."
+    return out
 
 
 def compare_builds(

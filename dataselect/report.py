@@ -274,7 +274,8 @@ def _interval_text(row: Any) -> str:
 def headline_markdown(summary: dict[str, Any]) -> str:
     """The headline table (arm, accuracy [95% interval], macro-F1, n) as markdown."""
     frame = _headline_frame(summary)
-    lines = ["| arm | accuracy [95% CI] | macro-F1 | n |", "|---|---|---|---|"]
+    lines = [f"**{summary['verdict']['sentence']}**", ""] if "verdict" in summary else []
+    lines += ["| arm | accuracy [95% CI] | macro-F1 | n |", "|---|---|---|---|"]
     for _, row in frame.iterrows():
         f1 = row["macro_f1"]
         f1_text = "n/a" if f1 is None or not np.isfinite(float(f1)) else f"{float(f1):.4f}"
@@ -299,7 +300,9 @@ def render_html(summary: dict[str, Any], tables: dict[str, pd.DataFrame], figure
                 "n": headline["n_train"],
             }
         )
-        parts.append("<h2>Headline</h2>" + _table_html(shown))
+        verdict = summary.get("verdict")
+        parts.append("<h2>Headline</h2>" + (f"<p class='verdict'><strong>{html.escape(verdict['sentence'])}</strong></p>" if verdict else "")
+                     + _table_html(shown))
         parts.append(
             "<p>Intervals: percentile bootstrap (1,000 resamples) over evaluation records for one"
             " trained model; over seeds (the mean of the per-seed accuracies) for random arms.</p>"

@@ -20,7 +20,8 @@ EXECUTORS = ("in_process", "multiprocess", "ray")
 
 def run_build(landing: str, reference: str, evaluation: str | None, out: str, budget: float, seed: int,
               backend: str, policy: str | None = None, *, max_concurrent: int | None = None, executor: str = "in_process",
-              ray_address: str | None = None, strict: bool = False, quiet: bool = False) -> dict:
+              ray_address: str | None = None, strict: bool = False, quiet: bool = False, task: str | None = None,
+              tune: bool = False) -> dict:
     out_dir = Path(out).resolve()
     home = os.environ.get("DAGSTER_HOME") or str(out_dir / "dagster_home")
     os.environ["DAGSTER_HOME"] = home
@@ -36,7 +37,9 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
     store = out_dir / "store"
     inputs = BuildInputs(str(Path(landing).resolve()), str(Path(reference).resolve()),
                          str(Path(evaluation).resolve()) if evaluation else None, str(store), {"backend": backend})
-    settings = BuildSettings(seed=seed, selection={"budget": budget, **({"policy": policy} if policy else {})})
+    # task None: filtered_set decides (classification when a labelled --eval is given).
+    options = {**({"policy": policy} if policy else {}), **({"task": task} if task else {}), **({"tune": True} if tune else {})}
+    settings = BuildSettings(seed=seed, selection={"budget": budget, **options})
     execution = Execution(executor, ray_address, gpu_step_num_gpus=1.0 if executor == "ray" and _uses_cuda(backend) else 0.0)
     concurrency = max_concurrent or default_concurrency()
     say(f"building on the Dagster instance in {home}: up to {concurrency} runs at a time, {executor} executor", quiet)
@@ -55,7 +58,11 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
             report=str(build / "report" / "report.html"),
             summary=str(build / "report" / "summary.json"),
             counts={k: manifest["counts"][k] for k in ("raw", "selected", "rejected", "quarantined")},
+            # Does the selection beat random and the full pool on the evaluation set (None: no labelled eval)?
+            verdict=_verdict(build / "report" / "summary.json"),
         )
+        if "tune" in manifest["config"]:
+            summary["tune"] = {k: manifest["config"]["tune"][k] for k in ("chosen", "held_out_accuracy", "default_held_out_accuracy")}
     summary.update(
         failed_files=sorted(f["file"] for f in outcome.failed),
         failures=outcome.failed,
@@ -65,6 +72,13 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
         seconds=round(time.perf_counter() - started, 1),
     )
     return summary
+
+
+def _verdict(summary_path: Path) -> dict | None:
+    from dataselect.storage import read_json
+
+    verdict = read_json(summary_path).get("verdict") if summary_path.exists() else None
+    return {k: verdict[k] for k in ("beats_random", "beats_full")} if verdict else None
 
 
 def _uses_cuda(backend: str) -> bool:
@@ -92,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--budget", type=float, default=0.1, help="≤ 1: fraction of raw records; > 1: a count")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--policy", default=None, help="top_k | gumbel_top_k | threshold | cluster_balanced | ccs | sensitivity")
+    build.add_argument("--task", default=None, choices=["classification", "language_modeling"],
+                       help="classification rejects unlabelled records before the budget; default: classification with --eval")
+    build.add_argument("--tune", action="store_true",
+                       help="choose the recipe on half of the labelled --eval file (see dataselect.tuning), report on the other half")
     build.add_argument("--backend", default="auto", choices=["auto", "static", "transformer"])
     build.add_argument("--out", required=True, help="output folder: the store, the builds and a Dagster home")
     build.add_argument("--strict", action="store_true",
@@ -126,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.backend, **run_options)
     else:
         result = run_build(args.landing, args.reference, args.eval, args.out, args.budget, args.seed, args.backend, args.policy,
-                           strict=args.strict, **run_options)
+                           strict=args.strict, task=args.task, tune=args.tune, **run_options)
     print(json.dumps(result), flush=True)
     return 0 if result["build_id"] and not result["failed_files"] else 1
 

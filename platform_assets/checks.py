@@ -171,6 +171,26 @@ def selection_beats_random(context: AssetCheckExecutionContext, storage: Storage
     return result
 
 
+@asset_check(asset=evaluation_report, description="Warns when the selected subset loses to the full pool beyond the paired 95% interval.")
+def selection_not_worse_than_full_pool(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    materialization = upstream_materialization(context, evaluation_report.key)
+    verdict = materialization.metadata["summary"].value.get("verdict")
+    if not verdict or verdict.get("loses_to_full") is None:
+        return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN, description="no full-pool arm to compare against")
+    return AssetCheckResult(
+        passed=not verdict["loses_to_full"],
+        severity=AssetCheckSeverity.WARN,
+        description=verdict["sentence"],
+        metadata={
+            "selected_accuracy": verdict["selected_accuracy"],
+            "full_accuracy": verdict["full_accuracy"],
+            "difference": verdict["full_difference"],
+            "interval_lo": verdict["full_difference_interval"][0],
+            "interval_hi": verdict["full_difference_interval"][1],
+        },
+    )
+
+
 @asset_check(asset=evaluation_set, blocking=True, description="The evaluation set shares no id and no content hash with the pool or the reference.")
 def evaluation_set_disjoint(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
     evaluation = read_parquet(storage.path("reference", "evaluation.parquet"), [cols.ID, cols.CONTENT_HASH]).to_pandas()
@@ -210,4 +230,5 @@ def no_regression_vs_previous_build(context: AssetCheckExecutionContext) -> Asse
     )
 
 
-all_checks = [evaluation_set_disjoint, no_regression_vs_previous_build, raw_pool_valid, embeddings_valid, quality_scores_valid, filtered_set_valid, selection_beats_random]
+all_checks = [evaluation_set_disjoint, no_regression_vs_previous_build, raw_pool_valid, embeddings_valid, quality_scores_valid, filtered_set_valid, selection_beats_random,
+              selection_not_worse_than_full_pool]

@@ -3,7 +3,14 @@
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, AutomationCondition, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from pydantic import Field
 
 from dataselect import records as cols
@@ -11,6 +18,7 @@ from dataselect.build_report import ReportConfig, comparison_record, evaluate_bu
 from dataselect.report import headline_markdown, write_report
 from dataselect.selection import SelectionConfig
 from dataselect.storage import exists, read_json, read_parquet, write_json
+from dataselect.tuning import split_evaluation, tune_table
 from platform_assets.ingest import evaluation_set, target_reference
 from platform_assets.lineage import upstream_materialization
 from platform_assets.metadata import png_markdown
@@ -56,6 +64,10 @@ def evaluation_report(
     target, target_vectors = storage.read_target()
     eval_set = read_parquet(storage.path("reference", "evaluation.parquet")).to_pandas()
     eval_set = eval_set if len(eval_set) else None
+    tuned = manifest["config"].get("tune")
+    selection = SelectionConfig(**(tuned or manifest["config"])["selection"])
+    if tuned and eval_set is not None:
+        eval_set = split_evaluation(eval_set)[1]  # the recipe was chosen on the tune half: report on the rest
     if eval_set is not None and config.recipe == "embedding_probe":
         eval_set.attrs["embeddings"] = embedding.get_embedder().embed(eval_set[cols.TEXT].tolist())
 
@@ -65,10 +77,13 @@ def evaluation_report(
         previous = previous.get("previous")
     result = evaluate_build(
         decisions, pool, pool_vectors, target.column(cols.TEXT).to_pylist(), target_vectors,
-        SelectionConfig(**manifest["config"]["selection"]), eval_set, previous,
+        selection, eval_set, previous,
         ReportConfig(config.recipe, tuple(config.random_seeds), tuple(config.budgets), config.ablation, config.regression_tolerance),
     )
     result.summary["build_id"] = build_id
+    if tuned:
+        result.summary["tune"] = {k: v for k, v in tuned.items() if k not in ("grid", "selection")}
+        result.tables["tune_grid"] = pd.DataFrame(tuned["grid"])
     paths = write_report(str(build / "report"), result.summary, result.tables, result.figures)
     selected_ids = decisions.loc[decisions[cols.STATUS] == cols.SELECTED, cols.ID].tolist()
     write_json(previous_path, {"build_id": build_id, **comparison_record(result.summary, selected_ids), "previous": previous})
@@ -78,7 +93,10 @@ def evaluation_report(
         metadata={
             "build_id": build_id,
             "headline": MetadataValue.md(headline_markdown(result.summary) if "headline" in result.summary else "_no labelled evaluation set_"),
-            "summary": MetadataValue.json({k: result.summary[k] for k in ("headline_numbers", "n_selected", "n_pool", "seconds") if k in result.summary}),
+            "summary": MetadataValue.json(
+                {k: result.summary[k] for k in ("headline_numbers", "verdict", "tune", "n_selected", "n_pool", "seconds") if k in result.summary}
+            ),
+            **({"tune_grid": MetadataValue.md(tune_table(tuned["grid"]))} if tuned else {}),
             "label_free_metrics": MetadataValue.json(result.summary["label_free"]),
             "build_comparison": MetadataValue.json(comparison or {"note": "first build"}),
             "plots": MetadataValue.md("\n\n".join(png_markdown(name, png) for name, png in result.figures.items())),

@@ -7,23 +7,42 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import AssetExecutionContext, AutomationCondition, Config, Failure, MaterializeResult, MetadataValue, RetryPolicy, asset
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
 from pydantic import Field
 
 from dataselect import records as cols
-from dataselect.build import build_id_for, make_manifest, select, write_build
-from dataselect.pipeline import make_scorers
+from dataselect.build import (
+    build_id_for,
+    make_manifest,
+    score_for_selection,
+    with_decontamination,
+    write_build,
+)
+from dataselect.ingest import read_reference
+from dataselect.pipeline import fingerprint, make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
-from dataselect.selection import POLICIES, SelectionConfig, accounting
+from dataselect.scorers.label_noise import LabelNoise
+from dataselect.selection import POLICIES, SelectionConfig, accounting, decide
 from dataselect.storage import parquet_metadata
+from dataselect.tuning import tune_build, tune_table
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool
 from platform_assets.metadata import table_preview
 from platform_assets.partitions import shards
 from platform_assets.scoring import quality_scores
-from resources import StorageResource
+from resources import InputsResource, StorageResource
 
 _DEFAULTS = SelectionConfig()
+LABEL_NOISE_DEFAULTS = LabelNoise.Config()
 
 
 class SelectionBuildConfig(Config):
@@ -45,9 +64,31 @@ class SelectionBuildConfig(Config):
     sensitivity_uniform_mix: float = Field(_DEFAULTS.sensitivity_uniform_mix, description="sensitivity: uniform share of the sampling probability.")
     pool_scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise).")
     pool_scorer_options: dict = Field(default_factory=dict, description="Per pool scorer Config overrides.")
+    tune: bool = Field(
+        False,
+        description="Choose the recipe per build: split the labelled evaluation file into tune / held-out halves, "
+        "try the grid of dataselect.tuning on the tune half, keep the best; the manifest records the grid.",
+    )
+    task: str | None = Field(
+        None,
+        description="classification (an unlabelled record is rejected before the budget) | language_modeling (labels ignored); "
+        "None: classification when a labelled evaluation file is configured, else language_modeling.",
+    )
 
-    def selection(self) -> SelectionConfig:
-        return SelectionConfig(**{field.name: getattr(self, field.name) for field in dataclasses.fields(SelectionConfig)})
+    def selection(self, has_evaluation: bool = False) -> SelectionConfig:
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(SelectionConfig) if field.name != "task"}
+        task = self.task or ("classification" if has_evaluation else "language_modeling")
+        return SelectionConfig(**fields, task=task)
+
+
+def _evaluation_set(inputs: InputsResource) -> pd.DataFrame | None:
+    """The evaluation records (id, text, label), read as the evaluation_set asset reads them, so the
+    selection can leave out pool records that overlap them; None without an evaluation file."""
+    path = inputs.evaluation()
+    if path is None:
+        return None
+    records = read_reference(path).records.select([cols.ID, cols.TEXT, cols.LABEL]).to_pandas()
+    return records if len(records) else None
 
 
 def _shard_keys(context: AssetExecutionContext, storage: StorageResource) -> list[str]:
@@ -86,20 +127,38 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> dict[str, str]:
     "label noise), then the policy on the fused score. Writes the selected records, a decisions table with one row per "
     "raw record (status, deciding scorer, reason, scores) and a manifest, under builds/<build id>/.",
 )
-def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, storage: StorageResource) -> MaterializeResult:
+def filtered_set(
+    context: AssetExecutionContext, config: SelectionBuildConfig, storage: StorageResource, inputs: InputsResource
+) -> MaterializeResult:
     keys = _shard_keys(context, storage)
-    selection = config.selection()
+    selection = config.selection(has_evaluation=inputs.evaluation() is not None)
     scores = pa.concat_tables([storage.read_shard("quality_scores", k) for k in keys], promote_options="permissive")
     quarantine = pd.concat([storage.read_shard("quarantine", k).to_pandas() for k in keys], ignore_index=True)
     vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
     fingerprints = _snapshot(storage, keys)
+    evaluation = _evaluation_set(inputs)
     texts = None
-    # Only label noise on TF-IDF reads texts here; on embeddings no shard's text is loaded.
-    if any(s.needs_text for s in make_scorers(config.pool_scorers, config.pool_scorer_options)):
+    # Label noise on TF-IDF and decontamination read texts; otherwise no shard's text is loaded.
+    needs_text = any(s.needs_text for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
+    if needs_text or evaluation is not None:
         texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
-    decisions = select(scores, quarantine, vectors, selection, config.pool_scorers, config.pool_scorer_options, texts)
+    frame = score_for_selection(scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation)
+    selection = with_decontamination(selection, frame)
+    tuned = None
+    if config.tune:
+        strength = config.pool_scorer_options.get("label_noise", {}).get("min_self_confidence", LABEL_NOISE_DEFAULTS.min_self_confidence)
+        try:
+            tuned = tune_build(frame, quarantine, vectors, texts, evaluation, selection, strength)
+        except ValueError as error:
+            raise Failure(str(error), allow_retries=False) from error
+        decisions = tuned.decisions
+        context.log.info(f"tune: chose {tuned.chosen.name!r} of {len(tuned.grid)} recipes")
+    else:
+        decisions = decide(frame, quarantine, selection, vectors)
 
-    build_id = build_id_for(selection, config.pool_scorers, config.pool_scorer_options, fingerprints)
+    evaluation_fingerprint = fingerprint(evaluation[cols.ID].tolist(), evaluation[cols.TEXT].tolist()) if evaluation is not None else None
+    build_id = build_id_for(selection, config.pool_scorers, config.pool_scorer_options, fingerprints,
+                            evaluation_fingerprint if not tuned else fingerprint(evaluation_fingerprint, "tune"))
     # By (shard, row), not id: ids repeated across shards must not select both copies.
     chosen = decisions.loc[decisions[cols.STATUS] == cols.SELECTED].groupby(cols.SHARD)[cols.ROW].apply(list).to_dict()
     selected = pa.concat_tables(
@@ -113,7 +172,8 @@ def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, s
     ).replace_schema_metadata(None)  # drop the first shard's file metadata (its source path and hash)
     if _snapshot(storage, keys) != fingerprints:
         raise Failure("a shard was refreshed while this build read it; the retry reads a consistent snapshot")
-    manifest = make_manifest(build_id, selection, config.pool_scorers, config.pool_scorer_options, fingerprints, decisions)
+    extra = {"tune": tuned.summary()} if tuned else None
+    manifest = make_manifest(build_id, selection, config.pool_scorers, config.pool_scorer_options, fingerprints, decisions, extra)
     paths = write_build(storage.root_path(), build_id, decisions, selected, manifest)
     counts = accounting(decisions)
     context.log.info(f"build {build_id}: {counts}")
@@ -125,6 +185,9 @@ def filtered_set(context: AssetExecutionContext, config: SelectionBuildConfig, s
             "selected": counts["selected"],
             "rejected": counts["rejected"],
             "quarantined": counts["quarantined"],
+            "task": selection.task,
+            "decontaminated": counts["rejections_by_reason"].get("decontamination", 0),
+            **({"tune_grid": MetadataValue.md(tune_table(tuned.grid))} if tuned else {}),
             "rejections_by_scorer": MetadataValue.json(counts["rejections_by_reason"]),
             "selected_path": MetadataValue.path(paths["selected"]),
             "decisions_path": MetadataValue.path(paths["decisions"]),

@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 NEWSGROUPS = Path(os.environ.get("DATASELECT_NEWSGROUPS", Path(__file__).resolve().parents[2] / "shared/data/20newsgroups"))
+AMAZON = Path(os.environ.get("DATASELECT_AMAZON", Path(__file__).resolve().parents[2] / "shared/data/amazon-multidomain"))
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,17 @@ def newsgroups_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return NEWSGROUPS
+
+
+@pytest.fixture(scope="session")
+def amazon_dir() -> Path:
+    """The multi-domain sentiment reviews; skipped when absent, but a failure under CI."""
+    if not (AMAZON / "train.jsonl.gz").exists():
+        message = f"multi-domain sentiment data not found at {AMAZON} (set DATASELECT_AMAZON)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return AMAZON
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,14 @@ class PooledGaussianClassifier(ClassifierMixin, BaseEstimator):
         return probabilities
 
 
+def label_noise_keep(is_issue: np.ndarray, self_confidence: np.ndarray, min_self_confidence: float) -> np.ndarray:
+    """The filter rule: not a confident-learning issue and, where the record was scored, a given
+    label with at least ``min_self_confidence`` out-of-fold probability."""
+    confidence = np.asarray(self_confidence, dtype=np.float64)
+    doubtful = np.isfinite(confidence) & (confidence < min_self_confidence)
+    return ~np.asarray(is_issue, bool) & ~doubtful
+
+
 class LabelNoise(Scorer):
     """Pool scorer: ``self_confidence``, ``suggested_label``, ``is_issue``, ``keep``, ``reason``, ``score``."""
 
@@ -161,6 +169,10 @@ class LabelNoise(Scorer):
         tol: float = 1e-2  # stopping tolerance: probabilities only need to rank (AUROC unchanged vs 1e-3)
         tfidf_max_features: int = 50_000  # vocabulary cap for the tfidf features
         seed: int = 0  # fold assignment and the solver's row order
+        # Also drop records whose given label gets less than this out-of-fold probability
+        # (0: confident learning alone). A stronger filter trades clean records for fewer flips;
+        # chosen with the default recipe on the benchmarks' dev splits.
+        min_self_confidence: float = 0.5
 
     @property
     def needs_embeddings(self) -> bool:  # type: ignore[override]
@@ -236,11 +248,17 @@ class LabelNoise(Scorer):
                     f"label '{classes[encoded[position]]}' likely wrong: p={given_p[position]:.2f}, "
                     f"model suggests '{classes[suggestion[position]]}' (p={suggested_p[position]:.2f})"
                 )
+        keep = label_noise_keep(is_issue, self_confidence, self.config.min_self_confidence)
+        for i in np.flatnonzero(~keep & ~is_issue):
+            reason[i] = (
+                f"label '{raw_labels[i]}' doubtful: p={self_confidence[i]:.2f} < min_self_confidence "
+                f"{self.config.min_self_confidence:.2f}"
+            )
         return {
             "self_confidence": self_confidence,
             "suggested_label": suggested,
             "is_issue": is_issue,
-            "keep": ~is_issue,
+            "keep": keep,
             "reason": reason,
             "score": self_confidence.copy(),
         }

@@ -2,13 +2,14 @@
 
 from dataselect.selection.decisions import DECISION_COLUMNS, SAMPLE_WEIGHT, accounting, decide, hard_filter_names, passes_hard_filters
 from dataselect.selection.fusion import fuse, missing_columns, normalize
-from dataselect.selection.policies import POLICIES, SelectionConfig, run_policy
+from dataselect.selection.policies import POLICIES, TASKS, SelectionConfig, run_policy
 
 __all__ = [
     "DECISION_COLUMNS",
     "POLICIES",
     "SAMPLE_WEIGHT",
     "SelectionConfig",
+    "TASKS",
     "accounting",
     "decide",
     "fuse",

@@ -5,7 +5,9 @@ Order of decision:
 1. quarantine: rows that never became records (``decided_by="ingest"``, reason = the ingest error);
 2. hard filters, in the configured order: the first ``<name>.keep == False`` rejects the record and
    its ``<name>.reason`` is copied (a null keep counts as a pass);
-3. the selection policy over the survivors, with a budget counted against ALL raw records.
+3. for a classification task, a record without a label is no training example
+   (``decided_by="label"``, reason ``no label``);
+4. the selection policy over the survivors, with a budget counted against ALL raw records.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataselect.records import (
     ERROR,
     FUSED_SCORE,
     ID,
+    LABEL,
     QUARANTINED,
     REASON,
     REJECTED,
@@ -62,6 +65,14 @@ def first_failed_filter(scores: pd.DataFrame, hard_filters: list[str] | None) ->
 def passes_hard_filters(scores: pd.DataFrame, hard_filters: list[str] | None) -> np.ndarray:
     """True where a record passes every applied hard filter (the rule ``decide`` applies)."""
     return first_failed_filter(scores, hard_filters) == None  # noqa: E711
+
+
+def unlabelled(scores: pd.DataFrame) -> np.ndarray:
+    """True where a record has no label (null, NaN or empty); every record when there is no label column."""
+    if LABEL not in scores.columns:
+        return np.ones(len(scores), bool)
+    labels = scores[LABEL]
+    return (labels.isna() | (labels.astype(str).str.strip() == "")).to_numpy(bool)
 
 
 def decide(
@@ -113,6 +124,10 @@ def decide(
     rejected = failed != None  # noqa: E711
     status[rejected] = REJECTED
     decided_by[rejected] = failed[rejected]
+
+    if config.task == "classification":
+        no_label = unlabelled(scores) & (status == None)  # noqa: E711
+        status[no_label], decided_by[no_label], reason[no_label] = REJECTED, "label", "no label"
 
     survivors = np.flatnonzero(status == None)  # noqa: E711
     # Canonical candidate order (id, then shard/row) so every tie is broken by id.

@@ -127,6 +127,11 @@ def test_report_beats_random(demo_build):
     assert summary["build_id"] == demo_build.build_id
     headline = summary["headline_numbers"]
     assert headline["selected_accuracy"] > headline["random_accuracy"]
+    # The headline says it in words, with the intervals it rests on.
+    verdict = summary["verdict"]
+    assert verdict["beats_random"] is True and verdict["selected_accuracy"] == headline["selected_accuracy"]
+    assert verdict["random_interval"][1] < verdict["selected_accuracy"]
+    assert verdict["sentence"].startswith("The selection (") and verdict["sentence"] in html
     report_meta = latest_metadata(demo_build.instance, "evaluation_report")
     assert report_meta["build_id"] == demo_build.build_id
     assert Path(report_meta["report_html"]) == paths["report"]
@@ -193,6 +198,55 @@ def test_dataselect_build_command(demo_build, tmp_path):
     in_process = demo_build.build_paths(demo_build.build_id)
     for name in ("decisions", "selected"):
         assert Path(result[name]).read_bytes() == in_process[name].read_bytes(), name
+    # The last line carries the report's verdict.
+    verdict = json.loads(Path(result["summary"]).read_text())["verdict"]
+    assert result["verdict"] == {"beats_random": verdict["beats_random"], "beats_full": verdict["beats_full"]}
+    assert result["verdict"]["beats_random"] is True
+    # A labelled --eval made it a classification build.
+    assert json.loads(Path(result["manifest"]).read_text())["config"]["selection"]["task"] == "classification"
+
+
+@pytest.mark.slow
+def test_a_selection_that_loses_to_the_full_pool_fails_the_warn_check(demo_build):
+    # The least relevant records: far from the target, so the full pool wins beyond the interval.
+    result = demo_build.select_and_report({"budget": BUDGET, "seed": SEED, "weights": {"relevance.score": -1.0}})
+    check = next(e for e in check_evaluations(result) if e.check_name == "selection_not_worse_than_full_pool")
+    assert check.passed is False and check.severity.value == "WARN"
+    assert "loses to the full pool" in check.description
+    verdict = latest_metadata(demo_build.instance, "evaluation_report")["summary"]["verdict"]
+    assert verdict["loses_to_full"] is True and verdict["full_difference_interval"][1] < 0
+
+
+@pytest.mark.slow
+def test_tune_chooses_on_the_tune_half_and_reports_on_the_held_out_half(demo_build):
+    from dataselect.selection import SelectionConfig
+    from dataselect.tuning import grid, split_evaluation
+
+    result = demo_build.select_and_report({"budget": BUDGET, "seed": SEED, "tune": True})
+    assert result.success
+    meta = latest_metadata(demo_build.instance, "filtered_set")
+    tuned = meta["manifest"]["config"]["tune"]
+    rows = tuned["grid"]
+    assert [row["recipe"] for row in rows] == [c.name for c in grid(SelectionConfig())]
+    chosen = [row for row in rows if row["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["recipe"] == tuned["chosen"]
+    assert chosen[0]["tune_accuracy"] == max(row["tune_accuracy"] for row in rows)
+    assert tuned["held_out_gain"] == chosen[0]["held_out_accuracy"] - rows[0]["held_out_accuracy"]
+    evaluation = pd.read_json(demo_build.demo.evaluation, lines=True)
+    tune_part, held_out = split_evaluation(evaluation)
+    assert (tuned["tune_size"], tuned["held_out_size"]) == (len(tune_part), len(held_out)) and len(tune_part) > 0
+    assert "| recipe | tune accuracy | held-out accuracy |" in meta["tune_grid"]
+    # The build's selection is the chosen recipe's; the report evaluates it on the held-out half only.
+    paths = demo_build.build_paths(meta["build_id"])
+    decisions = pq.read_table(paths["decisions"]).to_pandas()
+    assert (decisions[cols.STATUS] == cols.SELECTED).sum() == chosen[0]["n_selected"]
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["tune"]["chosen"] == tuned["chosen"]
+    # Same rows, same recipe, same seed: the report's selected arm on the held-out half is the grid's number.
+    assert summary["headline_numbers"]["selected_accuracy"] == pytest.approx(chosen[0]["held_out_accuracy"])
+    report_meta = latest_metadata(demo_build.instance, "evaluation_report")
+    assert report_meta["summary"]["tune"]["held_out_accuracy"] == chosen[0]["held_out_accuracy"]
+    assert "tune_grid" in report_meta and "Tune grid" in paths["report"].read_text()
 
 
 # --------------------------------------------------------------------------- 20 Newsgroups, real transformer

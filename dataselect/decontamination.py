@@ -1,0 +1,74 @@
+"""Decontamination: pool records that share a word n-gram with the evaluation set never train.
+
+Exact copies are caught by id and content hash (the ``evaluation_set`` check); a lightly edited
+copy (a changed word, a new signature, re-wrapped lines) is not. Like datatrove's n-gram
+decontamination and the GPT-3 paper's (Brown et al. 2020), overlap is measured in long word
+n-grams (13 by default), which rarely repeat by chance; a pool record is contaminated when it
+holds a share of some evaluation record's n-grams (GPT-3 reports one shared n-gram flags too
+much boilerplate). Tokens are lower-cased words and punctuation runs
+(:data:`dataselect.ngrams.TOKEN_PATTERN`), hashed without building n-gram strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from dataselect.ngrams import map_chunks, ngram_buckets
+
+NAME = "decontamination"  # decided_by of the records it rejects
+DEFAULT_NGRAM = 13
+# A share of an evaluation record's n-grams, not a single one: mail and web text repeat long
+# boilerplate (organisation headers, signatures) that one shared 13-gram would flag.
+DEFAULT_MIN_OVERLAP = 0.2
+_KEY_SPACE = 1 << 62  # n-gram keys kept whole (as int64): a chance collision is negligible
+
+
+def ngram_keys(texts: Sequence[str | None], n: int = DEFAULT_NGRAM) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, n-gram key) of every word n-gram of every text."""
+    pieces = map_chunks(lambda piece: (len(piece), *ngram_buckets(piece, _KEY_SPACE, (n, n))), list(texts))
+    firsts = np.cumsum([0] + [size for size, _, _ in pieces[:-1]])
+    rows = [rows + first for first, (_, rows, _) in zip(firsts, pieces)]
+    return np.concatenate([np.zeros(0, np.int64), *rows]), np.concatenate([np.zeros(0, np.int64), *[k for _, _, k in pieces]])
+
+
+def contamination(
+    pool_texts: Sequence[str | None],
+    eval_ids: Sequence[str],
+    eval_texts: Sequence[str | None],
+    n: int = DEFAULT_NGRAM,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
+) -> dict[str, np.ndarray]:
+    """Per pool record: ``keep`` (False when it holds at least ``min_overlap`` of some evaluation
+    record's distinct word n-grams), ``reason`` naming the evaluation record it overlaps most, and
+    ``overlap`` (that largest share, 0 when none)."""
+    size = len(pool_texts)
+    keep = np.ones(size, bool)
+    reason = np.full(size, "", dtype=object)
+    overlap = np.zeros(size)
+    eval_rows, eval_keys = ngram_keys(eval_texts, n)
+    # Distinct n-grams per evaluation record; an n-gram in several records counts for the first.
+    eval_keys, first = np.unique(eval_keys, return_index=True)
+    eval_rows = eval_rows[first]
+    per_eval = np.bincount(eval_rows, minlength=len(eval_texts))
+    if size == 0 or len(eval_keys) == 0:
+        return {"keep": keep, "reason": reason, "overlap": overlap}
+    rows, keys = ngram_keys(pool_texts, n)
+    position = np.minimum(np.searchsorted(eval_keys, keys), len(eval_keys) - 1)
+    hit = eval_keys[position] == keys
+    pairs = np.unique(np.stack([rows[hit], position[hit]], axis=1), axis=0)  # distinct (pool record, n-gram)
+    if len(pairs) == 0:
+        return {"keep": keep, "reason": reason, "overlap": overlap}
+    record_owner, shared = np.unique(np.stack([pairs[:, 0], eval_rows[pairs[:, 1]]], axis=1), axis=0, return_counts=True)
+    share = shared / per_eval[record_owner[:, 1]]
+    best = np.lexsort((record_owner[:, 1], -share, record_owner[:, 0]))  # per record: largest share, then lowest eval row
+    best = best[np.r_[True, record_owner[best, 0][1:] != record_owner[best, 0][:-1]]]
+    overlap[record_owner[best, 0]] = share[best]
+    for index in best[share[best] >= min_overlap].tolist():
+        record, owner = record_owner[index]
+        keep[record] = False
+        reason[record] = (
+            f"holds {shared[index]} of the {per_eval[owner]} word {n}-grams of evaluation record {eval_ids[owner]} ({share[index]:.0%})"
+        )
+    return {"keep": keep, "reason": reason, "overlap": overlap}
