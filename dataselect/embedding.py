@@ -76,6 +76,14 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors / norms, dtype=np.float32)
 
 
+def represented(vectors: np.ndarray) -> np.ndarray:
+    """True per row unless it is the zero vector: the embedding of a text with no known token."""
+    vectors = np.asarray(vectors)
+    if len(vectors) == 0:
+        return np.zeros(0, bool)
+    return ~(vectors == 0).all(axis=1)
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, _torch().OutOfMemoryError)
 

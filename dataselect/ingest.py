@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataselect import records as cols
-from dataselect.normalize import content_hashes, normalize_text
+from dataselect.normalize import content_hashes, is_invisible, normalize_text
 from dataselect.storage import as_path, safe_name
 
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".csv")
@@ -132,7 +132,7 @@ def file_fingerprint(path: str | os.PathLike) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _supported_files(directory: str | os.PathLike) -> list[tuple[str, str]]:
+def supported_files(directory: str | os.PathLike) -> list[tuple[str, str]]:
     """(key, path) of the supported, non-hidden files, sorted by key; key clashes raise."""
     by_key: dict[str, str] = {}
     for entry in as_path(directory).iterdir():
@@ -148,7 +148,7 @@ def _supported_files(directory: str | os.PathLike) -> list[tuple[str, str]]:
 
 def list_landing_files(directory: str | os.PathLike) -> list[LandingFile]:
     """Supported files of ``directory`` with their keys and fingerprints, sorted by key."""
-    return [LandingFile(key, path, file_fingerprint(path)) for key, path in _supported_files(directory)]
+    return [LandingFile(key, path, file_fingerprint(path)) for key, path in supported_files(directory)]
 
 
 # --------------------------------------------------------------------------- records
@@ -164,6 +164,11 @@ def _scalar_to_str(value: Any, field: str) -> tuple[str | None, str | None]:
         return None, None
     if isinstance(value, str):
         return value, None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8") or None, None
+        except UnicodeDecodeError as exc:
+            return None, f"invalid UTF-8 in '{field}' at byte {exc.start}"
     if isinstance(value, bool):
         return str(value).lower(), None
     if isinstance(value, int):
@@ -197,8 +202,14 @@ def _metadata_array(values: list[Any]) -> pa.Array:
 
 def _excerpt_of_object(obj: dict) -> str:
     # Shorten long strings first so a 50 MB text is not serialised just for an excerpt.
-    short = {str(k): (v[:EXCERPT_CHARS] if isinstance(v, str) else v) for k, v in obj.items()}
+    short = {str(k): _short(v) for k, v in obj.items()}
     return json.dumps(short, ensure_ascii=False, default=str)[:EXCERPT_CHARS]
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[: 4 * EXCERPT_CHARS]).decode("utf-8", "replace")
+    return value[:EXCERPT_CHARS] if isinstance(value, str) else value
 
 
 def _excerpt_of_bytes(line: bytes) -> str:
@@ -229,6 +240,12 @@ class _ShardBuilder:
         if config.text_field not in obj:
             return self.quarantine(row, f"missing '{config.text_field}' {noun}", excerpt(), record_id)
         text = obj[config.text_field]
+        if isinstance(text, (bytes, bytearray)):
+            # Older Parquet writers store strings as binary: valid UTF-8 is text like any other.
+            try:
+                text = bytes(text).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return self.quarantine(row, f"invalid UTF-8 in '{config.text_field}' at byte {exc.start}", excerpt(), record_id)
         if text is None:
             return self.quarantine(row, f"'{config.text_field}' is null", excerpt(), record_id)
         if not isinstance(text, str):
@@ -242,6 +259,8 @@ class _ShardBuilder:
             )
         if not text:
             return self.quarantine(row, "empty text after normalisation", excerpt(), record_id)
+        if is_invisible(text):
+            return self.quarantine(row, "invisible text: only whitespace and zero-width or format characters", excerpt(), record_id)
         if len(text) < config.min_text_chars:
             return self.quarantine(
                 row, f"text too short: {len(text)} chars < {config.min_text_chars}", excerpt(), record_id
@@ -483,7 +502,7 @@ def read_reference(path: str | os.PathLike, config: IngestConfig | None = None) 
     """
     config = config or IngestConfig()
     target = as_path(path)
-    files = _supported_files(target) if target.is_dir() else [(shard_key(str(path)), str(path))]
+    files = supported_files(target) if target.is_dir() else [(shard_key(str(path)), str(path))]
     results = [read_shard(file, key, config) for key, file in files]
     records = pa.concat_tables(
         [r.records.select(RECORD_SCHEMA.names) for r in results] or [RECORD_SCHEMA.empty_table()]

@@ -85,9 +85,11 @@ def frechet_distance(x: np.ndarray, y: np.ndarray, diagonal: bool = False) -> fl
 
     The matrix square roots use symmetric eigendecompositions (clipping the tiny negative
     eigenvalues of rank-deficient covariances) instead of scipy.linalg.sqrtm, which returns
-    complex noise when a set has fewer records than dimensions.
+    complex noise when a set has fewer records than dimensions. NaN when a set has fewer than two.
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or len(y) < 2:
+        return float("nan")  # a covariance needs two points; an empty or single selection has none
     mean_term = float(np.sum((x.mean(0) - y.mean(0)) ** 2))
     if diagonal:
         vx, vy = x.var(0, ddof=1), y.var(0, ddof=1)

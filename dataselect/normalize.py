@@ -30,6 +30,12 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFC", text).strip()
 
 
+def is_invisible(text: str) -> bool:
+    """True when no character would show: only whitespace and format characters (category Cf,
+    e.g. zero-width spaces, a stray byte-order mark). Such a text carries nothing to learn from."""
+    return not any(not char.isspace() and unicodedata.category(char) != "Cf" for char in text)
+
+
 def dedup_form(text: str) -> str:
     """The form that is hashed: normalised, casefolded, whitespace runs collapsed to one space."""
     return _collapse(normalize_text(text))

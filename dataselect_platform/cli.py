@@ -122,6 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_options = {"max_concurrent": args.max_concurrent, "executor": args.executor, "ray_address": args.ray_address, "quiet": args.quiet}
 
+    # Before any heavy import (Dagster, torch): a bad call fails at once, naming what is wrong.
+    from dataselect.build_inputs import InputError, check_build_inputs, check_run_arguments
+
+    try:
+        if args.command == "build":
+            check_build_inputs(args.landing, args.reference, args.eval, args.out, args.budget, args.seed)
+        else:
+            check_run_arguments(args.out, args.budget, args.seed)
+    except InputError as error:
+        print(f"dataselect {args.command}: {error}", file=sys.stderr)
+        return 2
+
     if args.command == "demo":
         from dataselect.demo import write_demo
         from dataselect_platform.progress import say

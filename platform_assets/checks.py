@@ -8,9 +8,10 @@ accounting must never reach a selection. The report's check only warns.
 import great_expectations as gx
 import numpy as np
 import pandas as pd
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from dataselect import records as cols
+from dataselect.embedding import represented
 from dataselect.selection import SelectionConfig, passes_hard_filters
 from dataselect.storage import parquet_metadata, read_parquet
 from platform_assets.embeddings import embeddings
@@ -33,23 +34,28 @@ def raw_pool_valid(context: AssetCheckExecutionContext, storage: StorageResource
     return validate(
         records[[cols.ID, "text_length"]],
         [
-            E.ExpectColumnValuesToNotBeNull(column=cols.ID),
-            E.ExpectColumnValuesToBeUnique(column=cols.ID),
-            E.ExpectColumnValuesToNotBeNull(column="text_length"),
-            E.ExpectColumnValuesToBeBetween(column="text_length", min_value=1),
+            E.ExpectColumnValuesToNotBeNull(column=cols.ID, description="records without an id"),
+            E.ExpectColumnValuesToBeUnique(column=cols.ID, description="records whose id is not unique in the shard"),
+            E.ExpectColumnValuesToNotBeNull(column="text_length", description="records without text"),
+            E.ExpectColumnValuesToBeBetween(column="text_length", min_value=1, description="records with empty text"),
         ],
         "raw_pool",
+        id_column=cols.ID,
     )
 
 
-@asset_check(asset=embeddings, blocking=True, partitions_def=shards, description="Dimension, finite values, unit norm, one row per raw record.")
+@asset_check(asset=embeddings, blocking=True, partitions_def=shards, description="Dimension, finite values, unit norm (or the zero vector "
+             "of a text the model cannot represent, which the 'embeddable' filter rejects), one row per raw record.")
 def embeddings_valid(context: AssetCheckExecutionContext, storage: StorageResource, embedding: EmbeddingResource) -> AssetCheckResult:
     key = context.partition_key
     vectors = storage.read_embeddings(key)
+    ids = read_parquet(storage.shard_file("embeddings", key), [cols.ID]).column(cols.ID).to_pylist()
     expected_rows = storage.read_shard("raw_pool", key, [cols.ID]).num_rows
     expected_dim = int(parquet_metadata(storage.shard_file("embeddings", key)).get("dim", vectors.shape[1]))
     frame = pd.DataFrame(
         {
+            cols.ID: ids,
+            "represented": represented(vectors),
             "dim": np.full(len(vectors), vectors.shape[1] if vectors.ndim == 2 else 0),
             "finite": np.isfinite(vectors).all(axis=1) if len(vectors) else np.zeros(0, bool),
             "norm": np.linalg.norm(np.nan_to_num(vectors), axis=1) if len(vectors) else np.zeros(0),
@@ -58,12 +64,16 @@ def embeddings_valid(context: AssetCheckExecutionContext, storage: StorageResour
     return validate(
         frame,
         [
-            E.ExpectTableRowCountToEqual(value=expected_rows),
-            E.ExpectColumnValuesToBeInSet(column="dim", value_set=[expected_dim]),
-            E.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
-            E.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001),
+            E.ExpectTableRowCountToEqual(value=expected_rows, description=f"vectors: expected one per raw_pool record ({expected_rows})"),
+            E.ExpectColumnValuesToBeInSet(column="dim", value_set=[expected_dim], description=f"vectors not of dimension {expected_dim}"),
+            E.ExpectColumnValuesToBeInSet(column="finite", value_set=[True], description="vectors with NaN or infinite values"),
+            E.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001, row_condition="represented == True",
+                                            condition_parser="pandas", description="vectors not of unit norm"),
         ],
         "embeddings",
+        metadata={"unrepresentable_records": int((~frame["represented"]).sum()),
+                  "unrepresentable_ids": MetadataValue.json(frame.loc[~frame["represented"], cols.ID].head(20).tolist())},
+        id_column=cols.ID,
     )
 
 
@@ -74,12 +84,15 @@ def quality_scores_valid(context: AssetCheckExecutionContext, storage: StorageRe
     expected_rows = storage.read_shard("raw_pool", key, [cols.ID]).num_rows
     numeric = [f.name for f in table.schema if (f.name.endswith(".score") or f.name.endswith(".probability") or f.name.endswith(".log_weight"))]
     frame = table.select([cols.ID, *numeric]).to_pandas()
-    expectations = [E.ExpectTableRowCountToEqual(value=expected_rows), E.ExpectColumnValuesToBeUnique(column=cols.ID)]
+    expectations = [
+        E.ExpectTableRowCountToEqual(value=expected_rows, description=f"score rows: expected one per raw_pool record ({expected_rows})"),
+        E.ExpectColumnValuesToBeUnique(column=cols.ID, description="records scored more than once"),
+    ]
     for column in numeric:
-        expectations.append(E.ExpectColumnValuesToNotBeNull(column=column))
+        expectations.append(E.ExpectColumnValuesToNotBeNull(column=column, description=f"records without {column}"))
         if column.endswith(".probability") or column == "heuristics.score":
-            expectations.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=0.0, max_value=1.0))
-    return validate(frame, expectations, "quality_scores")
+            expectations.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=0.0, max_value=1.0, description=f"records with {column} outside [0, 1]"))
+    return validate(frame, expectations, "quality_scores", id_column=cols.ID)
 
 
 @asset_check(asset=filtered_set, blocking=True, description="Within budget, no quarantined or duplicate records selected, every id in raw_pool, "
@@ -97,29 +110,33 @@ def filtered_set_valid(context: AssetCheckExecutionContext, storage: StorageReso
     selected = decisions[decisions[cols.STATUS] == cols.SELECTED].copy()
     selected["passes_hard_filters"] = passes_hard_filters(selected, selection.hard_filters)
     selected["in_raw_pool"] = selected[cols.ID].isin(raw_ids)
-    accounting = pd.DataFrame({cols.STATUS: decisions[cols.STATUS]})
+    accounting = pd.DataFrame({cols.ID: decisions[cols.ID], cols.STATUS: decisions[cols.STATUS]})
     result_selected = validate(
         selected[[cols.ID, "passes_hard_filters", "in_raw_pool"]],
         [
-            E.ExpectTableRowCountToBeBetween(min_value=0, max_value=budget),
-            E.ExpectColumnValuesToBeUnique(column=cols.ID),
-            E.ExpectColumnValuesToBeInSet(column="passes_hard_filters", value_set=[True]),
-            E.ExpectColumnValuesToBeInSet(column="in_raw_pool", value_set=[True]),
+            E.ExpectTableRowCountToBeBetween(min_value=0, max_value=budget, description=f"selected records: at most the budget of {budget}"),
+            E.ExpectColumnValuesToBeUnique(column=cols.ID, description="records selected more than once"),
+            E.ExpectColumnValuesToBeInSet(column="passes_hard_filters", value_set=[True], description="selected records that failed a hard filter"),
+            E.ExpectColumnValuesToBeInSet(column="in_raw_pool", value_set=[True], description="selected records not in raw_pool"),
         ],
         "filtered_set.selected",
+        id_column=cols.ID,
     )
     result_accounting = validate(
         accounting,
         [
-            E.ExpectTableRowCountToEqual(value=raw_total),
-            E.ExpectColumnValuesToBeInSet(column=cols.STATUS, value_set=[cols.SELECTED, cols.REJECTED, cols.QUARANTINED]),
+            E.ExpectTableRowCountToEqual(value=raw_total, description=f"decisions: expected one per raw line of the input files ({raw_total})"),
+            E.ExpectColumnValuesToBeInSet(column=cols.STATUS, value_set=[cols.SELECTED, cols.REJECTED, cols.QUARANTINED],
+                                          description="decisions whose status is not selected, rejected or quarantined"),
         ],
         "filtered_set.accounting",
+        id_column=cols.ID,
     )
     return AssetCheckResult(
         passed=result_selected.passed and result_accounting.passed,
         severity=AssetCheckSeverity.ERROR,
-        description=f"{result_selected.description}; {result_accounting.description}",
+        description="; ".join(r.description for r in (result_selected, result_accounting) if not r.passed)
+        or f"{result_selected.description}; {result_accounting.description}",
         metadata={
             "selected_suite": result_selected.metadata["expectations"],
             "accounting_suite": result_accounting.metadata["expectations"],
@@ -142,7 +159,11 @@ def selection_beats_random(context: AssetCheckExecutionContext, storage: Storage
     frame = pd.DataFrame({"margin": [None if selected is None or random_mean is None else selected - random_mean]})
     result = validate(
         frame,
-        [E.ExpectColumnValuesToNotBeNull(column="margin"), E.ExpectColumnValuesToBeBetween(column="margin", min_value=0.0, strict_min=True)],
+        [
+            E.ExpectColumnValuesToNotBeNull(column="margin", description="build without a selected and a random accuracy to compare"),
+            E.ExpectColumnValuesToBeBetween(column="margin", min_value=0.0, strict_min=True,
+                                            description="build whose selected accuracy is not above the random subsets' mean"),
+        ],
         "evaluation_report",
         severity=AssetCheckSeverity.WARN,
         metadata={"selected_accuracy": selected, "random_accuracy": random_mean},
@@ -184,12 +205,14 @@ def evaluation_set_disjoint(context: AssetCheckExecutionContext, storage: Storag
     evaluation["id_in_pool"] = evaluation[cols.ID].isin(seen_ids)
     evaluation["content_in_pool_or_reference"] = evaluation[cols.CONTENT_HASH].isin(seen_hashes)
     return validate(
-        evaluation[["id_in_pool", "content_in_pool_or_reference"]],
+        evaluation[[cols.ID, "id_in_pool", "content_in_pool_or_reference"]],
         [
-            E.ExpectColumnValuesToBeInSet(column="id_in_pool", value_set=[False]),
-            E.ExpectColumnValuesToBeInSet(column="content_in_pool_or_reference", value_set=[False]),
+            E.ExpectColumnValuesToBeInSet(column="id_in_pool", value_set=[False], description="evaluation records whose id is also in the pool"),
+            E.ExpectColumnValuesToBeInSet(column="content_in_pool_or_reference", value_set=[False],
+                                          description="evaluation records whose text is also in the pool or the reference"),
         ],
         "evaluation_set",
+        id_column=cols.ID,
     )
 
 

@@ -25,8 +25,17 @@ def _context():
     return context
 
 
-def validate(frame: pd.DataFrame, expectations: list, suite_name: str, severity=AssetCheckSeverity.ERROR, metadata: dict | None = None) -> AssetCheckResult:
-    """Run ``expectations`` on ``frame`` and report each expectation's outcome as metadata."""
+SHOWN_IDS = 5  # offending ids named in a check's description; the metadata keeps up to 20
+
+
+def validate(frame: pd.DataFrame, expectations: list, suite_name: str, severity=AssetCheckSeverity.ERROR, metadata: dict | None = None,
+             id_column: str | None = None) -> AssetCheckResult:
+    """Run ``expectations`` on ``frame`` and report each expectation's outcome as metadata.
+
+    A failed expectation is described by its ``description`` (what an offending row is), the
+    count and, when ``frame`` has ``id_column``, the first offending ids, e.g.
+    ``12 evaluation records also in the pool: e3, e17, ...``.
+    """
     import great_expectations as gx
 
     context = _context()
@@ -35,29 +44,46 @@ def validate(frame: pd.DataFrame, expectations: list, suite_name: str, severity=
     batch = source.add_dataframe_asset("frame").add_batch_definition_whole_dataframe("whole")
     suite = context.suites.add(gx.ExpectationSuite(name=unique, expectations=expectations))
     validation = context.validation_definitions.add(gx.ValidationDefinition(name=unique, data=batch, suite=suite))
+    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
+    if id_column is not None and id_column in frame.columns:
+        result_format["unexpected_index_column_names"] = [id_column]
     try:
-        result = validation.run(batch_parameters={"dataframe": frame})
+        result = validation.run(batch_parameters={"dataframe": frame}, result_format=result_format)
     finally:
         context.validation_definitions.delete(unique)
         context.suites.delete(unique)
         context.data_sources.delete(unique)
-    outcomes = {}
+    outcomes, problems = {}, []
     for item in result.results:
         config = item.expectation_config
         label = f"{config.type}({config.kwargs.get('column', '')})"
+        rows = item.result.get("partial_unexpected_index_list") or [] if "unexpected_index_column_names" in result_format else []
+        offending_ids = [_plain(row.get(id_column)) for row in rows]
         outcomes[label] = {
             "success": bool(item.success),
             "unexpected_count": item.result.get("unexpected_count"),
             "observed_value": _plain(item.result.get("observed_value")),
             "unexpected_examples": [_plain(v) for v in (item.result.get("partial_unexpected_list") or [])[:5]],
+            **({"unexpected_ids": offending_ids} if offending_ids else {}),
         }
-    failed = [label for label, outcome in outcomes.items() if not outcome["success"]]
+        if not item.success:
+            problems.append(_problem(config.description or label, outcomes[label], offending_ids))
     return AssetCheckResult(
         passed=bool(result.success),
         severity=severity,
-        description=f"GX suite {suite_name}: " + ("all expectations met" if not failed else f"failed {failed}"),
+        description=f"GX suite {suite_name}: all expectations met" if not problems else "; ".join(problems),
         metadata={"expectations": MetadataValue.json(outcomes), "rows_checked": len(frame), **(metadata or {})},
     )
+
+
+def _problem(what: str, outcome: dict, offending_ids: list) -> str:
+    """One failed expectation in words: ``3 records with empty text: a, b, c`` or ``what (observed 7)``."""
+    count = outcome["unexpected_count"]
+    if count is None:  # a table-level expectation (row count): no rows to name
+        return f"{what} (observed {outcome['observed_value']})"
+    shown = ", ".join(str(i) for i in offending_ids[:SHOWN_IDS])
+    more = ", …" if count > SHOWN_IDS and shown else ""
+    return f"{count} {what}" + (f": {shown}{more}" if shown else "")
 
 
 def _plain(value):

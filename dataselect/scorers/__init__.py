@@ -8,6 +8,7 @@ from dataselect.scorers.base import Batch, Scorer
 from dataselect.scorers.color_filter import ColorFilter
 from dataselect.scorers.dsir import DSIRImportance
 from dataselect.scorers.duplicates import ExactDuplicates, MinHashSignatures, NearDuplicates
+from dataselect.scorers.embeddable import Embeddable
 from dataselect.scorers.heuristics import HeuristicRules
 from dataselect.scorers.ids import UniqueIds
 from dataselect.scorers.label_noise import LabelNoise
@@ -18,6 +19,7 @@ SCORERS: dict[str, type[Scorer]] = {
     cls.name: cls
     for cls in [
         HeuristicRules,
+        Embeddable,
         MinHashSignatures,
         DSIRImportance,
         EmbeddingRelevance,
@@ -34,7 +36,7 @@ SCORERS: dict[str, type[Scorer]] = {
 # The default recipe (chosen on the 20 Newsgroups benchmark, see benchmarks/README.md).
 # Fused relevance = embedding relevance + n-gram relevance (see SelectionConfig's default weights);
 # DSIR stays scored so policy "gumbel_top_k" and KL checks work without rescoring.
-DEFAULT_SHARD_SCORERS = ["heuristics", "minhash", "dsir", "relevance", "ngram_relevance"]
+DEFAULT_SHARD_SCORERS = ["heuristics", "embeddable", "minhash", "dsir", "relevance", "ngram_relevance"]
 DEFAULT_POOL_SCORERS = ["unique_id", "exact_dup", "near_dup", "semdedup", "label_noise"]
 
 __all__ = ["Batch", "Scorer", "SCORERS", "DEFAULT_SHARD_SCORERS", "DEFAULT_POOL_SCORERS"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from dataselect.build_inputs import check_budget
 from dataselect.selection.clusters import (
     cluster_balanced,
     coverage_centric_plan,
@@ -71,10 +72,7 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; use one of {TASKS}")
-        if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and self.budget > 0):
-            raise ValueError(f"budget must be a positive number (fraction <= 1 or count > 1), got {self.budget!r}")
-        if self.budget > 1 and float(self.budget) != int(self.budget):
-            raise ValueError(f"a budget > 1 is a record count and must be whole, got {self.budget!r}")
+        check_budget(self.budget)
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; use one of {tuple(POLICIES)}")
         if self.normalization not in NORMALIZATIONS:

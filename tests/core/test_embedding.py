@@ -226,6 +226,22 @@ def test_static_empty_text_is_a_zero_row(static):
     assert abs(np.linalg.norm(vectors[1]) - 1) < 1e-5
 
 
+def test_texts_the_static_model_cannot_represent_are_rejected_by_the_embeddable_filter(static):
+    from dataselect.embedding import represented
+    from dataselect.scorers.base import Batch
+    from dataselect.scorers.embeddable import NO_EMBEDDING, Embeddable
+
+    # One 900,000-character token (WordPiece gives up on words over 100 characters) and
+    # symbols outside the vocabulary have no known token: the zero vector.
+    texts = ["x" * 900_000, "\U0001f701\U0001f702 \U0001f703", TELESCOPE]
+    vectors = static.embed(texts)
+    assert represented(vectors).tolist() == [False, False, True]
+    assert np.all(vectors[:2] == 0)
+    out = Embeddable().score(Batch(pa.table({"id": ["a", "b", "c"], "text": texts}), vectors))
+    assert out["keep"].tolist() == [False, False, True]
+    assert out["reason"].tolist() == [NO_EMBEDDING, NO_EMBEDDING, ""]
+
+
 def test_static_neighbours_share_newsgroup(static, newsgroups_records):
     # A seeded sample over all 20 groups (the largest holds ~6%): topical embeddings put most
     # nearest neighbours in the same newsgroup (0.52 measured on this sample, 0.69 on 4,000).

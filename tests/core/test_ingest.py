@@ -322,6 +322,27 @@ def test_parquet_with_unexpected_schema(tmp_path):
     assert errors(read_shard(tmp_path / "int.parquet")) == {0: "'text' is not a string (got int)"}
 
 
+def test_parquet_binary_text_is_decoded_and_only_invalid_utf8_quarantined(tmp_path):
+    # Older writers store strings as binary; valid UTF-8 in them is ordinary text.
+    table = pa.table(
+        {
+            "id": pa.array([b"a", b"b", b"c", b"d"], pa.binary()),
+            "text": pa.array(["caf\u00e9 au lait".encode(), b"caf\xe9", b"  ", "\u661f\u7a7a".encode()], pa.binary()),
+            "label": pa.array([b"x", b"y", b"z", b"\xff"], pa.binary()),
+        }
+    )
+    pq.write_table(table, tmp_path / "binary.parquet")
+    result = read_shard(tmp_path / "binary.parquet")
+    assert accounting_holds(result)
+    assert result.records.select(["id", "text", "label"]).to_pylist() == [{"id": "a", "text": "caf\u00e9 au lait", "label": "x"}]
+    assert errors(result) == {
+        1: "invalid UTF-8 in 'text' at byte 3",
+        2: "empty text after normalisation",
+        3: "invalid UTF-8 in 'label' at byte 0",
+    }
+    assert json.loads(result.quarantine.column("raw_excerpt")[0].as_py())["text"] == "caf\ufffd"
+
+
 def test_csv_embedded_newlines_bad_rows_and_bad_bytes(tmp_path):
     path = tmp_path / "c.csv"
     path.write_bytes(

@@ -70,6 +70,18 @@ def test_embedding_distance_zero_for_identical_sets_and_grows_with_shift():
     assert diagonal["frechet_variant"] == "diagonal" and diagonal["frechet"] == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("n_selected", [0, 1])
+def test_embedding_distance_of_an_empty_or_single_selection_is_nan_not_an_error(n_selected):
+    # A pool of identical records dedups to one survivor; a 3-record pool at 10% selects none.
+    target = unit(np.random.default_rng(2).normal(size=(20, 8)))
+    selected = np.tile(target[:1], (n_selected, 1))
+    distance = embedding_distance(selected, target)
+    assert np.isnan(distance["frechet"]) and np.isnan(distance["mmd2"]) and distance["n_selected"] == n_selected
+    assert np.isnan(frechet_distance(selected, target, diagonal=True))
+    # Two identical points are a rank-zero covariance, not an error.
+    assert np.isfinite(frechet_distance(np.tile(target[:1], (2, 1)), target))
+
+
 def test_mmd_matches_a_brute_force_u_statistic():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(7, 3)), rng.normal(size=(5, 3)) + 0.5

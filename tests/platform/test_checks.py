@@ -108,6 +108,11 @@ def test_raw_pool_check_fails_on_bad_records_and_blocks_embeddings(env, ids, tex
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == "raw_pool_valid" and evaluation.partition == SHARD
     assert _failed_expectations(evaluation) == failing
+    described = {
+        "expect_column_values_to_be_unique(id)": "2 records whose id is not unique in the shard: a, a",
+        "expect_column_values_to_be_between(text_length)": "1 records with empty text: b",
+    }
+    assert evaluation.description == (described[next(iter(failing))] if failing else "GX suite raw_pool: all expectations met")
     if failing:
         assert not evaluation.passed and not result.success
         assert materialized_keys(result) == {"raw_pool"}  # recorded, but nothing downstream ran
@@ -131,9 +136,10 @@ def _unit(n: int, dim: int, seed: int = 0) -> np.ndarray:
         ("scale", {"expect_column_values_to_be_between(norm)"}),
         ("nan", {"expect_column_values_to_be_in_set(finite)", "expect_column_values_to_be_between(norm)"}),
         ("missing_row", {"expect_table_row_count_to_equal()"}),
+        ("zero", set()),  # a text the model cannot represent: rejected by the 'embeddable' filter, not a broken shard
         (None, set()),
     ],
-    ids=["non-unit", "nan", "row-missing", "valid"],
+    ids=["non-unit", "nan", "row-missing", "unrepresentable-zero-vector", "valid"],
 )
 def test_embeddings_check(env, corrupt, failing):
     _, store, _, _ = env
@@ -146,10 +152,20 @@ def test_embeddings_check(env, corrupt, failing):
         vectors[2, 3] = np.nan
     elif corrupt == "missing_row":
         ids, vectors = ids[:3], vectors[:3]
+    elif corrupt == "zero":
+        vectors[2] = 0.0
     write_parquet(store / "embeddings" / f"{SHARD}.parquet", vectors_to_arrow(ids, vectors), {"dim": "8", "backend": "test"})
     evaluation = _run_check(env, embeddings_valid, embeddings)
     assert evaluation.passed == (not failing)
     assert _failed_expectations(evaluation) == failing
+    assert evaluation.metadata["unrepresentable_records"].value == (1 if corrupt == "zero" else 0)
+    # A failure names the offending records, not only the expectation.
+    expected_description = {
+        "scale": "1 vectors not of unit norm: b",
+        "nan": "1 vectors with NaN or infinite values: c; 1 vectors not of unit norm: c",
+        "missing_row": "vectors: expected one per raw_pool record (4) (observed 3)",
+    }.get(corrupt, "GX suite embeddings: all expectations met")
+    assert evaluation.description == expected_description
 
 
 # --------------------------------------------------------------------------- quality_scores
@@ -232,6 +248,15 @@ def test_filtered_set_check(env, case, failing):
     evaluation = _run_check(env, filtered_set_valid, filtered_set, partition=None)
     assert evaluation.passed == (not failing)
     assert _failed_expectations(evaluation) == failing
+    described = {
+        "over_budget": "selected records: at most the budget of 3 (observed 5)",
+        "selected_failed_hard_filter": "1 selected records that failed a hard filter: r1",
+        "selected_failed_applied_filter": "1 selected records that failed a hard filter: r1",
+        "selected_unknown_id": "1 selected records not in raw_pool: not-in-pool",
+        "record_lost": "decisions: expected one per raw line of the input files (10) (observed 9)",
+    }
+    if failing:
+        assert evaluation.description == described[case]
     assert evaluation.metadata["budget"].value == 3 and evaluation.metadata["raw_lines_in_input_files"].value == 10
 
 
@@ -280,3 +305,8 @@ def test_evaluation_set_overlapping_the_pool_fails(instance, ingested, leak, fai
     assert evaluation.check_name == "evaluation_set_disjoint"
     assert evaluation.passed == (not failing) == result.success
     assert _failed_expectations(evaluation) == failing
+    leaked = {"same_text": "e1", "same_id": pool[2]["id"], "reference_text": "e0"}.get(leak)
+    if leak == "same_id":
+        assert evaluation.description == f"1 evaluation records whose id is also in the pool: {leaked}"
+    elif leak:
+        assert evaluation.description == f"1 evaluation records whose text is also in the pool or the reference: {leaked}"
