@@ -78,13 +78,15 @@ def make_pool(config: ComparisonConfig) -> tuple[SyntheticShard, SyntheticShard,
     pool = SyntheticPool(SyntheticConfig(n_records=config.size, records_per_shard=config.size, seed=config.seed))
     shard = pool.shard(0)
     reference = pool.shard(10**6, n=config.reference_size, topics=np.zeros(config.reference_size, np.int64), key="reference")
-    records = pa.table({
-        cols.ID: pa.array(shard.ids, pa.string()),
-        cols.TEXT: shard.texts,
-        cols.SHARD: pa.array([shard.key] * config.size, pa.string()),
-        cols.ROW: pa.array(np.arange(config.size), pa.int64()),
-        cols.LABEL: pa.array(shard.labels, pa.string()),
-    })
+    records = pa.table(
+        {
+            cols.ID: pa.array(shard.ids, pa.string()),
+            cols.TEXT: shard.texts,
+            cols.SHARD: pa.array([shard.key] * config.size, pa.string()),
+            cols.ROW: pa.array(np.arange(config.size), pa.int64()),
+            cols.LABEL: pa.array(shard.labels, pa.string()),
+        }
+    )
     return shard, reference, records
 
 
@@ -152,7 +154,10 @@ def compare_dsir(shard: SyntheticShard, reference: SyntheticShard, config: Compa
     share = lambda weights: float(in_domain[np.argsort(-weights, kind="stable")[:k]].mean())  # noqa: E731
     return {
         "name": f"DSIR, {cores} core{'s' if cores > 1 else ''} each: dataselect vs data-selection 1.0.3",
-        "ours_seconds": ours_s, "reference_seconds": ref_s, "ours_runs": ours_all, "reference_runs": ref_all,
+        "ours_seconds": ours_s,
+        "reference_seconds": ref_s,
+        "ours_runs": ours_all,
+        "reference_runs": ref_all,
         "speedup": ref_s / ours_s,
         "parity": {
             "spearman_log_weights": float(spearmanr(ours, ref).statistic),
@@ -217,14 +222,23 @@ def compare_minhash(shard: SyntheticShard, records: pa.Table, config: Comparison
     n_ref_removed = int(len(ref) - len(np.unique(ref)))
     return {
         "name": "MinHash LSH near-duplicates: dataselect vs per-record datasketch loop",
-        "ours_seconds": ours_s, "reference_seconds": ref_s, "ours_runs": ours_all, "reference_runs": ref_all,
+        "ours_seconds": ours_s,
+        "reference_seconds": ref_s,
+        "ours_runs": ours_all,
+        "reference_runs": ref_all,
         "speedup": ref_s / ours_s,
         "parity": {
-            "records_in_duplicate_groups": {"dataselect": int(ours_flag.sum()), "datasketch": int(ref_flag.sum()), "planted": int(truth.sum())},
+            "records_in_duplicate_groups": {
+                "dataselect": int(ours_flag.sum()),
+                "datasketch": int(ref_flag.sum()),
+                "planted": int(truth.sum()),
+            },
             "records_removed": {"dataselect": n_ours_removed, "datasketch": n_ref_removed},
             "agreement_jaccard": _set_agreement(ours_flag, ref_flag),
-            "recall_of_planted": {"dataselect": float((ours_flag & truth).sum() / max(truth.sum(), 1)),
-                                  "datasketch": float((ref_flag & truth).sum() / max(truth.sum(), 1))},
+            "recall_of_planted": {
+                "dataselect": float((ours_flag & truth).sum() / max(truth.sum(), 1)),
+                "datasketch": float((ref_flag & truth).sum() / max(truth.sum(), 1)),
+            },
         },
     }
 
@@ -244,7 +258,10 @@ def compare_semdedup(shard: SyntheticShard, records: pa.Table, config: Compariso
     ours_flag, ref_flag = _in_group(ours), _in_group(ref)
     return {
         "name": "SemDeDup: faiss k-means + in-cluster pairs vs brute-force cosine",
-        "ours_seconds": ours_s, "reference_seconds": ref_s, "ours_runs": ours_all, "reference_runs": ref_all,
+        "ours_seconds": ours_s,
+        "reference_seconds": ref_s,
+        "ours_runs": ours_all,
+        "reference_runs": ref_all,
         "speedup": ref_s / ours_s,
         "parity": {
             "records_in_duplicate_groups": {"dataselect": int(ours_flag.sum()), "brute_force": int(ref_flag.sum())},
@@ -272,16 +289,20 @@ def markdown(results: list[dict], config: ComparisonConfig, bytes_per_record: fl
     ]
     for result in results:
         parity = json.dumps(result["parity"], separators=(", ", ": "))
-        lines.append(f"| {result['name']} | {result['ours_seconds']:.2f} | {result['reference_seconds']:.2f} | "
-                     f"{result['speedup']:.1f}× | `{parity}` |")
+        lines.append(
+            f"| {result['name']} | {result['ours_seconds']:.2f} | {result['reference_seconds']:.2f} | "
+            f"{result['speedup']:.1f}× | `{parity}` |"
+        )
     lines += ["", "## Targets", ""]
     dsir_rows = sorted((r for r in results if r["name"].startswith("DSIR")), key=lambda r: -r["cores"])
     if dsir_rows:  # the target is on the machine's cores; fewer cores are shown for reference
         best = dsir_rows[0]
         verdict = "met" if best["speedup"] >= TARGET_DSIR_SPEEDUP else "NOT met"
-        lines.append(f"- DSIR ≥ {TARGET_DSIR_SPEEDUP:.0f}× data-selection's throughput on the same {best['cores']} cores (data-selection's "
-                     f"processes, dataselect's threads): {best['speedup']:.1f}×, **{verdict}**."
-                     + "".join(f" On {r['cores']} core(s) each: {r['speedup']:.1f}×." for r in dsir_rows[1:]))
+        lines.append(
+            f"- DSIR ≥ {TARGET_DSIR_SPEEDUP:.0f}× data-selection's throughput on the same {best['cores']} cores (data-selection's "
+            f"processes, dataselect's threads): {best['speedup']:.1f}×, **{verdict}**."
+            + "".join(f" On {r['cores']} core(s) each: {r['speedup']:.1f}×." for r in dsir_rows[1:])
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -329,8 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=["dsir", "minhash", "semdedup"], default=["dsir", "minhash", "semdedup"])
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    config = ComparisonConfig(size=args.size, reference_size=args.reference_size, repeats=args.repeats, reference_repeats=args.reference_repeats,
-                              results=args.results)
+    config = ComparisonConfig(
+        size=args.size,
+        reference_size=args.reference_size,
+        repeats=args.repeats,
+        reference_repeats=args.reference_repeats,
+        results=args.results,
+    )
     run(config, tuple(args.only))
     return 0
 

@@ -50,8 +50,10 @@ def sample(per_split: int, seed: int = 0) -> tuple[list[str], np.ndarray, list[s
 def quality(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray) -> dict[str, float]:
     knn = KNeighborsClassifier(n_neighbors=10, metric="cosine").fit(train, train_labels)
     probe = LogisticRegression(C=10.0, max_iter=2000).fit(train, train_labels)
-    return {"knn_accuracy": float((knn.predict(test) == test_labels).mean()),
-            "probe_accuracy": float((probe.predict(test) == test_labels).mean())}
+    return {
+        "knn_accuracy": float((knn.predict(test) == test_labels).mean()),
+        "probe_accuracy": float((probe.predict(test) == test_labels).mean()),
+    }
 
 
 def measure(backend: str, texts: list[str], repeats: int) -> tuple[np.ndarray, list[float], str]:
@@ -76,9 +78,15 @@ def run(per_split: int, repeats: int, results: Path = RESULTS) -> list[dict]:
     for backend, runs in (("static", repeats), ("transformer", 1)):
         vectors, seconds, name = measure(backend, texts, runs)
         n_train = len(train_texts)
-        row = {"backend": backend, "model": name, "dim": int(vectors.shape[1]), "runs": runs,
-               "seconds": float(np.median(seconds)), "docs_per_second": len(texts) / float(np.median(seconds)),
-               **quality(vectors[:n_train], train_labels, vectors[n_train:], test_labels)}
+        row = {
+            "backend": backend,
+            "model": name,
+            "dim": int(vectors.shape[1]),
+            "runs": runs,
+            "seconds": float(np.median(seconds)),
+            "docs_per_second": len(texts) / float(np.median(seconds)),
+            **quality(vectors[:n_train], train_labels, vectors[n_train:], test_labels),
+        }
         rows.append(row)
         print(f"[embeddings] {row}", flush=True)
     text = markdown(rows, len(train_texts), len(test_texts))
@@ -102,13 +110,18 @@ def markdown(rows: list[dict], n_train: int, n_test: int) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['backend']} | {r['model']} | {r['dim']} | {r['runs']} | {r['seconds']:.1f} | {r['docs_per_second']:,.0f} | "
-                     f"{r['knn_accuracy']:.3f} | {r['probe_accuracy']:.3f} |")
+        lines.append(
+            f"| {r['backend']} | {r['model']} | {r['dim']} | {r['runs']} | {r['seconds']:.1f} | {r['docs_per_second']:,.0f} | "
+            f"{r['knn_accuracy']:.3f} | {r['probe_accuracy']:.3f} |"
+        )
     if "static" in by and "transformer" in by:
         s, t = by["static"], by["transformer"]
-        lines += ["", f"Static / transformer: {s['docs_per_second'] / t['docs_per_second']:.0f}× the speed, "
-                      f"{s['knn_accuracy'] - t['knn_accuracy']:+.3f} kNN and {s['probe_accuracy'] - t['probe_accuracy']:+.3f} "
-                      "probe accuracy."]
+        lines += [
+            "",
+            f"Static / transformer: {s['docs_per_second'] / t['docs_per_second']:.0f}× the speed, "
+            f"{s['knn_accuracy'] - t['knn_accuracy']:+.3f} kNN and {s['probe_accuracy'] - t['probe_accuracy']:+.3f} "
+            "probe accuracy.",
+        ]
     lines.append("")
     return "\n".join(lines)
 

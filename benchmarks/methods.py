@@ -203,7 +203,9 @@ def authors_dsir(
         scratch = Path(scratch)
         _write_jsonl(scratch / "raw.jsonl", ids, texts)
         _write_jsonl(scratch / "target.jsonl", [str(i) for i in range(len(target_texts))], target_texts)
-        dsir = HashedNgramDSIR([str(scratch / "raw.jsonl")], [str(scratch / "target.jsonl")], str(scratch / "cache"), num_proc=len(os.sched_getaffinity(0)))
+        dsir = HashedNgramDSIR(
+            [str(scratch / "raw.jsonl")], [str(scratch / "target.jsonl")], str(scratch / "cache"), num_proc=len(os.sched_getaffinity(0))
+        )
         started = time.perf_counter()
         dsir.fit_importance_estimator(num_tokens_to_fit="all")
         dsir.compute_importance_weights()
@@ -331,8 +333,6 @@ def single_methods(seed: int, include_color: bool) -> list[Method]:
     return methods
 
 
-
-
 # --------------------------------------------------------------------------- the dev grid
 @dataclass
 class Recipe:
@@ -365,10 +365,14 @@ def dev_grid(seed: int) -> list[Recipe]:
                 recipes.append(Recipe(name, SelectionConfig(hard_filters=ALL_FILTERS, weights=fused, seed=seed), strength))
     base = {**GRID_WEIGHTS["rel+ngram"], "label_noise.score": 0.5}
     recipes += [
-        Recipe("rel+ngram, self-confidence 0.5, cluster-balanced (top 2k)",
-               SelectionConfig(hard_filters=ALL_FILTERS, weights=base, policy="cluster_balanced", candidate_factor=2.0, seed=seed)),
-        Recipe("rel+ngram, self-confidence 0.5, label noise only in the score (no filter)",
-               SelectionConfig(hard_filters=[f for f in ALL_FILTERS if f != "label_noise"], weights=base, seed=seed)),
+        Recipe(
+            "rel+ngram, self-confidence 0.5, cluster-balanced (top 2k)",
+            SelectionConfig(hard_filters=ALL_FILTERS, weights=base, policy="cluster_balanced", candidate_factor=2.0, seed=seed),
+        ),
+        Recipe(
+            "rel+ngram, self-confidence 0.5, label noise only in the score (no filter)",
+            SelectionConfig(hard_filters=[f for f in ALL_FILTERS if f != "label_noise"], weights=base, seed=seed),
+        ),
         Recipe("all filters + Gumbel top-k dsir", SelectionConfig(hard_filters=ALL_FILTERS, weights={}, policy="gumbel_top_k", seed=seed)),
     ]
     return recipes
@@ -465,9 +469,17 @@ def oracle_row(ctx: Context, seeds: tuple[int, ...]) -> dict[str, Any]:
     n = min(ctx.k, ctx.oracle.n_pool)
     dev, test = (float(np.mean([a[i] for a in accuracy])) for i in (0, 1))
     return {
-        "method": f"clean in-target oracle ({len(seeds)} seeds)", "n": n, "dev": dev, "test": test,
-        "test_band": prediction_band([a[1] for a in accuracy]), "in_target": 1.0, "duplicates": 0, "flips": 0, "junk": 0,
-        "kl_reduction": float("nan"), "wall_s": 0.0,
+        "method": f"clean in-target oracle ({len(seeds)} seeds)",
+        "n": n,
+        "dev": dev,
+        "test": test,
+        "test_band": prediction_band([a[1] for a in accuracy]),
+        "in_target": 1.0,
+        "duplicates": 0,
+        "flips": 0,
+        "junk": 0,
+        "kl_reduction": float("nan"),
+        "wall_s": 0.0,
     }
 
 
@@ -582,8 +594,10 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
     work_dir = Path(config.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     bench = build_benchmark(config.pool, path, work_dir)
-    log(f"[{corpus}] pool: {bench.raw_count} raw rows, {len(bench.truth)} records, {len(bench.quarantine)} quarantined; "
-        f"reference {bench.reference.num_rows}, dev {len(bench.dev)}, test {len(bench.test)}")
+    log(
+        f"[{corpus}] pool: {bench.raw_count} raw rows, {len(bench.truth)} records, {len(bench.quarantine)} quarantined; "
+        f"reference {bench.reference.num_rows}, dev {len(bench.dev)}, test {len(bench.test)}"
+    )
     timer = Timer()
     embedder = StaticEmbedder()
     embeddings, pool_seconds = cached_embeddings(bench.texts, embedder, work_dir)
@@ -598,9 +612,15 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
     k = SelectionConfig(budget=config.budget).budget_count(bench.raw_count)
     pool = bench.records.select([cols.ID, cols.TEXT, cols.LABEL]).to_pandas()
     ctx = Context(
-        bench, frame, embeddings, ArmEvaluator(pool, bench.evaluation, "tfidf_logreg"),
-        ArmEvaluator(bench.clean_target, bench.evaluation, "tfidf_logreg"), bench.truth.set_index(cols.ID), bench.texts,
-        bench.reference.column(cols.TEXT).to_pylist(), k,
+        bench,
+        frame,
+        embeddings,
+        ArmEvaluator(pool, bench.evaluation, "tfidf_logreg"),
+        ArmEvaluator(bench.clean_target, bench.evaluation, "tfidf_logreg"),
+        bench.truth.set_index(cols.ID),
+        bench.texts,
+        bench.reference.column(cols.TEXT).to_pylist(),
+        k,
     )
     model_c, model_c_rows = choose_model_c(ctx, config, log)
     log(f"[{corpus}] evaluation recipe C = {model_c:g} (chosen on dev)")
@@ -621,7 +641,9 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
         grid_rows.append(run_recipe(ctx, recipe))
         log(f"[{corpus}]   [grid] {recipe.name}: dev {grid_rows[-1]['dev']:.3f}")
     tuned = run_tune(ctx, config)
-    log(f"[{corpus}]   --tune: chose {tuned['chosen']!r}, held-out {tuned['held_out_accuracy']:.3f} vs default {tuned['default_held_out_accuracy']:.3f}")
+    log(
+        f"[{corpus}]   --tune: chose {tuned['chosen']!r}, held-out {tuned['held_out_accuracy']:.3f} vs default {tuned['default_held_out_accuracy']:.3f}"
+    )
     quality = detector_quality(ctx)
     throughput["ours_in_target"] = float(ctx.truth.loc[throughput.pop("ours_selected"), IN_TARGET].mean())
     authors = next(r for r in methods_rows if r["method"].startswith("DSIR (authors"))
@@ -657,17 +679,16 @@ def run(config: BenchConfig, paths: dict[str, str | Path] | None = None, log: Ca
         results = [run_corpus(*job) for job in jobs]
     per_corpus = dict(zip(config.corpora, results))
     names = [row["method"] for row in next(iter(per_corpus.values()))["grid"]]
-    grid = [
-        {"recipe": name, **{corpus: result["grid"][i]["dev"] for corpus, result in per_corpus.items()}}
-        for i, name in enumerate(names)
-    ]
+    grid = [{"recipe": name, **{corpus: result["grid"][i]["dev"] for corpus, result in per_corpus.items()}} for i, name in enumerate(names)]
     for row in grid:
         row["mean"] = float(np.mean([row[corpus] for corpus in per_corpus]))
     winner = max(grid, key=lambda row: row["mean"])["recipe"] if grid else None
     return {"config": config, "corpora": per_corpus, "grid": grid, "winner": winner}
 
 
-def compute_scores(bench: Benchmark, embeddings: np.ndarray, target_embeddings: np.ndarray, config: BenchConfig, timer: Timer) -> tuple[pa.Table, pd.DataFrame]:
+def compute_scores(
+    bench: Benchmark, embeddings: np.ndarray, target_embeddings: np.ndarray, config: BenchConfig, timer: Timer
+) -> tuple[pa.Table, pd.DataFrame]:
     """Shard scores (Arrow, as quality_scores writes them) and the pool-scored frame, cached."""
     from dataselect.pipeline import fingerprint
 
@@ -727,9 +748,13 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     default, random_row, full = rows["**default recipe**"], rows["random 10%"], rows["full pool"]
     target = TARGETS[result["corpus"]]
     return {
-        "default": default["test"], "target": target, "meets_target": default["test"] >= target,
-        "random_hi": random_row["test_band"][1], "above_random": default["test"] > random_row["test_band"][1],
-        "full": full["test"], "above_full": default["test"] > full["test"],
+        "default": default["test"],
+        "target": target,
+        "meets_target": default["test"] >= target,
+        "random_hi": random_row["test_band"][1],
+        "above_random": default["test"] > random_row["test_band"][1],
+        "full": full["test"],
+        "above_full": default["test"] > full["test"],
         "oracle": rows["clean in-target oracle"]["test"],
     }
 
@@ -742,14 +767,19 @@ def _targets(result: dict[str, Any]) -> list[str]:
         ("default recipe above the random band (test)", f"{h['default']:.3f} vs ≤ {h['random_hi']:.3f}", h["above_random"]),
         ("default recipe above the full pool (test)", f"{h['default']:.3f} vs {h['full']:.3f}", h["above_full"]),
         ("exact-duplicate recall 100%", f"{q['exact_dup_recall']:.1%}", q["exact_dup_recall"] == 1.0),
-        ("near-duplicate recall ≥ 90% at precision ≥ 95%", f"{q['near_dup_recall']:.1%} at {q['near_dup_precision']:.1%}",
-         q["near_dup_recall"] >= 0.9 and q["near_dup_precision"] >= 0.95),
+        (
+            "near-duplicate recall ≥ 90% at precision ≥ 95%",
+            f"{q['near_dup_recall']:.1%} at {q['near_dup_precision']:.1%}",
+            q["near_dup_recall"] >= 0.9 and q["near_dup_precision"] >= 0.95,
+        ),
         ("flipped-label AUROC ≥ 0.90 (default features)", f"{q['label_noise_auroc']:.3f}", q["label_noise_auroc"] >= 0.9),
         ("DSIR throughput ≥ 20× data-selection", f"{speedup:.1f}×", speedup >= 20),
     ]
-    return ["## Targets", "", "| target | measured | met |", "|---|---:|---|"] + [
-        f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks
-    ] + [""]
+    return (
+        ["## Targets", "", "| target | measured | met |", "|---|---:|---|"]
+        + [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
+        + [""]
+    )
 
 
 def _protocol(result: dict[str, Any], quick: bool) -> list[str]:
@@ -757,12 +787,14 @@ def _protocol(result: dict[str, Any], quick: bool) -> list[str]:
     bench: Benchmark = result["bench"]
     corpus = result["corpus"]
     pool = (
-        "20 Newsgroups training messages" if corpus == "newsgroups"
+        "20 Newsgroups training messages"
+        if corpus == "newsgroups"
         else "every `train` review of books, dvd, electronics and kitchen (the `domain` field never reaches a selection)"
     )
     task = (
         "`tfidf_logreg` trained on the selected records' given (possibly flipped) labels, predicting the newsgroup (20 classes)"
-        if corpus == "newsgroups" else "`tfidf_logreg` trained on the selected reviews' given (possibly flipped) labels, predicting the sentiment"
+        if corpus == "newsgroups"
+        else "`tfidf_logreg` trained on the selected reviews' given (possibly flipped) labels, predicting the sentiment"
     )
     target = "sci.* test messages" if corpus == "newsgroups" else "kitchen `test` reviews"
     return [
@@ -910,11 +942,18 @@ def render_summary(result: dict[str, Any], quick: bool) -> str:
         "|---|" + "---:|" * (len(corpora) + 1),
     ]
     for row in result["grid"]:
-        mark = (" **(winner)**" if row["recipe"] == result["winner"] else "") + (" *(registry default)*" if row["recipe"] == default_name else "")
+        mark = (" **(winner)**" if row["recipe"] == result["winner"] else "") + (
+            " *(registry default)*" if row["recipe"] == default_name else ""
+        )
         lines.append(f"| {row['recipe']}{mark} | " + " | ".join(_fmt(row[c]) for c in corpora) + f" | {_fmt(row['mean'])} |")
     agrees = default_name is not None and default_name == result["winner"]
-    lines += ["", f"Registry default is the dev-grid winner: **{'yes' if agrees else 'no'}**"
-              + ("" if agrees else f" (default = {default_name or 'not in the grid'}; winner = {result['winner']})") + ".", ""]
+    lines += [
+        "",
+        f"Registry default is the dev-grid winner: **{'yes' if agrees else 'no'}**"
+        + ("" if agrees else f" (default = {default_name or 'not in the grid'}; winner = {result['winner']})")
+        + ".",
+        "",
+    ]
     lines += [
         "",
         "## `--tune` (held-out half of the test split; the default recipe on the same half)",
@@ -940,7 +979,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small subsample (smoke test); writes nothing unless --output")
     parser.add_argument("--no-cache", action="store_true", help="recompute every score (benchmarks/work cache ignored)")
     parser.add_argument("--corpus", choices=CORPORA, action="append", help="run only this corpus (repeatable; default: all)")
-    parser.add_argument("--output", type=Path, default=None, help=f"results folder (default {RESULTS_DIR.relative_to(REPO)} for a full run)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help=f"results folder (default {RESULTS_DIR.relative_to(REPO)} for a full run)"
+    )
     args = parser.parse_args(argv)
     config = quick_config() if args.quick else BenchConfig()
     if args.no_cache:

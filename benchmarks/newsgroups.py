@@ -177,9 +177,7 @@ def build_benchmark(config: PoolConfig | None = None, path: str | os.PathLike | 
     clean_target = train[_in_target(config.corpus, config.target_prefix, train[cols.ID], train[cols.LABEL])]
     clean_target = clean_target[clean_target[cols.TEXT].str.strip().astype(bool)]
 
-    pool = corrupt_pool(
-        train[[cols.ID, cols.TEXT, cols.LABEL]], config.seed, config.exact_dup, config.near_dup, config.flip, config.junk
-    )
+    pool = corrupt_pool(train[[cols.ID, cols.TEXT, cols.LABEL]], config.seed, config.exact_dup, config.near_dup, config.flip, config.junk)
     # Land the pool as JSONL shards, as a user would drop files into the landing directory.
     landing = work_dir / f"landing-{_digest(config.__dict__, str(path))}"
     bounds = np.linspace(0, len(pool), config.n_shards + 1).astype(int)
@@ -269,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean", action="store_true", help="the training records without corruption")
     args = parser.parse_args(argv)
     files = write_build_inputs(args.out, args.clean, corpus=args.corpus)
-    print(f"dataselect build --landing {files['landing']} --reference {files['reference']} --eval {files['eval']} "
-          "--budget 0.1 --seed 0 --backend static --out <build folder>")
+    print(
+        f"dataselect build --landing {files['landing']} --reference {files['reference']} --eval {files['eval']} "
+        "--budget 0.1 --seed 0 --backend static --out <build folder>"
+    )
     return 0
 
 

@@ -78,8 +78,15 @@ class Driver:
 
         from dataselect_platform.definitions import all_assets, all_checks
 
-        result = materialize([*all_assets, *all_checks], selection=selection, partition_key=partition_key, instance=self.instance,
-                             resources=self.resources, run_config=run_config or {}, raise_on_error=False)
+        result = materialize(
+            [*all_assets, *all_checks],
+            selection=selection,
+            partition_key=partition_key,
+            instance=self.instance,
+            resources=self.resources,
+            run_config=run_config or {},
+            raise_on_error=False,
+        )
         if not result.success:
             failure = next((e.message for e in result.all_events if e.is_failure), "see the event log")
             raise RuntimeError(f"{selection} [{partition_key}] failed: {failure}")
@@ -101,8 +108,12 @@ class Driver:
         from jobs.build_plan import BuildSettings
 
         ops = _global_config(global_steps, seed, features)["ops"]
-        settings = BuildSettings(seed, ops["filtered_set"]["config"], ops.get("evaluation_report", {}).get("config"),
-                                 with_report="evaluation_report" in global_steps)
+        settings = BuildSettings(
+            seed,
+            ops["filtered_set"]["config"],
+            ops.get("evaluation_report", {}).get("config"),
+            with_report="evaluation_report" in global_steps,
+        )
         outcome = run_plan(self.instance, BuildInputs(self.landing, self.reference, None, self.store, {"backend": "static"}), settings)
         failed = [(r.job, r.partition, r.error) for r in outcome.runs if not r.success]
         if failed:
@@ -140,8 +151,12 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
         driver = Driver(instance, str(full_landing), reference, str(scratch / "full-store"))
         started = time.perf_counter()
         driver.build_all(config.global_steps, config.seed, config.label_noise_features)
-        full = {"seconds": time.perf_counter() - started, "records_embedded": driver.records_embedded,
-                "records_scored": driver.records_scored, "runs": driver.runs}
+        full = {
+            "seconds": time.perf_counter() - started,
+            "records_embedded": driver.records_embedded,
+            "records_scored": driver.records_scored,
+            "runs": driver.runs,
+        }
 
     landing = scratch / "refresh-landing"
     landing.mkdir()
@@ -154,8 +169,12 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
         before = (driver.records_embedded, driver.records_scored, driver.runs)
         started = time.perf_counter()
         driver.refresh_shard(keys[-1], config.global_steps, config.seed, config.label_noise_features)
-        refresh = {"seconds": time.perf_counter() - started, "records_embedded": driver.records_embedded - before[0],
-                   "records_scored": driver.records_scored - before[1], "runs": driver.runs - before[2]}
+        refresh = {
+            "seconds": time.perf_counter() - started,
+            "records_embedded": driver.records_embedded - before[0],
+            "records_scored": driver.records_scored - before[1],
+            "runs": driver.runs - before[2],
+        }
     return {"full": full, "refresh": refresh, "ratio": refresh["seconds"] / full["seconds"]}
 
 
@@ -166,30 +185,33 @@ def markdown(config: RefreshConfig, repeats: list[dict], description: dict) -> s
     first = repeats[0]
     verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
     per_repeat = ", ".join(f"{r['ratio']:.1%}" for r in repeats)
-    return "\n".join([
-        "# One-shard refresh vs full rebuild, through Dagster (`python -m benchmarks.refresh`)",
-        "",
-        f"{config.shards} synthetic shards × {config.records_per_shard:,} records (~{description['bytes_per_record']:,.0f} B/record), "
-        f"static embeddings, asset checks on, global steps: {', '.join(config.global_steps)}, label noise on "
-        f"{config.label_noise_features}. Medians of {len(repeats)} repeats "
-        f"on {os.cpu_count()} shared CPUs (load average now {os.getloadavg()[0]:.1f}).",
-        "",
-        "| | seconds (median) | Dagster runs | records embedded | records scored |",
-        "|---|---:|---:|---:|---:|",
-        f"| full rebuild ({config.shards} shards) | {full_s:.1f} | {first['full']['runs']} | {first['full']['records_embedded']:,} | {first['full']['records_scored']:,} |",
-        f"| refresh (1 new shard + global steps) | {refresh_s:.1f} | {first['refresh']['runs']} | {first['refresh']['records_embedded']:,} | {first['refresh']['records_scored']:,} |",
-        "",
-        f"Refresh / full rebuild: **{ratio:.1%}** (per repeat: {per_repeat}); "
-        f"target ≤ {TARGET_RATIO:.0%}: **{verdict}**.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# One-shard refresh vs full rebuild, through Dagster (`python -m benchmarks.refresh`)",
+            "",
+            f"{config.shards} synthetic shards × {config.records_per_shard:,} records (~{description['bytes_per_record']:,.0f} B/record), "
+            f"static embeddings, asset checks on, global steps: {', '.join(config.global_steps)}, label noise on "
+            f"{config.label_noise_features}. Medians of {len(repeats)} repeats "
+            f"on {os.cpu_count()} shared CPUs (load average now {os.getloadavg()[0]:.1f}).",
+            "",
+            "| | seconds (median) | Dagster runs | records embedded | records scored |",
+            "|---|---:|---:|---:|---:|",
+            f"| full rebuild ({config.shards} shards) | {full_s:.1f} | {first['full']['runs']} | {first['full']['records_embedded']:,} | {first['full']['records_scored']:,} |",
+            f"| refresh (1 new shard + global steps) | {refresh_s:.1f} | {first['refresh']['runs']} | {first['refresh']['records_embedded']:,} | {first['refresh']['records_scored']:,} |",
+            "",
+            f"Refresh / full rebuild: **{ratio:.1%}** (per repeat: {per_repeat}); target ≤ {TARGET_RATIO:.0%}: **{verdict}**.",
+            "",
+        ]
+    )
 
 
 def run(config: RefreshConfig) -> list[dict]:
     _environment()
     pool_dir = config.work / f"{config.shards}x{config.records_per_shard}"
-    description = write_pool(pool_dir, SyntheticConfig(n_records=config.shards * config.records_per_shard,
-                                                       records_per_shard=config.records_per_shard, seed=config.seed))
+    description = write_pool(
+        pool_dir,
+        SyntheticConfig(n_records=config.shards * config.records_per_shard, records_per_shard=config.records_per_shard, seed=config.seed),
+    )
     keys = description["shards"]
     repeats = []
     for _ in range(config.repeats):
@@ -211,14 +233,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=RefreshConfig.shards)
     parser.add_argument("--records-per-shard", type=int, default=RefreshConfig.records_per_shard)
     parser.add_argument("--repeats", type=int, default=RefreshConfig.repeats)
-    parser.add_argument("--global-steps", nargs="+", default=list(RefreshConfig.global_steps),
-                        choices=["filtered_set", "evaluation_set", "evaluation_report"])
+    parser.add_argument(
+        "--global-steps",
+        nargs="+",
+        default=list(RefreshConfig.global_steps),
+        choices=["filtered_set", "evaluation_set", "evaluation_report"],
+    )
     parser.add_argument("--label-noise-features", choices=["tfidf", "embeddings"], default=RefreshConfig.label_noise_features)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    run(RefreshConfig(shards=args.shards, records_per_shard=args.records_per_shard, repeats=args.repeats,
-                      global_steps=tuple(args.global_steps), label_noise_features=args.label_noise_features, work=args.work, results=args.results))
+    run(
+        RefreshConfig(
+            shards=args.shards,
+            records_per_shard=args.records_per_shard,
+            repeats=args.repeats,
+            global_steps=tuple(args.global_steps),
+            label_noise_features=args.label_noise_features,
+            work=args.work,
+            results=args.results,
+        )
+    )
     return 0
 
 

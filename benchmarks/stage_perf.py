@@ -129,7 +129,9 @@ def _embed_one(item: tuple) -> int:
     source = records_fingerprint(records)
     vectors = embedder.embed(records.column(cols.TEXT).to_pylist())
     table = vectors_to_arrow(records.column(cols.ID), vectors)
-    write_parquet(confined(store, "embeddings", f"{key}.parquet"), table, {"source": source, "backend": embedder.name, "dim": str(embedder.dim)})
+    write_parquet(
+        confined(store, "embeddings", f"{key}.parquet"), table, {"source": source, "backend": embedder.name, "dim": str(embedder.dim)}
+    )
     return records.num_rows
 
 
@@ -169,7 +171,10 @@ def stage_fit(work: Path, options: dict) -> int:
     for name in FIT_SCORERS:  # one fit asset per scorer, each drawing its own sample
         needs_vectors = SCORERS[name].needs_embeddings
         shards = (
-            (read_parquet(confined(store, "raw_pool", f"{k}.parquet"), columns), _read_vectors(store, "embeddings", k) if needs_vectors else None)
+            (
+                read_parquet(confined(store, "raw_pool", f"{k}.parquet"), columns),
+                _read_vectors(store, "embeddings", k) if needs_vectors else None,
+            )
             for k in keys
         )
         sample = pool_sample(shards, total, options["fit_sample_size"], options["seed"])
@@ -234,7 +239,10 @@ def stage_select(work: Path, options: dict) -> int:
     build_id = build_id_for(selection, pool_scorers, pool_options, fingerprints)
     chosen = pa.array(decisions.loc[decisions[cols.STATUS] == cols.SELECTED, cols.ID].tolist(), pa.string())
     selected = pa.concat_tables(
-        [t.filter(pc.is_in(t.column(cols.ID), value_set=chosen)) for t in (read_parquet(confined(store, "raw_pool", f"{k}.parquet")) for k in keys)],
+        [
+            t.filter(pc.is_in(t.column(cols.ID), value_set=chosen))
+            for t in (read_parquet(confined(store, "raw_pool", f"{k}.parquet")) for k in keys)
+        ],
         promote_options="permissive",
     )
     manifest = make_manifest(build_id, selection, pool_scorers, pool_options, fingerprints, decisions)
@@ -274,10 +282,17 @@ def run_child(stage: str, work: Path, options: dict, result_path: Path) -> None:
     # plus every worker at the largest worker's peak (an upper bound: forked pages are shared).
     own_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     worker_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if children_cpu > 0 else 0
-    result_path.write_text(json.dumps({
-        "stage": stage, "records": int(records), "seconds": seconds, "cpu_seconds": time.process_time() - cpu_started + children_cpu,
-        "peak_rss_mb": (own_kb + options["workers"] * worker_kb) / 1024,
-    }))
+    result_path.write_text(
+        json.dumps(
+            {
+                "stage": stage,
+                "records": int(records),
+                "seconds": seconds,
+                "cpu_seconds": time.process_time() - cpu_started + children_cpu,
+                "peak_rss_mb": (own_kb + options["workers"] * worker_kb) / 1024,
+            }
+        )
+    )
 
 
 # --------------------------------------------------------------------------- driver (parent side)
@@ -287,8 +302,19 @@ def measure_stage(stage: str, work: Path, options: dict) -> dict:
     """One stage in a child process; raises with the child's stderr when it fails."""
     result_path = work / f".{stage}.result.json"
     result_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "benchmarks.stage_perf", "--child", stage, "--work", str(work), "--options", json.dumps(options),
-               "--child-result", str(result_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.stage_perf",
+        "--child",
+        stage,
+        "--work",
+        str(work),
+        "--options",
+        json.dumps(options),
+        "--child-result",
+        str(result_path),
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     load = os.getloadavg()[0]
     started = time.perf_counter()
@@ -322,13 +348,22 @@ def run_benchmark(config: PerfConfig) -> list[dict]:
             shutil.rmtree(work / "store", ignore_errors=True)  # every repeat starts from the landing files
             for stage in config.stages:
                 result = measure_stage(stage, work, options)
-                result.update(size=size, repeat=repeat, bytes_per_record=description["bytes_per_record"], tag=config.tag, workers=config.workers,
-                              time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                result.update(
+                    size=size,
+                    repeat=repeat,
+                    bytes_per_record=description["bytes_per_record"],
+                    tag=config.tag,
+                    workers=config.workers,
+                    time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                )
                 runs.append(result)
                 with runs_path.open("a") as handle:
                     handle.write(json.dumps(result) + "\n")
-                print(f"[perf] n={size} repeat={repeat} {stage}: {result['seconds']:.1f}s "
-                      f"({result['records'] / max(result['seconds'], 1e-9):,.0f} rec/s), peak {result['peak_rss_mb']:,.0f} MB", flush=True)
+                print(
+                    f"[perf] n={size} repeat={repeat} {stage}: {result['seconds']:.1f}s "
+                    f"({result['records'] / max(result['seconds'], 1e-9):,.0f} rec/s), peak {result['peak_rss_mb']:,.0f} MB",
+                    flush=True,
+                )
                 write_markdown(load_runs(runs_path), config.results)
     return runs
 
@@ -357,14 +392,19 @@ def summarize(runs: list[dict]) -> list[dict]:
                 continue
             seconds = float(np.median([r["seconds"] for r in items]))
             per_stage[stage] = items
-            rows.append({
-                "size": size, "stage": stage, "runs": len(items), "seconds": seconds,
-                "records_per_second": items[0]["records"] / seconds if seconds else float("nan"),
-                "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in items])),
-                "max_peak_rss_mb": float(max(r["peak_rss_mb"] for r in items)),
-                "cpu_seconds": float(np.median([r.get("cpu_seconds", float("nan")) for r in items])),
-                "load": float(np.median([r.get("load_before", float("nan")) for r in items])),
-            })
+            rows.append(
+                {
+                    "size": size,
+                    "stage": stage,
+                    "runs": len(items),
+                    "seconds": seconds,
+                    "records_per_second": items[0]["records"] / seconds if seconds else float("nan"),
+                    "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in items])),
+                    "max_peak_rss_mb": float(max(r["peak_rss_mb"] for r in items)),
+                    "cpu_seconds": float(np.median([r.get("cpu_seconds", float("nan")) for r in items])),
+                    "load": float(np.median([r.get("load_before", float("nan")) for r in items])),
+                }
+            )
         repeats = sorted({rep for (n, _, rep) in latest if n == size})
         complete = [rep for rep in repeats if all((size, s, rep) in latest for s in STAGES)]
         if complete:
@@ -372,11 +412,19 @@ def summarize(runs: list[dict]) -> list[dict]:
             cpu_totals = [sum(latest[(size, s, rep)].get("cpu_seconds", float("nan")) for s in STAGES) for rep in complete]
             peaks = [max(latest[(size, s, rep)]["peak_rss_mb"] for s in STAGES) for rep in complete]
             seconds = float(np.median(totals))
-            rows.append({
-                "size": size, "stage": "end_to_end", "runs": len(complete), "seconds": seconds,
-                "records_per_second": size / seconds, "peak_rss_mb": float(np.median(peaks)), "max_peak_rss_mb": float(max(peaks)),
-                "cpu_seconds": float(np.median(cpu_totals)), "load": float("nan"),
-            })
+            rows.append(
+                {
+                    "size": size,
+                    "stage": "end_to_end",
+                    "runs": len(complete),
+                    "seconds": seconds,
+                    "records_per_second": size / seconds,
+                    "peak_rss_mb": float(np.median(peaks)),
+                    "max_peak_rss_mb": float(max(peaks)),
+                    "cpu_seconds": float(np.median(cpu_totals)),
+                    "load": float("nan"),
+                }
+            )
     # Cost slope d log(seconds) / d log(records) against the next smaller size: 1.0 is linear.
     by_stage: dict[str, list[dict]] = {}
     for row in rows:
@@ -414,7 +462,9 @@ def target_lines(rows: list[dict]) -> list[str]:
     if 100_000 in end_to_end:
         rate = end_to_end[100_000]["records_per_second"]
         verdict = "met" if rate >= TARGET_END_TO_END_RPS else "NOT met"
-        lines.append(f"- End to end at 100k records, static backend: {rate:,.0f} records/s against ≥ {TARGET_END_TO_END_RPS:,}: **{verdict}**.")
+        lines.append(
+            f"- End to end at 100k records, static backend: {rate:,.0f} records/s against ≥ {TARGET_END_TO_END_RPS:,}: **{verdict}**."
+        )
     else:
         lines.append("- End to end at 100k records: not run yet.")
     million = [r for r in rows if r["size"] == 1_000_000]
@@ -422,7 +472,9 @@ def target_lines(rows: list[dict]) -> list[str]:
         peak = max(r["max_peak_rss_mb"] for r in million)
         stages = sorted({r["stage"] for r in million} - {"end_to_end"})
         verdict = "met" if peak <= TARGET_PEAK_RSS_MB_AT_1M else "NOT met"
-        lines.append(f"- 1M records: peak RSS {peak:,.0f} MB over the stages run ({', '.join(stages)}) against ≤ {TARGET_PEAK_RSS_MB_AT_1M:,} MB: **{verdict}**.")
+        lines.append(
+            f"- 1M records: peak RSS {peak:,.0f} MB over the stages run ({', '.join(stages)}) against ≤ {TARGET_PEAK_RSS_MB_AT_1M:,} MB: **{verdict}**."
+        )
     else:
         lines.append("- 1M records: not run.")
     slopes = [r for r in rows if "slope" in r]
@@ -436,29 +488,31 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
     rows = summarize(runs)
     sizes = sorted({r["size"] for r in runs})
     bytes_per_record = {r["size"]: r.get("bytes_per_record") for r in runs}
-    text = "\n".join([
-        "# Library-only pipeline throughput and memory (`python -m benchmarks.stage_perf`; no Dagster, no report)",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs (load average per row: the 1-minute load "
-        f"before the stage started), Python {platform.python_version()}. Static (model2vec) embedding backend. Synthetic pools "
-        f"(`benchmarks/synthetic.py`) of {', '.join(f'{s:,}' for s in sizes)} records, "
-        + ", ".join(f"{bytes_per_record[s]:,.0f} B/record of JSONL at {s:,}" for s in sizes if bytes_per_record.get(s))
-        + ", 10,000 records per landing shard. Each stage runs in a fresh process; the per-shard stages (ingest, embed, score) "
-        f"fan their shards out over {max(r.get('workers', 1) for r in runs) if runs else 1} forked worker processes, one per core, "
-        "as Dagster runs each shard partition's run in its own process. Seconds exclude the interpreter start and imports. Peak RSS is the "
-        "stage process's `ru_maxrss` (imports included) plus, for the per-shard stages, the number of workers times the largest "
-        "worker's `ru_maxrss`: an upper bound on the memory in use at once (forked pages are shared). End to end = the sum of the "
-        "five stages' seconds in one repeat (median over repeats); its peak = the largest stage peak of the repeat. Records per "
-        "CPU-s divides by the CPU time (user + system) of the stage process and its workers. Slope = d log(time) / d log(records) "
-        "against the next smaller size.",
-        "",
-        markdown_table(rows),
-        "",
-        "## Targets",
-        "",
-        *target_lines(rows),
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Library-only pipeline throughput and memory (`python -m benchmarks.stage_perf`; no Dagster, no report)",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs (load average per row: the 1-minute load "
+            f"before the stage started), Python {platform.python_version()}. Static (model2vec) embedding backend. Synthetic pools "
+            f"(`benchmarks/synthetic.py`) of {', '.join(f'{s:,}' for s in sizes)} records, "
+            + ", ".join(f"{bytes_per_record[s]:,.0f} B/record of JSONL at {s:,}" for s in sizes if bytes_per_record.get(s))
+            + ", 10,000 records per landing shard. Each stage runs in a fresh process; the per-shard stages (ingest, embed, score) "
+            f"fan their shards out over {max(r.get('workers', 1) for r in runs) if runs else 1} forked worker processes, one per core, "
+            "as Dagster runs each shard partition's run in its own process. Seconds exclude the interpreter start and imports. Peak RSS is the "
+            "stage process's `ru_maxrss` (imports included) plus, for the per-shard stages, the number of workers times the largest "
+            "worker's `ru_maxrss`: an upper bound on the memory in use at once (forked pages are shared). End to end = the sum of the "
+            "five stages' seconds in one repeat (median over repeats); its peak = the largest stage peak of the repeat. Records per "
+            "CPU-s divides by the CPU time (user + system) of the stage process and its workers. Slope = d log(time) / d log(records) "
+            "against the next smaller size.",
+            "",
+            markdown_table(rows),
+            "",
+            "## Targets",
+            "",
+            *target_lines(rows),
+            "",
+        ]
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text
@@ -483,8 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_child(args.child, args.work, json.loads(args.options), args.child_result)
         return 0
-    config = PerfConfig(sizes=tuple(args.sizes), repeats=args.repeats, stages=tuple(args.stages),
-                        records_per_shard=args.records_per_shard, workers=args.workers, work=args.work, results=args.results, tag=args.tag)
+    config = PerfConfig(
+        sizes=tuple(args.sizes),
+        repeats=args.repeats,
+        stages=tuple(args.stages),
+        records_per_shard=args.records_per_shard,
+        workers=args.workers,
+        work=args.work,
+        results=args.results,
+        tag=args.tag,
+    )
     if args.report_only:
         print(write_markdown(load_runs(config.work / "runs.jsonl"), config.results))
         return 0

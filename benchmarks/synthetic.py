@@ -115,9 +115,7 @@ class SyntheticPool:
         # Topic k ranks the vocabulary in its own order (stop words excluded, so every topic
         # keeps the same function words and differs only in content words).
         content = np.arange(len(STOP_WORDS), c.vocab_size)
-        self.topic_order = np.stack(
-            [np.concatenate([np.arange(len(STOP_WORDS)), rng.permutation(content)]) for _ in range(c.n_topics)]
-        )
+        self.topic_order = np.stack([np.concatenate([np.arange(len(STOP_WORDS)), rng.permutation(content)]) for _ in range(c.n_topics)])
 
     @property
     def n_shards(self) -> int:
@@ -223,7 +221,12 @@ def write_pool(directory: str | Path, config: SyntheticConfig, reference_size: i
     # The reference: clean topic-0 records from a shard index no pool shard uses.
     reference = pool.shard(10**6, n=reference_size, topics=np.zeros(reference_size, np.int64), key="reference")
     write_jsonl(directory / "reference.jsonl", reference)
-    description = {"config": wanted, "shards": keys, "records": config.n_records, "bytes": total_bytes,
-                   "bytes_per_record": round(total_bytes / max(config.n_records, 1), 1)}
+    description = {
+        "config": wanted,
+        "shards": keys,
+        "records": config.n_records,
+        "bytes": total_bytes,
+        "bytes_per_record": round(total_bytes / max(config.n_records, 1), 1),
+    }
     marker.write_text(json.dumps(description, indent=2))
     return description

@@ -32,8 +32,24 @@ BUDGET = 0.1
 def build(paths, out: Path, tune: bool) -> tuple[float, dict]:
     shutil.rmtree(out, ignore_errors=True)
     command = [
-        sys.executable, "-m", "dataselect_platform.cli", "build", "--landing", str(paths.landing), "--reference", str(paths.reference),
-        "--eval", str(paths.evaluation), "--budget", str(BUDGET), "--seed", "0", "--backend", "static", "--out", str(out),
+        sys.executable,
+        "-m",
+        "dataselect_platform.cli",
+        "build",
+        "--landing",
+        str(paths.landing),
+        "--reference",
+        str(paths.reference),
+        "--eval",
+        str(paths.evaluation),
+        "--budget",
+        str(BUDGET),
+        "--seed",
+        "0",
+        "--backend",
+        "static",
+        "--out",
+        str(out),
         *(["--tune"] if tune else []),
     ]
     env = {**os.environ, "DAGSTER_HOME": str(out / "dagster_home")}

@@ -21,7 +21,11 @@ from dataselect.storage import confined, exists, read_json, write_json, write_pa
 
 
 def build_id_for(
-    selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str], evaluation: str | None = None
+    selection: SelectionConfig,
+    pool_scorers: list[str],
+    pool_options: dict,
+    shard_fingerprints: dict[str, str],
+    evaluation: str | None = None,
 ) -> str:
     """``evaluation``: the evaluation set's fingerprint when it shaped the decisions (decontamination)."""
     config_hash = fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options, *([evaluation] if evaluation else []))
@@ -52,7 +56,11 @@ def score_for_selection(
 
 def with_decontamination(selection: SelectionConfig, frame: pd.DataFrame) -> SelectionConfig:
     """Decontamination is a hard filter whatever ``hard_filters`` lists, once its column exists."""
-    if f"{decontamination.NAME}.keep" in frame.columns and selection.hard_filters is not None and decontamination.NAME not in selection.hard_filters:
+    if (
+        f"{decontamination.NAME}.keep" in frame.columns
+        and selection.hard_filters is not None
+        and decontamination.NAME not in selection.hard_filters
+    ):
         return dataclasses.replace(selection, hard_filters=[*selection.hard_filters, decontamination.NAME])
     return selection
 
@@ -97,7 +105,15 @@ def write_build(
     return paths
 
 
-def make_manifest(build_id: str, selection: SelectionConfig, pool_scorers: list[str], pool_options: dict, shard_fingerprints: dict[str, str], decisions: pd.DataFrame, extra: dict | None = None) -> dict:
+def make_manifest(
+    build_id: str,
+    selection: SelectionConfig,
+    pool_scorers: list[str],
+    pool_options: dict,
+    shard_fingerprints: dict[str, str],
+    decisions: pd.DataFrame,
+    extra: dict | None = None,
+) -> dict:
     return {
         "build_id": build_id,
         "config": {"selection": dataclasses.asdict(selection), "pool_scorers": pool_scorers, "pool_options": pool_options, **(extra or {})},

@@ -49,8 +49,9 @@ def split_decisions(decisions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     return scores.reset_index(drop=True), quarantine.reset_index(drop=True)
 
 
-def reselect(decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None, budget: float | None = None,
-             without: str | None = None) -> list[str]:
+def reselect(
+    decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None, budget: float | None = None, without: str | None = None
+) -> list[str]:
     """Record keys (see :func:`record_keys`) the same build would select at another ``budget`` (a
     :class:`SelectionConfig` budget, counted against every raw record as the build counts it), or
     with scorer ``without`` left out. ``embeddings`` are row-aligned with the non-quarantined decisions."""
@@ -158,7 +159,10 @@ def evaluate_build(
         if config.budgets:
             sweep = evaluator.budget_sweep(
                 lambda budget: reselect(decisions, selection, pool_embeddings, budget=budget),
-                config.budgets, config.random_seeds, True, True,
+                config.budgets,
+                config.random_seeds,
+                True,
+                True,
             )
             tables["budget_sweep"] = sweep
             figures["budget_curve"] = report.plot_budget_curve(sweep)

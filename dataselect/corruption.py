@@ -104,12 +104,33 @@ def _junk_text(kind: str, rng: np.random.Generator) -> str:
             "Accept All | Reject All | Manage Preferences | Privacy Policy | Cookie Policy"
         )
     if kind == "lorem_ipsum":
-        words = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
-                 "labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco").split()
+        words = (
+            "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
+            "labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco"
+        ).split()
         return "Lorem ipsum " + " ".join(rng.choice(words, int(rng.integers(40, 120)))) + "."
     if kind == "nav_menu":
-        items = np.array(["Home", "About Us", "Products", "Services", "Blog", "News", "Careers", "Contact",
-                          "Login", "Sign Up", "FAQ", "Support", "Terms", "Privacy", "Sitemap", "Shop", "Cart"])
+        items = np.array(
+            [
+                "Home",
+                "About Us",
+                "Products",
+                "Services",
+                "Blog",
+                "News",
+                "Careers",
+                "Contact",
+                "Login",
+                "Sign Up",
+                "FAQ",
+                "Support",
+                "Terms",
+                "Privacy",
+                "Sitemap",
+                "Shop",
+                "Cart",
+            ]
+        )
         menu = " | ".join(rng.permutation(items)[: int(rng.integers(8, len(items)))])
         return f"{menu}\nSkip to main content\n© {int(rng.integers(1998, 2025))} All rights reserved."
     if kind == "empty":
@@ -166,9 +187,7 @@ def corrupt_pool(
     exact = base.iloc[pick_sources(round(exact_dup * n))].copy()
     reformat = rng.random(len(exact)) < config.reformat_fraction
     variants = rng.integers(0, 3, len(exact))
-    exact[TEXT] = [
-        _reformat(text, int(v)) if r else text for text, r, v in zip(exact[TEXT], reformat, variants)
-    ]
+    exact[TEXT] = [_reformat(text, int(v)) if r else text for text, r, v in zip(exact[TEXT], reformat, variants)]
     exact[ID] = [new_id(f"{source}~dup") for source in exact[SOURCE_ID]]
     exact[IS_EXACT_DUP] = True
 

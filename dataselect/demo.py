@@ -40,10 +40,38 @@ SHARD_FORMATS = (".jsonl", ".jsonl.gz", ".parquet", ".csv")
 # the reference and evaluation sets (see DemoConfig.pool_special_rate).
 TOPICS: dict[str, dict[str, list[str]]] = {
     "astronomy": {
-        "noun": ["star", "planet", "galaxy", "telescope", "comet", "orbit", "moon", "nebula", "asteroid", "sky",
-                 "observatory", "eclipse", "meteor", "satellite", "cluster", "horizon"],
-        "special": ["quasar", "pulsar", "exoplanet", "redshift", "magnetar", "spectrograph", "parallax",
-                    "supernova", "accretion disk", "dark matter halo", "interferometer", "gravitational lens"],
+        "noun": [
+            "star",
+            "planet",
+            "galaxy",
+            "telescope",
+            "comet",
+            "orbit",
+            "moon",
+            "nebula",
+            "asteroid",
+            "sky",
+            "observatory",
+            "eclipse",
+            "meteor",
+            "satellite",
+            "cluster",
+            "horizon",
+        ],
+        "special": [
+            "quasar",
+            "pulsar",
+            "exoplanet",
+            "redshift",
+            "magnetar",
+            "spectrograph",
+            "parallax",
+            "supernova",
+            "accretion disk",
+            "dark matter halo",
+            "interferometer",
+            "gravitational lens",
+        ],
         "adj": ["distant", "bright", "faint", "massive", "rotating", "ancient", "cold", "luminous"],
         "verb": ["observed", "tracked", "measured", "photographed", "detected", "mapped", "catalogued"],
         "who": ["astronomers", "the survey team", "an amateur observer", "the space agency", "researchers"],
@@ -57,10 +85,38 @@ TOPICS: dict[str, dict[str, list[str]]] = {
         ],
     },
     "medicine": {
-        "noun": ["patient", "doctor", "clinic", "hospital", "treatment", "symptom", "nurse", "vaccine", "dose",
-                 "infection", "therapy", "diagnosis", "surgery", "prescription", "ward", "fever"],
-        "special": ["antibody", "biopsy", "cardiology", "oncology", "pathogen", "placebo trial", "immunotherapy",
-                    "endoscopy", "antibiotic resistance", "insulin pump", "radiotherapy", "MRI scan"],
+        "noun": [
+            "patient",
+            "doctor",
+            "clinic",
+            "hospital",
+            "treatment",
+            "symptom",
+            "nurse",
+            "vaccine",
+            "dose",
+            "infection",
+            "therapy",
+            "diagnosis",
+            "surgery",
+            "prescription",
+            "ward",
+            "fever",
+        ],
+        "special": [
+            "antibody",
+            "biopsy",
+            "cardiology",
+            "oncology",
+            "pathogen",
+            "placebo trial",
+            "immunotherapy",
+            "endoscopy",
+            "antibiotic resistance",
+            "insulin pump",
+            "radiotherapy",
+            "MRI scan",
+        ],
         "adj": ["chronic", "acute", "mild", "severe", "routine", "experimental", "preventive", "clinical"],
         "verb": ["treated", "diagnosed", "examined", "monitored", "prescribed", "tested", "admitted"],
         "who": ["the physicians", "a nurse practitioner", "the health ministry", "clinicians", "the care team"],
@@ -74,10 +130,38 @@ TOPICS: dict[str, dict[str, list[str]]] = {
         ],
     },
     "cooking": {
-        "noun": ["recipe", "oven", "sauce", "garlic", "onion", "pasta", "bread", "butter", "pan", "soup",
-                 "salad", "dough", "spice", "kitchen", "flour", "dessert"],
-        "special": ["sous vide", "braise", "emulsion", "caramelisation", "mise en place", "roux", "brine",
-                    "fermentation", "julienne", "confit", "reduction", "tempering"],
+        "noun": [
+            "recipe",
+            "oven",
+            "sauce",
+            "garlic",
+            "onion",
+            "pasta",
+            "bread",
+            "butter",
+            "pan",
+            "soup",
+            "salad",
+            "dough",
+            "spice",
+            "kitchen",
+            "flour",
+            "dessert",
+        ],
+        "special": [
+            "sous vide",
+            "braise",
+            "emulsion",
+            "caramelisation",
+            "mise en place",
+            "roux",
+            "brine",
+            "fermentation",
+            "julienne",
+            "confit",
+            "reduction",
+            "tempering",
+        ],
         "adj": ["crispy", "creamy", "savory", "fresh", "roasted", "tender", "spicy", "golden"],
         "verb": ["simmered", "baked", "chopped", "whisked", "seasoned", "grilled", "stirred"],
         "who": ["the chef", "my grandmother", "the home cook", "the bakery team", "our test kitchen"],
@@ -91,10 +175,38 @@ TOPICS: dict[str, dict[str, list[str]]] = {
         ],
     },
     "football": {
-        "noun": ["match", "goal", "striker", "coach", "league", "stadium", "defender", "penalty", "season",
-                 "referee", "midfield", "keeper", "fans", "derby", "transfer", "cup"],
-        "special": ["offside trap", "counter-press", "false nine", "xG model", "back three", "set piece",
-                    "high line", "overlap", "pressing trigger", "zonal marking", "VAR review", "low block"],
+        "noun": [
+            "match",
+            "goal",
+            "striker",
+            "coach",
+            "league",
+            "stadium",
+            "defender",
+            "penalty",
+            "season",
+            "referee",
+            "midfield",
+            "keeper",
+            "fans",
+            "derby",
+            "transfer",
+            "cup",
+        ],
+        "special": [
+            "offside trap",
+            "counter-press",
+            "false nine",
+            "xG model",
+            "back three",
+            "set piece",
+            "high line",
+            "overlap",
+            "pressing trigger",
+            "zonal marking",
+            "VAR review",
+            "low block",
+        ],
         "adj": ["late", "stunning", "defensive", "home", "away", "decisive", "tactical", "injured"],
         "verb": ["scored", "defended", "pressed", "substituted", "celebrated", "booked", "passed"],
         "who": ["the manager", "the captain", "supporters", "pundits", "the club"],
@@ -108,11 +220,38 @@ TOPICS: dict[str, dict[str, list[str]]] = {
         ],
     },
     "finance": {
-        "noun": ["market", "stock", "bond", "investor", "bank", "price", "fund", "dividend", "portfolio",
-                 "earnings", "loan", "currency", "inflation", "budget", "share", "profit"],
-        "special": ["yield curve", "credit default swap", "quantitative easing", "basis point", "short squeeze",
-                    "hedge ratio", "leveraged buyout", "price-to-earnings ratio", "liquidity premium",
-                    "convertible note", "margin call", "duration risk"],
+        "noun": [
+            "market",
+            "stock",
+            "bond",
+            "investor",
+            "bank",
+            "price",
+            "fund",
+            "dividend",
+            "portfolio",
+            "earnings",
+            "loan",
+            "currency",
+            "inflation",
+            "budget",
+            "share",
+            "profit",
+        ],
+        "special": [
+            "yield curve",
+            "credit default swap",
+            "quantitative easing",
+            "basis point",
+            "short squeeze",
+            "hedge ratio",
+            "leveraged buyout",
+            "price-to-earnings ratio",
+            "liquidity premium",
+            "convertible note",
+            "margin call",
+            "duration risk",
+        ],
         "adj": ["volatile", "quarterly", "bullish", "bearish", "steady", "annual", "fiscal", "global"],
         "verb": ["rallied", "fell", "traded", "invested", "reported", "hedged", "borrowed"],
         "who": ["analysts", "the central bank", "traders", "the finance minister", "fund managers"],
@@ -205,8 +344,15 @@ def _sentence(topic: str, draws: _Draws, special_rate: float) -> str:
     special = draws.pick(vocabulary["special"]) if draws.uniform() < special_rate else draws.pick(nouns)
     who = draws.pick(vocabulary["who"])
     return template.format(
-        noun=nouns[first], noun2=nouns[second], patient="patient", special=special, adj=draws.pick(vocabulary["adj"]),
-        verb=draws.pick(vocabulary["verb"]), who=who, Who=who[0].upper() + who[1:], num=2 + draws.index(398),
+        noun=nouns[first],
+        noun2=nouns[second],
+        patient="patient",
+        special=special,
+        adj=draws.pick(vocabulary["adj"]),
+        verb=draws.pick(vocabulary["verb"]),
+        who=who,
+        Who=who[0].upper() + who[1:],
+        num=2 + draws.index(398),
     )
 
 
@@ -226,8 +372,7 @@ def _document(topic: str, draws: _Draws, special_rate: float, config: DemoConfig
     return _ARTICLE.sub(r"\1n \2", " ".join(sentences[:cut]) + "\n\n" + " ".join(sentences[cut:]))
 
 
-def _documents(topics: list[str], draws: _Draws, special_rate: float, config: DemoConfig,
-               exclude: set[str]) -> list[str]:
+def _documents(topics: list[str], draws: _Draws, special_rate: float, config: DemoConfig, exclude: set[str]) -> list[str]:
     """One document per topic entry, none hashing equal to ``exclude`` or to each other."""
     texts = []
     for topic in topics:
@@ -267,7 +412,10 @@ def _write_shard(path: str, frame: pd.DataFrame) -> None:
 
 
 def write_demo(
-    directory: str | os.PathLike, seed: int = 0, n_records: int = 3000, n_shards: int = 4,
+    directory: str | os.PathLike,
+    seed: int = 0,
+    n_records: int = 3000,
+    n_shards: int = 4,
     config: DemoConfig | None = None,
 ) -> DemoPaths:
     """Write the demo corpus under ``directory``; same seed, same bytes.
@@ -295,15 +443,19 @@ def write_demo(
     reference_topics = [TARGET_TOPICS[i] for i in target_rng.integers(0, len(TARGET_TOPICS), config.n_reference)]
     eval_topics = [TARGET_TOPICS[i] for i in target_rng.integers(0, len(TARGET_TOPICS), config.n_eval)]
     target_draws = _Draws(target_rng)
-    reference = pd.DataFrame({
-        ID: [f"ref-{i:05d}" for i in range(config.n_reference)],
-        TEXT: _documents(reference_topics, target_draws, config.target_special_rate, config, seen),
-    })
-    evaluation = pd.DataFrame({
-        ID: [f"eval-{i:05d}" for i in range(config.n_eval)],
-        TEXT: _documents(eval_topics, target_draws, config.target_special_rate, config, seen),
-        LABEL: eval_topics,
-    })
+    reference = pd.DataFrame(
+        {
+            ID: [f"ref-{i:05d}" for i in range(config.n_reference)],
+            TEXT: _documents(reference_topics, target_draws, config.target_special_rate, config, seen),
+        }
+    )
+    evaluation = pd.DataFrame(
+        {
+            ID: [f"eval-{i:05d}" for i in range(config.n_eval)],
+            TEXT: _documents(eval_topics, target_draws, config.target_special_rate, config, seen),
+            LABEL: eval_topics,
+        }
+    )
 
     landing = root / "landing"
     shard_of_row = np.empty(len(corrupted), dtype=object)
@@ -319,6 +471,9 @@ def write_demo(
     atomic_write_bytes(str(root / "reference.jsonl"), _jsonl_bytes(reference))
     atomic_write_bytes(str(root / "eval.jsonl"), _jsonl_bytes(evaluation))
     return DemoPaths(
-        root=str(root), landing=str(landing), reference=str(root / "reference.jsonl"),
-        evaluation=str(root / "eval.jsonl"), ground_truth=str(root / "ground_truth.parquet"),
+        root=str(root),
+        landing=str(landing),
+        reference=str(root / "reference.jsonl"),
+        evaluation=str(root / "eval.jsonl"),
+        ground_truth=str(root / "ground_truth.parquet"),
     )

@@ -61,8 +61,7 @@ def resolve_device(preference: str = "auto", cuda_available: bool | None = None)
     if preference == "cuda" or preference.startswith("cuda:"):
         if not cuda_available:
             raise RuntimeError(
-                f"device {preference!r} was requested but CUDA is not available on this machine "
-                "(use device='auto' or 'cpu')"
+                f"device {preference!r} was requested but CUDA is not available on this machine (use device='auto' or 'cpu')"
             )
         return preference
     raise ValueError(f"unknown device {preference!r}: expected 'auto', 'cpu' or 'cuda[:N]'")
@@ -246,11 +245,7 @@ class StaticEmbedder:
             raise ValueError(f"pca_dims must be in [1, {MINILM_DIM}], got {self.config.pca_dims}")
         self.dim = self.config.pca_dims
         self.name = f"static-{MINILM_NAME}-{self.dim}"
-        self.cache_dir = (
-            Path(self.config.cache_dir).expanduser()
-            if self.config.cache_dir
-            else default_static_cache_dir(self.dim)
-        )
+        self.cache_dir = Path(self.config.cache_dir).expanduser() if self.config.cache_dir else default_static_cache_dir(self.dim)
         self._model = None
         self._token_vectors: np.ndarray | None = None
 

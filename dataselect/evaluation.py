@@ -201,9 +201,7 @@ class _TermCounts:
 
     def __init__(self, pool_texts: Sequence[str], eval_texts: Sequence[str], config: Config):
         self.config = config
-        counter = CountVectorizer(
-            ngram_range=tuple(config.ngram_range), min_df=config.min_df, dtype=np.float32
-        )
+        counter = CountVectorizer(ngram_range=tuple(config.ngram_range), min_df=config.min_df, dtype=np.float32)
         try:
             self.pool = counter.fit_transform(pool_texts).tocsr()
             self.eval = counter.transform(eval_texts).tocsr()
@@ -272,13 +270,9 @@ def _fit_predict(
         values, counts = np.unique(train_labels, return_counts=True)
         return np.full(n_eval, values[np.argmax(counts)], dtype=object), True
     if recipe == "tfidf_logreg":
-        model = LogisticRegression(
-            C=config.C, solver=config.solver, tol=config.tol, max_iter=config.max_iter, random_state=seed
-        )
+        model = LogisticRegression(C=config.C, solver=config.solver, tol=config.tol, max_iter=config.max_iter, random_state=seed)
     else:
-        model = LogisticRegression(
-            C=config.probe_C, solver=config.probe_solver, max_iter=config.max_iter, random_state=seed
-        )
+        model = LogisticRegression(C=config.probe_C, solver=config.probe_solver, max_iter=config.max_iter, random_state=seed)
     model.fit(train_features, train_labels)
     # Read from n_iter_ rather than by catching ConvergenceWarning: warning filters are
     # process-global and arms may train on several threads.
@@ -411,9 +405,7 @@ class ArmEvaluator:
             train_x, eval_x = self._counts.tfidf(rows)
         else:
             train_x, eval_x = self._pool_embeddings[rows], self._eval_embeddings
-        predictions, converged = _fit_predict(
-            self.recipe, train_x, labels, eval_x, len(self.eval_labels), seed, self.config
-        )
+        predictions, converged = _fit_predict(self.recipe, train_x, labels, eval_x, len(self.eval_labels), seed, self.config)
         seconds = time.perf_counter() - started
         return _score("", self.recipe, predictions, self.eval_labels, labels, seed, seconds, converged, self.config)
 
@@ -435,9 +427,7 @@ class ArmEvaluator:
         order = np.lexsort((np.arange(names.size), -counts, -(quota - allocation)))
         allocation[order[:shortfall]] += 1
         chosen = [
-            rng.choice(np.flatnonzero(inverse == s), size=allocation[s], replace=False)
-            for s in range(names.size)
-            if allocation[s] > 0
+            rng.choice(np.flatnonzero(inverse == s), size=allocation[s], replace=False) for s in range(names.size) if allocation[s] > 0
         ]
         return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
 
@@ -445,15 +435,11 @@ class ArmEvaluator:
         """(arm, rows, seed) tasks, on ``config.n_jobs`` threads (saga fits release the GIL)."""
         if self.config.n_jobs == 1 or len(tasks) < 2:
             return [self.train_rows(rows, arm, seed) for arm, rows, seed in tasks]
-        return Parallel(n_jobs=self.config.n_jobs, prefer="threads")(
-            delayed(self.train_rows)(rows, arm, seed) for arm, rows, seed in tasks
-        )
+        return Parallel(n_jobs=self.config.n_jobs, prefer="threads")(delayed(self.train_rows)(rows, arm, seed) for arm, rows, seed in tasks)
 
     def _seed_summary(self, arm: str, seeds: Sequence[int], results: list[ArmResult]) -> RandomArms:
         accuracies = [r.accuracy for r in results]
-        lo, hi = bootstrap_mean_interval(
-            accuracies, self.config.n_bootstrap, self.config.confidence, seed=int(np.sum(seeds))
-        )
+        lo, hi = bootstrap_mean_interval(accuracies, self.config.n_bootstrap, self.config.confidence, seed=int(np.sum(seeds)))
         return RandomArms(
             arm=arm,
             seeds=[int(s) for s in seeds],
@@ -529,18 +515,14 @@ class ArmEvaluator:
         for budget in budgets:
             # The selection owns the budget -> k conversion; every arm is the size it selected.
             selected = select_fn(budget)
-            arms = self.evaluate_arms(
-                selected, random_seeds, stratified, include_full=False, stratified_seeds=stratified_seeds
-            )
+            arms = self.evaluate_arms(selected, random_seeds, stratified, include_full=False, stratified_seeds=stratified_seeds)
             for name, result in arms.items():
                 rows.append(_sweep_row(budget, len(selected), name, result))
         if include_full:
             rows.append(_sweep_row(1.0, self.n_pool, "full", self.full()))
         return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
-    def ablation(
-        self, full_selected_ids: Sequence[str], select_fn_without: dict[str, Callable[[], list[str]]]
-    ) -> pd.DataFrame:
+    def ablation(self, full_selected_ids: Sequence[str], select_fn_without: dict[str, Callable[[], list[str]]]) -> pd.DataFrame:
         """Selection rebuilt with each scorer left out: columns :data:`ABLATION_COLUMNS`.
 
         The first row (``left_out="(none)"``) is the full selection; deltas are against it, so a
@@ -635,8 +617,13 @@ def verdict(arms: dict[str, ArmResult | RandomArms], config: Config | None = Non
         words.append("the full pool was not trained")
     else:
         difference, lo, hi = paired_difference_interval(selected.correct, full.correct, config.n_bootstrap, config.confidence)
-        out.update(beats_full=bool(lo > 0), loses_to_full=bool(hi < 0), full_accuracy=full.accuracy,
-                   full_difference=difference, full_difference_interval=[lo, hi])
+        out.update(
+            beats_full=bool(lo > 0),
+            loses_to_full=bool(hi < 0),
+            full_accuracy=full.accuracy,
+            full_difference=difference,
+            full_difference_interval=[lo, hi],
+        )
         relation = "beats" if lo > 0 else "loses to" if hi < 0 else "ties with"
         words.append(f"{relation} the full pool ({full.accuracy:.3f}; difference {difference:+.3f}, 95% interval {lo:+.3f} to {hi:+.3f})")
     out["sentence"] = " and ".join(words) + "."

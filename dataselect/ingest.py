@@ -195,9 +195,7 @@ def _metadata_array(values: list[Any]) -> pa.Array:
         return pa.array(values)
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
         # Mixed types across rows (e.g. int here, str there): fall back to text.
-        return pa.array(
-            [v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values], pa.string()
-        )
+        return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values], pa.string())
 
 
 def _excerpt_of_object(obj: dict) -> str:
@@ -249,22 +247,16 @@ class _ShardBuilder:
         if text is None:
             return self.quarantine(row, f"'{config.text_field}' is null", excerpt(), record_id)
         if not isinstance(text, str):
-            return self.quarantine(
-                row, f"'{config.text_field}' is not a string (got {_type_name(text)})", excerpt(), record_id
-            )
+            return self.quarantine(row, f"'{config.text_field}' is not a string (got {_type_name(text)})", excerpt(), record_id)
         text = normalize_text(text)
         if len(text) > config.max_text_chars:
-            return self.quarantine(
-                row, f"text too long: {len(text)} chars > {config.max_text_chars}", excerpt(), record_id
-            )
+            return self.quarantine(row, f"text too long: {len(text)} chars > {config.max_text_chars}", excerpt(), record_id)
         if not text:
             return self.quarantine(row, "empty text after normalisation", excerpt(), record_id)
         if is_invisible(text):
             return self.quarantine(row, "invisible text: only whitespace and zero-width or format characters", excerpt(), record_id)
         if len(text) < config.min_text_chars:
-            return self.quarantine(
-                row, f"text too short: {len(text)} chars < {config.min_text_chars}", excerpt(), record_id
-            )
+            return self.quarantine(row, f"text too short: {len(text)} chars < {config.min_text_chars}", excerpt(), record_id)
         if id_error:
             return self.quarantine(row, id_error, excerpt(), None)
         label, label_error = _scalar_to_str(obj.get(config.label_field), config.label_field)
@@ -504,9 +496,7 @@ def read_reference(path: str | os.PathLike, config: IngestConfig | None = None) 
     target = as_path(path)
     files = supported_files(target) if target.is_dir() else [(shard_key(str(path)), str(path))]
     results = [read_shard(file, key, config) for key, file in files]
-    records = pa.concat_tables(
-        [r.records.select(RECORD_SCHEMA.names) for r in results] or [RECORD_SCHEMA.empty_table()]
-    )
+    records = pa.concat_tables([r.records.select(RECORD_SCHEMA.names) for r in results] or [RECORD_SCHEMA.empty_table()])
     quarantine = pa.concat_tables([r.quarantine for r in results] or [QUARANTINE_SCHEMA.empty_table()])
     raw_count = sum(r.raw_count for r in results)
 
@@ -527,8 +517,7 @@ def read_reference(path: str | os.PathLike, config: IngestConfig | None = None) 
                 cols.ROW: [rows[i] for i in repeats],
                 cols.ID: [ids[i] for i in repeats],
                 cols.ERROR: [
-                    f"duplicate id {ids[i]!r} (first seen in {shards[seen[ids[i]]]} at row {rows[seen[ids[i]]]})"
-                    for i in repeats
+                    f"duplicate id {ids[i]!r} (first seen in {shards[seen[ids[i]]]} at row {rows[seen[ids[i]]]})" for i in repeats
                 ],
                 cols.RAW_EXCERPT: [texts[i].as_py()[:EXCERPT_CHARS] for i in repeats],
             },

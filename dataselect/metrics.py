@@ -102,9 +102,7 @@ def frechet_distance(x: np.ndarray, y: np.ndarray, diagonal: bool = False) -> fl
     return mean_term + float(np.trace(cx) + np.trace(cy) - 2.0 * trace_root)
 
 
-def embedding_distance(
-    selected_emb: np.ndarray, target_emb: np.ndarray, seed: int = 0, config: Config | None = None
-) -> dict[str, Any]:
+def embedding_distance(selected_emb: np.ndarray, target_emb: np.ndarray, seed: int = 0, config: Config | None = None) -> dict[str, Any]:
     """How far the selection sits from the target in (unit-norm) embedding space.
 
     Keys: ``mean_cosine_distance`` (1 - cos of the two mean vectors), ``mmd2`` and
@@ -117,9 +115,7 @@ def embedding_distance(
     mean_s, mean_t = selected.mean(0), target.mean(0)
     denominator = float(np.linalg.norm(mean_s) * np.linalg.norm(mean_t)) or 1.0
     rng = np.random.default_rng(seed)
-    mmd2, bandwidth = mmd_squared(
-        _subsample(selected, config.mmd_max_samples, rng), _subsample(target, config.mmd_max_samples, rng)
-    )
+    mmd2, bandwidth = mmd_squared(_subsample(selected, config.mmd_max_samples, rng), _subsample(target, config.mmd_max_samples, rng))
     return {
         "mean_cosine_distance": float(1.0 - mean_s @ mean_t / denominator),
         "mmd2": mmd2,
@@ -161,9 +157,7 @@ def mean_pairwise_cosine_distance(embeddings: np.ndarray) -> float:
     return float(1.0 - (total @ total - n) / (n * (n - 1)))
 
 
-def diversity(
-    embeddings: np.ndarray, n_clusters: int = 50, seed: int = 0, config: Config | None = None
-) -> dict[str, Any]:
+def diversity(embeddings: np.ndarray, n_clusters: int = 50, seed: int = 0, config: Config | None = None) -> dict[str, Any]:
     """Cluster entropy (k-means, entropy of occupancy / log k, 1 = evenly spread) and mean pairwise distance."""
     config = config or Config()
     unit = _unit(embeddings)

@@ -89,9 +89,7 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def plot_score_histograms(
-    scores: pd.DataFrame, selected: Sequence[bool], columns: Sequence[str] | None = None, bins: int = 40
-) -> bytes:
+def plot_score_histograms(scores: pd.DataFrame, selected: Sequence[bool], columns: Sequence[str] | None = None, bins: int = 40) -> bytes:
     """One panel per score column: selected vs rejected records, on shared bins."""
     selected = np.asarray(selected, dtype=bool)
     if columns is None:
@@ -163,9 +161,7 @@ def plot_arm_accuracy(headline: Sequence[dict[str, Any]] | pd.DataFrame) -> byte
     figure = Figure(figsize=(6.0, 3.6))
     axis = figure.add_subplot(1, 1, 1)
     accuracy = table["accuracy"].to_numpy(dtype=float)
-    errors = np.vstack(
-        [accuracy - table["accuracy_lo"].to_numpy(dtype=float), table["accuracy_hi"].to_numpy(dtype=float) - accuracy]
-    )
+    errors = np.vstack([accuracy - table["accuracy_lo"].to_numpy(dtype=float), table["accuracy_hi"].to_numpy(dtype=float) - accuracy])
     colours = [_ARM_COLOURS.get(arm, "#666666") for arm in table["arm"]]
     positions = np.arange(len(table))
     axis.bar(positions, accuracy, yerr=np.nan_to_num(errors), capsize=4, color=colours)
@@ -286,7 +282,9 @@ def headline_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_html(summary: dict[str, Any], tables: dict[str, pd.DataFrame], figures: dict[str, bytes], title: str = "Data selection report") -> str:
+def render_html(
+    summary: dict[str, Any], tables: dict[str, pd.DataFrame], figures: dict[str, bytes], title: str = "Data selection report"
+) -> str:
     """One self-contained page: inline CSS, images as data URIs, every data string escaped."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
@@ -301,8 +299,11 @@ def render_html(summary: dict[str, Any], tables: dict[str, pd.DataFrame], figure
             }
         )
         verdict = summary.get("verdict")
-        parts.append("<h2>Headline</h2>" + (f"<p class='verdict'><strong>{html.escape(verdict['sentence'])}</strong></p>" if verdict else "")
-                     + _table_html(shown))
+        parts.append(
+            "<h2>Headline</h2>"
+            + (f"<p class='verdict'><strong>{html.escape(verdict['sentence'])}</strong></p>" if verdict else "")
+            + _table_html(shown)
+        )
         parts.append(
             "<p>Intervals: percentile bootstrap (1,000 resamples) over evaluation records for one"
             " trained model; over seeds (the mean of the per-seed accuracies) for random arms.</p>"
@@ -326,9 +327,7 @@ def render_html(summary: dict[str, Any], tables: dict[str, pd.DataFrame], figure
     return "\n".join(parts)
 
 
-def write_report(
-    directory: str, summary: dict[str, Any], tables: dict[str, pd.DataFrame], figures: dict[str, bytes]
-) -> ReportPaths:
+def write_report(directory: str, summary: dict[str, Any], tables: dict[str, pd.DataFrame], figures: dict[str, bytes]) -> ReportPaths:
     """Write ``<name>.png`` per figure, ``report.html`` and ``summary.json``, each atomically."""
     root = as_path(directory)
     figure_paths = {}

@@ -119,9 +119,7 @@ def make_windows(flat: np.ndarray, lengths: np.ndarray, context_length: int, bos
     targets = np.where(valid, padded_flat[np.minimum(positions, len(padded_flat) - 1)], -1)
     inputs = np.concatenate([np.full((len(record), 1), bos), targets[:, :-1]], axis=1)
     inputs = np.where(inputs < 0, bos, inputs)  # causal: real tokens never attend to padded inputs
-    return Windows(
-        torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64)), record
-    )
+    return Windows(torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64)), record)
 
 
 class TinyCausalLM(nn.Module):
@@ -142,16 +140,12 @@ class TinyCausalLM(nn.Module):
         # Small init (GPT-2 style): N(0, 1) embeddings give huge initial logits and slow starts.
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding.weight, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            d_model, n_heads, 4 * d_model, dropout=0.0, batch_first=True, norm_first=True
-        )
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout=0.0, batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(d_model)
         usable = [c for c in cutoffs if 0 < c < n_classes - 1]
         # AdaptiveLogSoftmaxWithLoss needs at least one cutoff; tiny vocabularies get a 2-way split.
-        self.output = nn.AdaptiveLogSoftmaxWithLoss(
-            d_model, n_classes, usable or [max(1, n_classes // 2)], div_value=4.0
-        )
+        self.output = nn.AdaptiveLogSoftmaxWithLoss(d_model, n_classes, usable or [max(1, n_classes // 2)], div_value=4.0)
 
     def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
         length = inputs.shape[1]
@@ -221,9 +215,7 @@ def train_lm(
     return losses
 
 
-def record_losses(
-    model: TinyCausalLM, windows: Windows, n_records: int, batch_size: int, device: torch.device
-) -> np.ndarray:
+def record_losses(model: TinyCausalLM, windows: Windows, n_records: int, batch_size: int, device: torch.device) -> np.ndarray:
     """Mean per-token NLL of each record over its windows; NaN for records with no tokens."""
     lengths = (windows.targets >= 0).sum(dim=1).numpy()
     # Longest windows first, each batch trimmed to its own longest window: little padding.

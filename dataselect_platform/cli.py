@@ -7,7 +7,6 @@ to stderr; the last line on stdout is a JSON object with the output paths, the r
 any landing files that could not be built. It exits non-zero when a file failed.
 """
 
-
 import argparse
 import json
 import os
@@ -18,10 +17,24 @@ from pathlib import Path
 EXECUTORS = ("in_process", "multiprocess", "ray")
 
 
-def run_build(landing: str, reference: str, evaluation: str | None, out: str, budget: float, seed: int,
-              backend: str, policy: str | None = None, *, max_concurrent: int | None = None, executor: str = "in_process",
-              ray_address: str | None = None, strict: bool = False, quiet: bool = False, task: str | None = None,
-              tune: bool = False) -> dict:
+def run_build(
+    landing: str,
+    reference: str,
+    evaluation: str | None,
+    out: str,
+    budget: float,
+    seed: int,
+    backend: str,
+    policy: str | None = None,
+    *,
+    max_concurrent: int | None = None,
+    executor: str = "in_process",
+    ray_address: str | None = None,
+    strict: bool = False,
+    quiet: bool = False,
+    task: str | None = None,
+    tune: bool = False,
+) -> dict:
     out_dir = Path(out).resolve()
     home = os.environ.get("DAGSTER_HOME") or str(out_dir / "dagster_home")
     os.environ["DAGSTER_HOME"] = home
@@ -35,8 +48,13 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
     from jobs.build_plan import BuildSettings
 
     store = out_dir / "store"
-    inputs = BuildInputs(str(Path(landing).resolve()), str(Path(reference).resolve()),
-                         str(Path(evaluation).resolve()) if evaluation else None, str(store), {"backend": backend})
+    inputs = BuildInputs(
+        str(Path(landing).resolve()),
+        str(Path(reference).resolve()),
+        str(Path(evaluation).resolve()) if evaluation else None,
+        str(store),
+        {"backend": backend},
+    )
     # task None: filtered_set decides (classification when a labelled --eval is given).
     options = {**({"policy": policy} if policy else {}), **({"task": task} if task else {}), **({"tune": True} if tune else {})}
     settings = BuildSettings(seed=seed, selection={"budget": budget, **options})
@@ -45,8 +63,7 @@ def run_build(landing: str, reference: str, evaluation: str | None, out: str, bu
     say(f"building on the Dagster instance in {home}: up to {concurrency} runs at a time, {executor} executor", quiet)
     started = time.perf_counter()
     with DagsterInstance.get() as instance:
-        outcome = run_plan(instance, inputs, settings, execution, max_concurrent=concurrency, strict=strict,
-                           progress=BuildProgress(quiet))
+        outcome = run_plan(instance, inputs, settings, execution, max_concurrent=concurrency, strict=strict, progress=BuildProgress(quiet))
     summary: dict = {"build_id": outcome.build_id}
     if outcome.build_id:
         build = store / "builds" / outcome.build_id
@@ -106,14 +123,24 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--budget", type=float, default=0.1, help="≤ 1: fraction of raw records; > 1: a count")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--policy", default=None, help="top_k | gumbel_top_k | threshold | cluster_balanced | ccs | sensitivity")
-    build.add_argument("--task", default=None, choices=["classification", "language_modeling"],
-                       help="classification rejects unlabelled records before the budget; default: classification with --eval")
-    build.add_argument("--tune", action="store_true",
-                       help="choose the recipe on half of the labelled --eval file (see dataselect.tuning), report on the other half")
+    build.add_argument(
+        "--task",
+        default=None,
+        choices=["classification", "language_modeling"],
+        help="classification rejects unlabelled records before the budget; default: classification with --eval",
+    )
+    build.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose the recipe on half of the labelled --eval file (see dataselect.tuning), report on the other half",
+    )
     build.add_argument("--backend", default="auto", choices=["auto", "static", "transformer"])
     build.add_argument("--out", required=True, help="output folder: the store, the builds and a Dagster home")
-    build.add_argument("--strict", action="store_true",
-                       help="stop at the first file that fails (default: build from the readable files, exit non-zero, list the failed ones)")
+    build.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first file that fails (default: build from the readable files, exit non-zero, list the failed ones)",
+    )
     for command in (demo, build):
         command.add_argument("--max-concurrent", type=int, default=None, help="runs at a time per stage (default: the number of cores)")
         command.add_argument("--executor", default="in_process", choices=EXECUTORS, help="how each run executes its steps")
@@ -140,11 +167,24 @@ def main(argv: list[str] | None = None) -> int:
 
         paths = write_demo(Path(args.out) / "data", seed=args.seed)
         say(f"demo data written under {Path(args.out) / 'data'} (synthetic, seeded)", args.quiet)
-        result = run_build(str(paths.landing), str(paths.reference), str(paths.evaluation), args.out, args.budget, args.seed,
-                           args.backend, **run_options)
+        result = run_build(
+            str(paths.landing), str(paths.reference), str(paths.evaluation), args.out, args.budget, args.seed, args.backend, **run_options
+        )
     else:
-        result = run_build(args.landing, args.reference, args.eval, args.out, args.budget, args.seed, args.backend, args.policy,
-                           strict=args.strict, task=args.task, tune=args.tune, **run_options)
+        result = run_build(
+            args.landing,
+            args.reference,
+            args.eval,
+            args.out,
+            args.budget,
+            args.seed,
+            args.backend,
+            args.policy,
+            strict=args.strict,
+            task=args.task,
+            tune=args.tune,
+            **run_options,
+        )
     print(json.dumps(result), flush=True)
     return 0 if result["build_id"] and not result["failed_files"] else 1
 

@@ -15,7 +15,6 @@ Launched by the platform itself:
 - ``full_build_job``: everything (the UI's "materialize all", as one job).
 """
 
-
 import os
 
 from dagster import AssetSelection, ScheduleDefinition, define_asset_job
@@ -61,5 +60,11 @@ def retraining_schedule() -> ScheduleDefinition:
 
 
 all_jobs = [
-    shard_embed_job, model_fit_job, shard_score_job, selection_build_job, shard_ingest_job, retraining_data_build_job, full_build_job
+    shard_embed_job,
+    model_fit_job,
+    shard_score_job,
+    selection_build_job,
+    shard_ingest_job,
+    retraining_data_build_job,
+    full_build_job,
 ]

@@ -4,7 +4,6 @@ Blocking checks (ERROR) stop downstream assets: bad ids, broken vectors or a bro
 accounting must never reach a selection. The report's check only warns.
 """
 
-
 import great_expectations as gx
 import numpy as np
 import pandas as pd
@@ -44,8 +43,13 @@ def raw_pool_valid(context: AssetCheckExecutionContext, storage: StorageResource
     )
 
 
-@asset_check(asset=embeddings, blocking=True, partitions_def=shards, description="Dimension, finite values, unit norm (or the zero vector "
-             "of a text the model cannot represent, which the 'embeddable' filter rejects), one row per raw record.")
+@asset_check(
+    asset=embeddings,
+    blocking=True,
+    partitions_def=shards,
+    description="Dimension, finite values, unit norm (or the zero vector "
+    "of a text the model cannot represent, which the 'embeddable' filter rejects), one row per raw record.",
+)
 def embeddings_valid(context: AssetCheckExecutionContext, storage: StorageResource, embedding: EmbeddingResource) -> AssetCheckResult:
     key = context.partition_key
     vectors = storage.read_embeddings(key)
@@ -67,12 +71,20 @@ def embeddings_valid(context: AssetCheckExecutionContext, storage: StorageResour
             E.ExpectTableRowCountToEqual(value=expected_rows, description=f"vectors: expected one per raw_pool record ({expected_rows})"),
             E.ExpectColumnValuesToBeInSet(column="dim", value_set=[expected_dim], description=f"vectors not of dimension {expected_dim}"),
             E.ExpectColumnValuesToBeInSet(column="finite", value_set=[True], description="vectors with NaN or infinite values"),
-            E.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001, row_condition="represented == True",
-                                            condition_parser="pandas", description="vectors not of unit norm"),
+            E.ExpectColumnValuesToBeBetween(
+                column="norm",
+                min_value=0.999,
+                max_value=1.001,
+                row_condition="represented == True",
+                condition_parser="pandas",
+                description="vectors not of unit norm",
+            ),
         ],
         "embeddings",
-        metadata={"unrepresentable_records": int((~frame["represented"]).sum()),
-                  "unrepresentable_ids": MetadataValue.json(frame.loc[~frame["represented"], cols.ID].head(20).tolist())},
+        metadata={
+            "unrepresentable_records": int((~frame["represented"]).sum()),
+            "unrepresentable_ids": MetadataValue.json(frame.loc[~frame["represented"], cols.ID].head(20).tolist()),
+        },
         id_column=cols.ID,
     )
 
@@ -82,7 +94,9 @@ def quality_scores_valid(context: AssetCheckExecutionContext, storage: StorageRe
     key = context.partition_key
     table = storage.read_shard("quality_scores", key)
     expected_rows = storage.read_shard("raw_pool", key, [cols.ID]).num_rows
-    numeric = [f.name for f in table.schema if (f.name.endswith(".score") or f.name.endswith(".probability") or f.name.endswith(".log_weight"))]
+    numeric = [
+        f.name for f in table.schema if (f.name.endswith(".score") or f.name.endswith(".probability") or f.name.endswith(".log_weight"))
+    ]
     frame = table.select([cols.ID, *numeric]).to_pandas()
     expectations = [
         E.ExpectTableRowCountToEqual(value=expected_rows, description=f"score rows: expected one per raw_pool record ({expected_rows})"),
@@ -91,12 +105,20 @@ def quality_scores_valid(context: AssetCheckExecutionContext, storage: StorageRe
     for column in numeric:
         expectations.append(E.ExpectColumnValuesToNotBeNull(column=column, description=f"records without {column}"))
         if column.endswith(".probability") or column == "heuristics.score":
-            expectations.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=0.0, max_value=1.0, description=f"records with {column} outside [0, 1]"))
+            expectations.append(
+                E.ExpectColumnValuesToBeBetween(
+                    column=column, min_value=0.0, max_value=1.0, description=f"records with {column} outside [0, 1]"
+                )
+            )
     return validate(frame, expectations, "quality_scores", id_column=cols.ID)
 
 
-@asset_check(asset=filtered_set, blocking=True, description="Within budget, no quarantined or duplicate records selected, every id in raw_pool, "
-             "and the accounting invariant raw = selected + rejected + quarantined.")
+@asset_check(
+    asset=filtered_set,
+    blocking=True,
+    description="Within budget, no quarantined or duplicate records selected, every id in raw_pool, "
+    "and the accounting invariant raw = selected + rejected + quarantined.",
+)
 def filtered_set_valid(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
     materialization = upstream_materialization(context, filtered_set.key)
     build_id = materialization.metadata["build_id"].value
@@ -114,9 +136,13 @@ def filtered_set_valid(context: AssetCheckExecutionContext, storage: StorageReso
     result_selected = validate(
         selected[[cols.ID, "passes_hard_filters", "in_raw_pool"]],
         [
-            E.ExpectTableRowCountToBeBetween(min_value=0, max_value=budget, description=f"selected records: at most the budget of {budget}"),
+            E.ExpectTableRowCountToBeBetween(
+                min_value=0, max_value=budget, description=f"selected records: at most the budget of {budget}"
+            ),
             E.ExpectColumnValuesToBeUnique(column=cols.ID, description="records selected more than once"),
-            E.ExpectColumnValuesToBeInSet(column="passes_hard_filters", value_set=[True], description="selected records that failed a hard filter"),
+            E.ExpectColumnValuesToBeInSet(
+                column="passes_hard_filters", value_set=[True], description="selected records that failed a hard filter"
+            ),
             E.ExpectColumnValuesToBeInSet(column="in_raw_pool", value_set=[True], description="selected records not in raw_pool"),
         ],
         "filtered_set.selected",
@@ -125,9 +151,14 @@ def filtered_set_valid(context: AssetCheckExecutionContext, storage: StorageReso
     result_accounting = validate(
         accounting,
         [
-            E.ExpectTableRowCountToEqual(value=raw_total, description=f"decisions: expected one per raw line of the input files ({raw_total})"),
-            E.ExpectColumnValuesToBeInSet(column=cols.STATUS, value_set=[cols.SELECTED, cols.REJECTED, cols.QUARANTINED],
-                                          description="decisions whose status is not selected, rejected or quarantined"),
+            E.ExpectTableRowCountToEqual(
+                value=raw_total, description=f"decisions: expected one per raw line of the input files ({raw_total})"
+            ),
+            E.ExpectColumnValuesToBeInSet(
+                column=cols.STATUS,
+                value_set=[cols.SELECTED, cols.REJECTED, cols.QUARANTINED],
+                description="decisions whose status is not selected, rejected or quarantined",
+            ),
         ],
         "filtered_set.accounting",
         id_column=cols.ID,
@@ -161,8 +192,12 @@ def selection_beats_random(context: AssetCheckExecutionContext, storage: Storage
         frame,
         [
             E.ExpectColumnValuesToNotBeNull(column="margin", description="build without a selected and a random accuracy to compare"),
-            E.ExpectColumnValuesToBeBetween(column="margin", min_value=0.0, strict_min=True,
-                                            description="build whose selected accuracy is not above the random subsets' mean"),
+            E.ExpectColumnValuesToBeBetween(
+                column="margin",
+                min_value=0.0,
+                strict_min=True,
+                description="build whose selected accuracy is not above the random subsets' mean",
+            ),
         ],
         "evaluation_report",
         severity=AssetCheckSeverity.WARN,
@@ -191,7 +226,9 @@ def selection_not_worse_than_full_pool(context: AssetCheckExecutionContext) -> A
     )
 
 
-@asset_check(asset=evaluation_set, blocking=True, description="The evaluation set shares no id and no content hash with the pool or the reference.")
+@asset_check(
+    asset=evaluation_set, blocking=True, description="The evaluation set shares no id and no content hash with the pool or the reference."
+)
 def evaluation_set_disjoint(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
     evaluation = read_parquet(storage.path("reference", "evaluation.parquet"), [cols.ID, cols.CONTENT_HASH]).to_pandas()
     seen_ids, seen_hashes = set(), set()
@@ -207,16 +244,23 @@ def evaluation_set_disjoint(context: AssetCheckExecutionContext, storage: Storag
     return validate(
         evaluation[[cols.ID, "id_in_pool", "content_in_pool_or_reference"]],
         [
-            E.ExpectColumnValuesToBeInSet(column="id_in_pool", value_set=[False], description="evaluation records whose id is also in the pool"),
-            E.ExpectColumnValuesToBeInSet(column="content_in_pool_or_reference", value_set=[False],
-                                          description="evaluation records whose text is also in the pool or the reference"),
+            E.ExpectColumnValuesToBeInSet(
+                column="id_in_pool", value_set=[False], description="evaluation records whose id is also in the pool"
+            ),
+            E.ExpectColumnValuesToBeInSet(
+                column="content_in_pool_or_reference",
+                value_set=[False],
+                description="evaluation records whose text is also in the pool or the reference",
+            ),
         ],
         "evaluation_set",
         id_column=cols.ID,
     )
 
 
-@asset_check(asset=evaluation_report, description="Warns when this build's selected-arm accuracy dropped beyond the tolerance vs the previous build.")
+@asset_check(
+    asset=evaluation_report, description="Warns when this build's selected-arm accuracy dropped beyond the tolerance vs the previous build."
+)
 def no_regression_vs_previous_build(context: AssetCheckExecutionContext) -> AssetCheckResult:
     materialization = upstream_materialization(context, evaluation_report.key)
     comparison = materialization.metadata["build_comparison"].value
@@ -230,5 +274,13 @@ def no_regression_vs_previous_build(context: AssetCheckExecutionContext) -> Asse
     )
 
 
-all_checks = [evaluation_set_disjoint, no_regression_vs_previous_build, raw_pool_valid, embeddings_valid, quality_scores_valid, filtered_set_valid, selection_beats_random,
-              selection_not_worse_than_full_pool]
+all_checks = [
+    evaluation_set_disjoint,
+    no_regression_vs_previous_build,
+    raw_pool_valid,
+    embeddings_valid,
+    quality_scores_valid,
+    filtered_set_valid,
+    selection_beats_random,
+    selection_not_worse_than_full_pool,
+]

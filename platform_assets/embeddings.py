@@ -1,6 +1,5 @@
 """embeddings (per shard): unit-norm float32 vectors through the embedding resource."""
 
-
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, RetryPolicy, asset
 
 from dataselect import records as cols

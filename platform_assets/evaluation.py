@@ -1,6 +1,5 @@
 """evaluation_report: does the selection beat random subsets of the same size, and the full pool?"""
 
-
 import numpy as np
 import pandas as pd
 from dagster import (
@@ -57,9 +56,7 @@ def evaluation_report(
     decisions = read_parquet(build / "decisions.parquet").to_pandas()
     manifest = read_json(build / "manifest.json")
     keys = sorted(manifest["input_shards"])
-    pool = pd.concat(
-        [storage.read_shard("raw_pool", k, [cols.ID, cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True
-    )
+    pool = pd.concat([storage.read_shard("raw_pool", k, [cols.ID, cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
     pool_vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
     target, target_vectors = storage.read_target()
     eval_set = read_parquet(storage.path("reference", "evaluation.parquet")).to_pandas()
@@ -76,8 +73,14 @@ def evaluation_report(
     if previous is not None and previous.get("build_id") == build_id:
         previous = previous.get("previous")
     result = evaluate_build(
-        decisions, pool, pool_vectors, target.column(cols.TEXT).to_pylist(), target_vectors,
-        selection, eval_set, previous,
+        decisions,
+        pool,
+        pool_vectors,
+        target.column(cols.TEXT).to_pylist(),
+        target_vectors,
+        selection,
+        eval_set,
+        previous,
         ReportConfig(config.recipe, tuple(config.random_seeds), tuple(config.budgets), config.ablation, config.regression_tolerance),
     )
     result.summary["build_id"] = build_id
@@ -92,9 +95,15 @@ def evaluation_report(
     return MaterializeResult(
         metadata={
             "build_id": build_id,
-            "headline": MetadataValue.md(headline_markdown(result.summary) if "headline" in result.summary else "_no labelled evaluation set_"),
+            "headline": MetadataValue.md(
+                headline_markdown(result.summary) if "headline" in result.summary else "_no labelled evaluation set_"
+            ),
             "summary": MetadataValue.json(
-                {k: result.summary[k] for k in ("headline_numbers", "verdict", "tune", "n_selected", "n_pool", "seconds") if k in result.summary}
+                {
+                    k: result.summary[k]
+                    for k in ("headline_numbers", "verdict", "tune", "n_selected", "n_pool", "seconds")
+                    if k in result.summary
+                }
             ),
             **({"tune_grid": MetadataValue.md(tune_table(tuned["grid"]))} if tuned else {}),
             "label_free_metrics": MetadataValue.json(result.summary["label_free"]),

@@ -4,7 +4,6 @@ dagster-ge does not support GX 1.x, so checks call GX directly: one pandas data 
 a whole-dataframe batch, a suite and a validation definition per check call.
 """
 
-
 import os
 import uuid
 from functools import lru_cache
@@ -28,8 +27,14 @@ def _context():
 SHOWN_IDS = 5  # offending ids named in a check's description; the metadata keeps up to 20
 
 
-def validate(frame: pd.DataFrame, expectations: list, suite_name: str, severity=AssetCheckSeverity.ERROR, metadata: dict | None = None,
-             id_column: str | None = None) -> AssetCheckResult:
+def validate(
+    frame: pd.DataFrame,
+    expectations: list,
+    suite_name: str,
+    severity=AssetCheckSeverity.ERROR,
+    metadata: dict | None = None,
+    id_column: str | None = None,
+) -> AssetCheckResult:
     """Run ``expectations`` on ``frame`` and report each expectation's outcome as metadata.
 
     A failed expectation is described by its ``description`` (what an offending row is), the

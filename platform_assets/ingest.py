@@ -1,6 +1,5 @@
 """raw_pool (per shard) and target_reference: parse, normalise, validate, quarantine."""
 
-
 import numpy as np
 from dagster import AssetExecutionContext, DataVersion, Failure, MaterializeResult, MetadataValue, RetryPolicy, asset
 

@@ -1,6 +1,5 @@
 """Small helpers that turn tables and images into metadata the Dagster UI renders."""
 
-
 import base64
 
 import pandas as pd

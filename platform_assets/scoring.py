@@ -1,6 +1,5 @@
 """Fitted scorer models (one asset each, so their lineage shows) and quality_scores per shard."""
 
-
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -80,7 +79,9 @@ DEFAULT_MODEL_KEYS = [f"{name}_model" for name in FIT_SCORERS if name in DEFAULT
 
 class ScoringConfig(Config):
     scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_SHARD_SCORERS), description="Shard-stage scorers to run.")
-    options: dict = Field(default_factory=dict, description="Per-scorer Config overrides for unfitted scorers, e.g. {'heuristics': {'min_words': 20}}.")
+    options: dict = Field(
+        default_factory=dict, description="Per-scorer Config overrides for unfitted scorers, e.g. {'heuristics': {'min_words': 20}}."
+    )
 
 
 @asset(
@@ -115,7 +116,9 @@ def quality_scores(context: AssetExecutionContext, config: ScoringConfig, storag
     if needs_vectors:
         embedded_from = parquet_metadata(storage.shard_file("embeddings", key)).get("source")
         if embedded_from != records_fingerprint(records):
-            raise Failure(f"shard {key!r}: embeddings are from another version of raw_pool; materialize embeddings first", allow_retries=False)
+            raise Failure(
+                f"shard {key!r}: embeddings are from another version of raw_pool; materialize embeddings first", allow_retries=False
+            )
         vectors = storage.read_embeddings(key)
     table = score_shard(records, vectors, scorers)
     target = storage.shard_file("quality_scores", key)

@@ -1,6 +1,5 @@
 """filtered_set: the budgeted, versioned selection over every shard, with one decision per raw record."""
 
-
 import dataclasses
 
 import numpy as np
@@ -55,14 +54,22 @@ class SelectionBuildConfig(Config):
     hard_filters: list[str] | None = Field(_DEFAULTS.hard_filters, description="Scorers whose '<name>.keep' rejects; None = all.")
     n_clusters: int | None = Field(_DEFAULTS.n_clusters, description="Cluster policies: k-means clusters; None = sqrt(candidates).")
     kmeans_niter: int = Field(_DEFAULTS.kmeans_niter, description="Cluster policies: k-means iterations.")
-    candidate_factor: float | None = Field(_DEFAULTS.candidate_factor, description="cluster_balanced: balance among the top factor*k by fused score; None = all.")
+    candidate_factor: float | None = Field(
+        _DEFAULTS.candidate_factor, description="cluster_balanced: balance among the top factor*k by fused score; None = all."
+    )
     ccs_beta: float = Field(_DEFAULTS.ccs_beta, description="ccs: fraction of the hardest candidates pruned first.")
     ccs_strata: int = Field(_DEFAULTS.ccs_strata, description="ccs: number of equal-width difficulty strata.")
-    difficulty_column: str | None = Field(_DEFAULTS.difficulty_column, description="ccs: difficulty score column (higher = harder); None = -fused.")
+    difficulty_column: str | None = Field(
+        _DEFAULTS.difficulty_column, description="ccs: difficulty score column (higher = harder); None = -fused."
+    )
     log_weight_column: str = Field(_DEFAULTS.log_weight_column, description="gumbel_top_k: the log importance weight column.")
     sensitivity_power: float = Field(_DEFAULTS.sensitivity_power, description="sensitivity: cost = distance ** power.")
-    sensitivity_uniform_mix: float = Field(_DEFAULTS.sensitivity_uniform_mix, description="sensitivity: uniform share of the sampling probability.")
-    pool_scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise).")
+    sensitivity_uniform_mix: float = Field(
+        _DEFAULTS.sensitivity_uniform_mix, description="sensitivity: uniform share of the sampling probability."
+    )
+    pool_scorers: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise)."
+    )
     pool_scorer_options: dict = Field(default_factory=dict, description="Per pool scorer Config overrides.")
     tune: bool = Field(
         False,
@@ -157,8 +164,13 @@ def filtered_set(
         decisions = decide(frame, quarantine, selection, vectors)
 
     evaluation_fingerprint = fingerprint(evaluation[cols.ID].tolist(), evaluation[cols.TEXT].tolist()) if evaluation is not None else None
-    build_id = build_id_for(selection, config.pool_scorers, config.pool_scorer_options, fingerprints,
-                            evaluation_fingerprint if not tuned else fingerprint(evaluation_fingerprint, "tune"))
+    build_id = build_id_for(
+        selection,
+        config.pool_scorers,
+        config.pool_scorer_options,
+        fingerprints,
+        evaluation_fingerprint if not tuned else fingerprint(evaluation_fingerprint, "tune"),
+    )
     # By (shard, row), not id: ids repeated across shards must not select both copies.
     chosen = decisions.loc[decisions[cols.STATUS] == cols.SELECTED].groupby(cols.SHARD)[cols.ROW].apply(list).to_dict()
     selected = pa.concat_tables(

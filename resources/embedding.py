@@ -5,8 +5,6 @@
 about a dozen long documents per second on two cores.
 """
 
-
-
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 

@@ -10,7 +10,6 @@ Every derived path goes through :func:`dataselect.storage.confined`, so a shard 
 build id cannot point outside the storage root.
 """
 
-
 from dagster import ConfigurableResource
 from pydantic import Field
 from upath import UPath

@@ -6,7 +6,6 @@ edited file has a new hash and so gets a new run. A file whose current version i
 ``raw_pool`` (``dataselect build`` ingested it on this instance) gets no run.
 """
 
-
 import json
 
 from dagster import AssetRecordsFilter, DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
@@ -45,7 +44,9 @@ def landing_sensor(context: SensorEvaluationContext, inputs: InputsResource):
     seen.update({f.key: f.fingerprint for f in changed})
     to_ingest = [f for f in changed if ingested_fingerprint(context.instance, f.key) != f.fingerprint]
     return SensorResult(
-        run_requests=[RunRequest(partition_key=f.key, run_key=f"{f.key}:{f.fingerprint}", tags={"landing_file": str(f.path)}) for f in to_ingest],
+        run_requests=[
+            RunRequest(partition_key=f.key, run_key=f"{f.key}:{f.fingerprint}", tags={"landing_file": str(f.path)}) for f in to_ingest
+        ],
         dynamic_partitions_requests=[shards.build_add_request(sorted({f.key for f in changed}))],
         cursor=json.dumps(seen, sort_keys=True),
         skip_reason=None if to_ingest else SkipReason(f"{len(changed)} file(s) already ingested at their current version"),

@@ -92,15 +92,11 @@ class ColorFilter(Scorer):
 
     def _new_model(self, n_classes: int) -> tiny_lm.TinyCausalLM:
         c = self.config
-        return tiny_lm.TinyCausalLM(
-            n_classes, c.context_length, c.d_model, c.n_layers, c.n_heads, tuple(c.adaptive_cutoffs)
-        )
+        return tiny_lm.TinyCausalLM(n_classes, c.context_length, c.d_model, c.n_layers, c.n_heads, tuple(c.adaptive_cutoffs))
 
     def _windows(self, texts: list[str]) -> tiny_lm.Windows:
         flat, lengths = tiny_lm.tokenize(texts, self.config.max_tokens_scored)
-        return tiny_lm.make_windows(
-            self.vocab_.encode(flat), lengths, self.config.context_length, self.vocab_.bos
-        )
+        return tiny_lm.make_windows(self.vocab_.encode(flat), lengths, self.config.context_length, self.vocab_.bos)
 
     def fit(self, pool: Batch, target: Batch) -> "ColorFilter":
         c = self.config
@@ -119,24 +115,23 @@ class ColorFilter(Scorer):
             raise ValueError("color: the pool sample and the target both need non-empty texts")
         # Target tokens join the vocabulary count so target-specific words are not all UNK.
         self.vocab_ = tiny_lm.CompactVocab.fit(np.concatenate([pool_flat, target_flat]), c.vocab_size)
-        pool_windows = tiny_lm.make_windows(
-            self.vocab_.encode(pool_flat), pool_lengths, c.context_length, self.vocab_.bos
-        )
-        target_windows = tiny_lm.make_windows(
-            self.vocab_.encode(target_flat), target_lengths, c.context_length, self.vocab_.bos
-        )
+        pool_windows = tiny_lm.make_windows(self.vocab_.encode(pool_flat), pool_lengths, c.context_length, self.vocab_.bos)
+        target_windows = tiny_lm.make_windows(self.vocab_.encode(target_flat), target_lengths, c.context_length, self.vocab_.bos)
 
         with tiny_lm.cpu_threads(c.cpu_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)  # weight init; fork_rng leaves the caller's RNG untouched
             self.prior_ = self._new_model(self.vocab_.n_classes)
-            self.prior_losses_ = tiny_lm.train_lm(
-                self.prior_, pool_windows, c.prior_steps, c.batch_size, c.learning_rate, c.seed, device
-            )
+            self.prior_losses_ = tiny_lm.train_lm(self.prior_, pool_windows, c.prior_steps, c.batch_size, c.learning_rate, c.seed, device)
             # The conditional model starts from the prior (paper: fine-tune, not train from scratch).
             self.conditional_ = copy.deepcopy(self.prior_)
             self.conditional_losses_ = tiny_lm.train_lm(
-                self.conditional_, target_windows, c.conditional_steps, c.batch_size,
-                c.learning_rate, c.seed + 1, device,
+                self.conditional_,
+                target_windows,
+                c.conditional_steps,
+                c.batch_size,
+                c.learning_rate,
+                c.seed + 1,
+                device,
             )
         self.fit_seconds_ = time.perf_counter() - started
         return self
@@ -149,9 +144,7 @@ class ColorFilter(Scorer):
         windows = self._windows(batch.texts)
         with tiny_lm.cpu_threads(c.cpu_threads):
             loss_prior = tiny_lm.record_losses(self.prior_, windows, len(batch), c.eval_batch_size, device)
-            loss_conditional = tiny_lm.record_losses(
-                self.conditional_, windows, len(batch), c.eval_batch_size, device
-            )
+            loss_conditional = tiny_lm.record_losses(self.conditional_, windows, len(batch), c.eval_batch_size, device)
         return {
             "loss_prior": loss_prior,
             "loss_conditional": loss_conditional,
@@ -172,9 +165,7 @@ class ColorFilter(Scorer):
         for prefix in ("prior", "conditional"):
             model = self._new_model(self.vocab_.n_classes)
             state = {
-                key[len(prefix) + 1 :]: torch.from_numpy(np.array(value))
-                for key, value in arrays.items()
-                if key.startswith(prefix + ".")
+                key[len(prefix) + 1 :]: torch.from_numpy(np.array(value)) for key, value in arrays.items() if key.startswith(prefix + ".")
             }
             model.load_state_dict(state, strict=True)
             setattr(self, f"{prefix}_", model.eval())

@@ -105,6 +105,7 @@ class ExactDuplicates(Scorer):
 
 # --- MinHash -------------------------------------------------------------------------------
 
+
 # MurmurHash3 finalisers (Appleby): fixed avalanching bijections, as datasketch uses.
 def _fmix32(h: np.ndarray) -> np.ndarray:
     h = h ^ (h >> _U32(16))

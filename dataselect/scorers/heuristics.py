@@ -175,4 +175,3 @@ class HeuristicRules(Scorer):
         out["reason"] = reason
         out["score"] = passed_count / len(rules)
         return out
-

@@ -54,8 +54,7 @@ class UniqueIds(Scorer):
         if len(repeats) and cols.SHARD in names and cols.ROW in names:
             shards, rows = batch.column(cols.SHARD), batch.column(cols.ROW)
             reason[repeats] = [
-                f"duplicate id {ids[i]!r} (first in shard {shards[f]} row {rows[f]})"
-                for i, f in zip(repeats, first[repeats])
+                f"duplicate id {ids[i]!r} (first in shard {shards[f]} row {rows[f]})" for i, f in zip(repeats, first[repeats])
             ]
         elif len(repeats):
             reason[repeats] = [f"duplicate id {ids[i]!r} (first at batch row {f})" for i, f in zip(repeats, first[repeats])]

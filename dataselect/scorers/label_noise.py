@@ -39,9 +39,7 @@ from dataselect.records import LABEL, TEXT
 from dataselect.scorers.base import Batch, Scorer
 
 
-def confident_learning_issues(
-    probabilities: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def confident_learning_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Off-diagonal confident-joint rule on integer ``labels`` (n,) and ``probabilities`` (n, c).
 
     Returns ``(is_issue bool (n,), confident_class int64 (n,) or -1 when no class is confident,
@@ -194,9 +192,7 @@ class LabelNoise(Scorer):
             all_texts = batch.texts
             texts = [all_texts[i] or "" for i in rows]
             # Fitting the (unsupervised) vocabulary on all rows leaks no label into the folds.
-            vectorizer = TfidfVectorizer(
-                sublinear_tf=True, min_df=2, max_features=self.config.tfidf_max_features, dtype=np.float32
-            )
+            vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=self.config.tfidf_max_features, dtype=np.float32)
             return vectorizer.fit_transform(texts)
         raise ValueError(f"label_noise: unknown features {self.config.features!r} (use 'embeddings' or 'tfidf')")
 
@@ -251,8 +247,7 @@ class LabelNoise(Scorer):
         keep = label_noise_keep(is_issue, self_confidence, self.config.min_self_confidence)
         for i in np.flatnonzero(~keep & ~is_issue):
             reason[i] = (
-                f"label '{raw_labels[i]}' doubtful: p={self_confidence[i]:.2f} < min_self_confidence "
-                f"{self.config.min_self_confidence:.2f}"
+                f"label '{raw_labels[i]}' doubtful: p={self_confidence[i]:.2f} < min_self_confidence {self.config.min_self_confidence:.2f}"
             )
         return {
             "self_confidence": self_confidence,

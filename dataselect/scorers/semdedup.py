@@ -62,9 +62,7 @@ def _components(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return labels
 
 
-def brute_force_semantic_duplicates(
-    embeddings: np.ndarray, eps: float = 0.05, block_elements: int = 1 << 24
-) -> np.ndarray:
+def brute_force_semantic_duplicates(embeddings: np.ndarray, eps: float = 0.05, block_elements: int = 1 << 24) -> np.ndarray:
     """Exact reference: connected components over all pairs with cosine ``> 1 - eps``.
 
     Returns int64 group labels, each equal to the smallest row index in its group, so two

@@ -50,9 +50,7 @@ def kmeans_clusters(
     else:
         # min_points_per_centroid=1 silences faiss's "too few points" warning: small pools are
         # legitimate here. Sub-sampling above max_points_per_centroid is seeded, so still deterministic.
-        kmeans = faiss.Kmeans(
-            dim, k, niter=niter, seed=seed, spherical=spherical, verbose=False, min_points_per_centroid=1
-        )
+        kmeans = faiss.Kmeans(dim, k, niter=niter, seed=seed, spherical=spherical, verbose=False, min_points_per_centroid=1)
         kmeans.train(data)
         centroid = kmeans.centroids.astype(np.float32)
         _, assigned = kmeans.index.search(data, 1)
@@ -154,9 +152,7 @@ def coverage_centric_plan(
     return indices, pruned, stratum_of
 
 
-def sensitivity_probabilities(
-    distances: np.ndarray, clusters: np.ndarray, power: float = 2.0, uniform_mix: float = 0.1
-) -> np.ndarray:
+def sensitivity_probabilities(distances: np.ndarray, clusters: np.ndarray, power: float = 2.0, uniform_mix: float = 0.1) -> np.ndarray:
     """Sampling probabilities ``p(x) = (1 - a) s(x) / sum s + a / n`` with
     ``s(x) = d(x)^power + mean_{y in cluster(x)} d(y)^power`` and ``a = uniform_mix``.
 

@@ -138,7 +138,9 @@ def _top_k(fused: np.ndarray, k: int, eligible: np.ndarray, label: str) -> tuple
     return selected, reason
 
 
-def _top_k_policy(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
+def _top_k_policy(
+    config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None
+) -> PolicyResult:
     selected, reason = _top_k(fused, k, np.ones(len(fused), bool), "top_k")
     return _result(selected, reason)
 
@@ -153,7 +155,9 @@ def _threshold(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndar
     return _result(selected, reason)
 
 
-def _gumbel_top_k(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
+def _gumbel_top_k(
+    config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None
+) -> PolicyResult:
     m = len(candidates)
     column = config.log_weight_column
     if column not in candidates.columns:
@@ -170,7 +174,9 @@ def _gumbel_top_k(config: SelectionConfig, candidates: pd.DataFrame, fused: np.n
     return _result(selected, reason)
 
 
-def _cluster_balanced(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
+def _cluster_balanced(
+    config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None
+) -> PolicyResult:
     m = len(candidates)
     # Optionally balance only among the best candidate_factor * k by fused score, so the
     # quotas spread the budget over the relevant region instead of over the whole pool.
@@ -223,7 +229,9 @@ def _ccs(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k
     return _result(selected, reason)
 
 
-def _sensitivity(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
+def _sensitivity(
+    config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None
+) -> PolicyResult:
     m = len(candidates)
     indices, weights, probability, clusters = sensitivity_plan(
         embeddings,

@@ -32,9 +32,24 @@ WORDS = "the star of a bright galaxy was observed with that telescope and measur
 DOCUMENTS = [" ".join(WORDS[(i * 7 + j * (i + 3)) % len(WORDS)] for j in range(20 + 9 * i)) for i in range(8)]
 
 RECORD_MUTATIONS = [
-    "none", "drop_text", "text_null", "text_number", "text_list", "text_empty", "text_whitespace",
-    "text_control", "text_surrogate", "id_repeat_in_shard", "id_repeat_across_shards", "id_null",
-    "id_object", "id_path", "label_object", "reserved_keys", "not_an_object", "garbage_line",
+    "none",
+    "drop_text",
+    "text_null",
+    "text_number",
+    "text_list",
+    "text_empty",
+    "text_whitespace",
+    "text_control",
+    "text_surrogate",
+    "id_repeat_in_shard",
+    "id_repeat_across_shards",
+    "id_null",
+    "id_object",
+    "id_path",
+    "label_object",
+    "reserved_keys",
+    "not_an_object",
+    "garbage_line",
 ]
 BYTE_OPS = ["flip", "insert", "delete", "newline", "truncate", "nul", "invalid_utf8"]
 
@@ -78,12 +93,8 @@ def _record_line(shard: int, row: int, doc: int, mutation: str) -> bytes:
     return (json.dumps(record) + "\n").encode()
 
 
-shard_strategy = st.lists(
-    st.tuples(st.integers(0, len(DOCUMENTS) - 1), st.sampled_from(RECORD_MUTATIONS)), min_size=0, max_size=12
-)
-byte_op_strategy = st.lists(
-    st.tuples(st.sampled_from(BYTE_OPS), st.floats(0, 1), st.binary(min_size=1, max_size=6)), max_size=3
-)
+shard_strategy = st.lists(st.tuples(st.integers(0, len(DOCUMENTS) - 1), st.sampled_from(RECORD_MUTATIONS)), min_size=0, max_size=12)
+byte_op_strategy = st.lists(st.tuples(st.sampled_from(BYTE_OPS), st.floats(0, 1), st.binary(min_size=1, max_size=6)), max_size=3)
 
 
 def _mutate(data: bytes, ops: list[tuple[str, float, bytes]]) -> bytes:
@@ -153,7 +164,11 @@ def _check(decisions: pd.DataFrame, raw_counts: dict[str, int]) -> None:
 
 
 @settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(shards=st.lists(st.tuples(shard_strategy, byte_op_strategy, st.sampled_from([".jsonl", ".jsonl.gz", ".gz-cut"])), min_size=1, max_size=3))
+@given(
+    shards=st.lists(
+        st.tuples(shard_strategy, byte_op_strategy, st.sampled_from([".jsonl", ".jsonl.gz", ".gz-cut"])), min_size=1, max_size=3
+    )
+)
 def test_accounting_holds_under_random_record_and_byte_mutations(shards):
     files = []
     for index, (records, ops, kind) in enumerate(shards):
@@ -180,14 +195,16 @@ def test_accounting_holds_under_random_record_and_byte_mutations(shards):
 def test_known_mix_ends_in_the_expected_states(tmp_path):
     """A fixed example with a known answer, so the property test's oracle is itself checked."""
     good = lambda row, doc: _record_line(0, row, doc, "none")  # noqa: E731
-    shard0 = b"".join([
-        good(0, 7),
-        _record_line(0, 1, 7, "none"),  # same text as row 0: exact duplicate
-        _record_line(0, 2, 6, "drop_text"),
-        _record_line(0, 3, 6, "garbage_line"),
-        b"\n",  # blank: not a row
-        _record_line(0, 4, 6, "id_repeat_in_shard"),
-    ])
+    shard0 = b"".join(
+        [
+            good(0, 7),
+            _record_line(0, 1, 7, "none"),  # same text as row 0: exact duplicate
+            _record_line(0, 2, 6, "drop_text"),
+            _record_line(0, 3, 6, "garbage_line"),
+            b"\n",  # blank: not a row
+            _record_line(0, 4, 6, "id_repeat_in_shard"),
+        ]
+    )
     shard1 = _record_line(1, 0, 5, "id_repeat_across_shards") + b"\xff\xfe\n"
     decisions, raw_counts = _run(tmp_path, [("shard0.jsonl", shard0), ("shard1.jsonl", shard1)])
     _check(decisions, raw_counts)

@@ -53,9 +53,22 @@ def test_quick_run_reports_every_method_with_consistent_counts(quick_result):
         bench = result["bench"]
         assert k == math.floor(0.1 * bench.raw_count)
         rows = {row["method"].split(" (")[0]: row for row in result["methods"]}
-        for name in ("DSIR", "embedding relevance top-k", "n-gram relevance top-k", "heuristics + random", "exact dedup + random",
-                     "near dedup + random", "SemDeDup + random", "label noise", "cluster-balanced", "CCS", "sensitivity sampling",
-                     "random 10%", "stratified random 10%", "**default recipe**"):
+        for name in (
+            "DSIR",
+            "embedding relevance top-k",
+            "n-gram relevance top-k",
+            "heuristics + random",
+            "exact dedup + random",
+            "near dedup + random",
+            "SemDeDup + random",
+            "label noise",
+            "cluster-balanced",
+            "CCS",
+            "sensitivity sampling",
+            "random 10%",
+            "stratified random 10%",
+            "**default recipe**",
+        ):
             assert rows[name]["n"] == k, (corpus, name)
             assert 0.0 <= rows[name]["dev"] <= 1.0 and 0.0 <= rows[name]["test"] <= 1.0
         assert rows["full pool"]["n"] == len(bench.truth)

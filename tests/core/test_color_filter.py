@@ -12,16 +12,25 @@ from dataselect.scorers.base import Batch
 from dataselect.scorers.color_filter import ColorFilter, resolve_device
 
 COMMON = "the a of and is with in to we saw it this that for on".split()
-SPACE = (
-    "star planet orbit telescope galaxy comet rocket moon solar nebula astronaut satellite gravity asteroid launch"
-).split()
+SPACE = ("star planet orbit telescope galaxy comet rocket moon solar nebula astronaut satellite gravity asteroid launch").split()
 COOKING = "flour butter oven recipe garlic onion simmer bake sauce pepper salt kitchen dinner pasta soup".split()
 
 # Small everything: the tests check behaviour, not quality at scale.
 SMALL = dict(
-    vocab_size=200, context_length=32, max_tokens_scored=64, d_model=32, n_layers=1, n_heads=2,
-    adaptive_cutoffs=(16,), prior_steps=60, conditional_steps=30, batch_size=16,
-    learning_rate=1e-2, eval_batch_size=32, device="cpu", cpu_threads=1,
+    vocab_size=200,
+    context_length=32,
+    max_tokens_scored=64,
+    d_model=32,
+    n_layers=1,
+    n_heads=2,
+    adaptive_cutoffs=(16,),
+    prior_steps=60,
+    conditional_steps=30,
+    batch_size=16,
+    learning_rate=1e-2,
+    eval_batch_size=32,
+    device="cpu",
+    cpu_threads=1,
 )
 
 
@@ -85,10 +94,7 @@ def test_save_load_gives_identical_scores(fitted, corpus, tmp_path):
 def test_fit_is_deterministic_for_a_seed(corpus):
     short = {**SMALL, "prior_steps": 8, "conditional_steps": 4}
     texts = corpus["space"][:5] + corpus["cooking"][:5]
-    runs = [
-        ColorFilter(**short, seed=seed).fit(batch(corpus["pool"]), batch(corpus["target"])).score(batch(texts))
-        for seed in (0, 0, 1)
-    ]
+    runs = [ColorFilter(**short, seed=seed).fit(batch(corpus["pool"]), batch(corpus["target"])).score(batch(texts)) for seed in (0, 0, 1)]
     np.testing.assert_array_equal(runs[0]["score"], runs[1]["score"])
     assert not np.array_equal(runs[0]["score"], runs[2]["score"])
 

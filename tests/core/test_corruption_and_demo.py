@@ -43,7 +43,10 @@ def test_corrupt_pool_counts_ids_and_determinism(corrupted):
     pool, out = corrupted
     n = len(pool)
     assert out[["is_exact_dup", "is_near_dup", "is_flipped", "is_junk"]].sum().to_dict() == {
-        "is_exact_dup": 40, "is_near_dup": 20, "is_flipped": 60, "is_junk": 12,
+        "is_exact_dup": 40,
+        "is_near_dup": 20,
+        "is_flipped": 60,
+        "is_junk": 12,
     }
     assert len(out) == n + 40 + 20 + 12
     assert out["id"].is_unique and set(pool["id"]) <= set(out["id"])
@@ -136,8 +139,10 @@ def test_demo_is_byte_identical_for_a_seed(tmp_path):
 def test_demo_layout_and_formats(demo):
     names = sorted(p.name for p in Path(demo.landing).iterdir())
     assert names == [
-        "pool-00000-of-00004.jsonl", "pool-00001-of-00004.jsonl.gz",
-        "pool-00002-of-00004.parquet", "pool-00003-of-00004.csv",
+        "pool-00000-of-00004.jsonl",
+        "pool-00001-of-00004.jsonl.gz",
+        "pool-00002-of-00004.parquet",
+        "pool-00003-of-00004.csv",
     ]
     with gzip.open(Path(demo.landing) / names[1], "rt") as handle:
         assert set(json.loads(handle.readline())) == {"id", "text", "label"}  # no ground truth leaks
@@ -149,7 +154,10 @@ def test_demo_ground_truth_fractions(demo):
     truth = pq.read_table(demo.ground_truth).to_pandas()
     assert len(truth) == 3000 + 300 + 150 + 90 and truth["id"].is_unique
     assert truth[["is_exact_dup", "is_near_dup", "is_flipped", "is_junk"]].sum().to_dict() == {
-        "is_exact_dup": 300, "is_near_dup": 150, "is_flipped": 450, "is_junk": 90,
+        "is_exact_dup": 300,
+        "is_near_dup": 150,
+        "is_flipped": 450,
+        "is_junk": 90,
     }
     clean_topics = truth.loc[~truth["is_junk"], "true_label"]
     assert set(clean_topics) == set(TOPICS)
@@ -168,8 +176,12 @@ def test_demo_shards_ingest_with_junk_empties_quarantined(demo):
         quarantine = result.quarantine
         quarantined += list(zip(quarantine.column("id").to_pylist(), quarantine.column("error").to_pylist()))
     assert len(records) + len(quarantined) == len(truth)
-    raw_texts = pd.concat([pd.read_json(demo.landing + "/pool-00000-of-00004.jsonl", lines=True),
-                           pq.read_table(demo.landing + "/pool-00002-of-00004.parquet").to_pandas()])
+    raw_texts = pd.concat(
+        [
+            pd.read_json(demo.landing + "/pool-00000-of-00004.jsonl", lines=True),
+            pq.read_table(demo.landing + "/pool-00002-of-00004.parquet").to_pandas(),
+        ]
+    )
     empty_junk = set(raw_texts.loc[raw_texts["text"].str.strip() == "", "id"])
     assert empty_junk and empty_junk <= {i for i, _ in quarantined}
     # Exactly the empty and whitespace-only junk is quarantined, nothing else.
@@ -191,9 +203,7 @@ def test_demo_reference_and_eval_are_disjoint_from_pool(demo, demo_pool):
     for table in (reference.records, evaluation.records):
         assert pool_hashes.isdisjoint(table.column("content_hash").to_pylist())
         assert set(pool["id"]).isdisjoint(table.column("id").to_pylist())
-    assert set(reference.records.column("content_hash").to_pylist()).isdisjoint(
-        evaluation.records.column("content_hash").to_pylist()
-    )
+    assert set(reference.records.column("content_hash").to_pylist()).isdisjoint(evaluation.records.column("content_hash").to_pylist())
 
 
 def test_demo_task_rewards_clean_in_target_selection(demo, demo_pool):

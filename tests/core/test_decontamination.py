@@ -62,8 +62,11 @@ def test_planted_edited_copies_of_eval_texts_are_found(newsgroups_records):
     n = len(ids)
     scores = pd.DataFrame(
         {
-            cols.ID: ids, cols.SHARD: "s0", cols.ROW: np.arange(n),
-            "decontamination.keep": found["keep"], "decontamination.reason": found["reason"],
+            cols.ID: ids,
+            cols.SHARD: "s0",
+            cols.ROW: np.arange(n),
+            "decontamination.keep": found["keep"],
+            "decontamination.reason": found["reason"],
             # Planted copies rank first: only the filter keeps them out.
             "relevance.score": [1.0 if i in planted else rng.random() * 0.5 for i in ids],
         }

@@ -38,9 +38,11 @@ def test_log_weights_match_manual_computation():
     np.testing.assert_allclose(out["log_weight"], expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(out["score"], expected, rtol=1e-12, atol=1e-12)
     # Length normalisation divides by the number of n-grams.
-    normalised = DSIRImportance(config, length_normalize=True).fit(
-        batch(["apple cherry", "cherry cherry"]), batch(["Apple banana"])
-    ).score(batch(["banana cherry apple", "cherry", ""]))
+    normalised = (
+        DSIRImportance(config, length_normalize=True)
+        .fit(batch(["apple cherry", "cherry cherry"]), batch(["Apple banana"]))
+        .score(batch(["banana cherry apple", "cherry", ""]))
+    )
     np.testing.assert_allclose(normalised["score"], [expected[0] / 3, expected[1], 0.0], atol=1e-12)
     np.testing.assert_allclose(normalised["log_weight"], expected, atol=1e-12)
 
@@ -56,8 +58,7 @@ def test_gumbel_top_k_is_deterministic_and_follows_weights():
     counts = np.bincount(draws.ravel(), minlength=5)
     assert counts[4] > 280 and counts[2] > 200 and counts[[0, 1, 3]].sum() < 100
     assert len(gumbel_top_k(log_w, 10, seed=0)) == 5
-    assert not all((gumbel_top_k(np.zeros(50), 5, seed=s) == gumbel_top_k(np.zeros(50), 5, seed=0)).all()
-                   for s in range(1, 4))
+    assert not all((gumbel_top_k(np.zeros(50), 5, seed=s) == gumbel_top_k(np.zeros(50), 5, seed=0)).all() for s in range(1, 4))
 
 
 def test_kl_reduction_sign():
@@ -110,8 +111,7 @@ def test_selects_target_domain_on_newsgroups(sci_task):
     log_target = log_distribution_of(target_texts, config)
     random_rows = np.random.default_rng(0).choice(len(pool), k, replace=False)
     kl_selected, kl_random = (
-        kl_divergence(log_target, log_distribution_of([pool_texts[i] for i in rows], config))
-        for rows in (chosen, random_rows)
+        kl_divergence(log_target, log_distribution_of([pool_texts[i] for i in rows], config)) for rows in (chosen, random_rows)
     )
     assert kl_selected < kl_random
 
@@ -136,8 +136,11 @@ def test_at_least_as_target_like_as_the_authors_package(sci_task, tmp_path):
         with open(tmp_path / f"{name}.jsonl", "w") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in records)
     reference = data_selection.HashedNgramDSIR(
-        [str(tmp_path / "pool.jsonl")], [str(tmp_path / "target.jsonl")], cache_dir=str(tmp_path / "cache"),
-        num_proc=1, min_example_length=0,
+        [str(tmp_path / "pool.jsonl")],
+        [str(tmp_path / "target.jsonl")],
+        cache_dir=str(tmp_path / "cache"),
+        num_proc=1,
+        min_example_length=0,
     )
     reference.fit_importance_estimator(num_tokens_to_fit="all")
     reference.compute_importance_weights()

@@ -35,8 +35,12 @@ def exact(texts, shards=None, rows=None, with_hash=True):
 
 
 def test_exact_duplicates_with_case_and_whitespace_variants():
-    variants = [BASE[0].upper(), "  " + BASE[1].replace(" ", "   ") + "\n", BASE[1].replace(" ", "\t"),
-                BASE[3].lower().replace(" ", " \n ")]
+    variants = [
+        BASE[0].upper(),
+        "  " + BASE[1].replace(" ", "   ") + "\n",
+        BASE[1].replace(" ", "\t"),
+        BASE[3].lower().replace(" ", " \n "),
+    ]
     texts = BASE + variants
     out = exact(texts)
     # Every planted copy is found (recall 100%) and points to its original.
@@ -44,8 +48,12 @@ def test_exact_duplicates_with_case_and_whitespace_variants():
     np.testing.assert_array_equal(out["keep"], [True] * 5 + [False] * 4)
     np.testing.assert_array_equal(out["group_size"], [2, 3, 1, 2, 1, 2, 3, 3, 2])
     np.testing.assert_array_equal(out["is_duplicate"], [True, True, False, True, False, True, True, True, True])
-    assert list(out["reason"]) == [""] * 5 + ["exact duplicate of doc0", "exact duplicate of doc1",
-                                              "exact duplicate of doc1", "exact duplicate of doc3"]
+    assert list(out["reason"]) == [""] * 5 + [
+        "exact duplicate of doc0",
+        "exact duplicate of doc1",
+        "exact duplicate of doc1",
+        "exact duplicate of doc3",
+    ]
     assert out["group"].dtype == np.int64
     # Without a content_hash column the text is hashed the same way.
     fallback = exact(texts, with_hash=False)

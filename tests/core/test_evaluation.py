@@ -79,9 +79,7 @@ def test_cached_tfidf_equals_tfidf_vectorizer_fitted_on_the_subset():
     for max_features in (None, cut):
         config = Config(max_features=max_features)
         ours_train, ours_eval = _TermCounts(pool, evaluation, config).tfidf(rows)
-        sklearn = TfidfVectorizer(
-            sublinear_tf=True, min_df=2, max_features=max_features, ngram_range=(1, 2), dtype=np.float32
-        )
+        sklearn = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=max_features, ngram_range=(1, 2), dtype=np.float32)
         expected_train = sklearn.fit_transform(subset)
         expected_eval = sklearn.transform(evaluation)
         assert ours_train.shape == expected_train.shape
@@ -188,9 +186,11 @@ def test_single_class_and_empty_subsets_do_not_crash():
 def test_embedding_probe_separates_gaussian_clusters():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 16)) * 3
+
     def draw(n):
         labels = rng.integers(0, 3, n)
         return centres[labels] + rng.normal(size=(n, 16)), [f"k{v}" for v in labels]
+
     train_x, train_y = draw(150)
     eval_x, eval_y = draw(300)
     with pytest.raises(ValueError, match="needs train and eval embeddings"):

@@ -46,8 +46,7 @@ def test_statistics_match_hand_computation():
 
 JUNK = {
     "longest_word": ARTICLE + "\nAttachment: " + "QmFzZTY0IGJsb2IgZGF0YQ" * 20 + "==",
-    "lorem_ipsum": "Welcome to the home page of our company.\n" + ARTICLE + "\nLorem ipsum dolor sit amet, "
-    "consectetur adipiscing elit.",
+    "lorem_ipsum": "Welcome to the home page of our company.\n" + ARTICLE + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.",
     "boilerplate_line_fraction": "We use cookies to improve your experience on the site.\n"
     "By continuing you agree to the cookie policy and to the privacy policy.\n"
     "Please enable JavaScript in your browser to see the comments.\n"
@@ -55,8 +54,10 @@ JUNK = {
     "word_count": "  \n Hi \n\n",
     "duplicate_line_fraction": "\n".join(["Buy the best watches now with free shipping to your home!"] * 20),
     "non_alnum_fraction": " ".join(["the{$(a)};", "to[@x]!?", "and<%b%>", "of=>(z)"] * 15),
-    "ellipsis_line_fraction": "\n".join(["and then the story goes on and on without an end to it..."] * 3
-                                        + [f"line {i} of the tale is complete and with an end." for i in range(4)]),
+    "ellipsis_line_fraction": "\n".join(
+        ["and then the story goes on and on without an end to it..."] * 3
+        + [f"line {i} of the tale is complete and with an end." for i in range(4)]
+    ),
     "mean_word_length": " ".join(["a to b of c the d and e"] * 10),
     "alpha_word_fraction": ARTICLE[:200] + " " + " ".join(str(1000 + i) for i in range(60)),
 }

@@ -140,8 +140,14 @@ def test_custom_field_names_and_reserved_metadata(tmp_path):
     result = read_shard(path, key="k", config=IngestConfig(text_field="body", id_field="doc", label_field="topic"))
     row = result.records.to_pylist()[0]
     assert row == {
-        "id": "x1", "text": "hello", "label": "t", "content_hash": content_hash("hello"), "shard": "k", "row": 0,
-        "meta_shard": "evil", "meta_row": 5,
+        "id": "x1",
+        "text": "hello",
+        "label": "t",
+        "content_hash": content_hash("hello"),
+        "shard": "k",
+        "row": 0,
+        "meta_shard": "evil",
+        "meta_row": 5,
     }
 
 
@@ -151,8 +157,13 @@ def test_custom_field_names_and_reserved_metadata(tmp_path):
 def test_malformed_json_lines_are_quarantined_and_reading_continues(tmp_path):
     path = write_lines(
         tmp_path / "m.jsonl",
-        [jline(id="a", text="ok"), b'{"id": "b" "text": "x"}', b'{"id": "c", "text": "unterminated', b"[1, 2]",
-         jline(id="d", text="ok too")],
+        [
+            jline(id="a", text="ok"),
+            b'{"id": "b" "text": "x"}',
+            b'{"id": "c", "text": "unterminated',
+            b"[1, 2]",
+            jline(id="d", text="ok too"),
+        ],
     )
     result = read_shard(path)
     assert result.records.column("id").to_pylist() == ["a", "d"]
@@ -168,8 +179,14 @@ def test_malformed_json_lines_are_quarantined_and_reading_continues(tmp_path):
 def test_missing_or_wrong_text_field_jsonl(tmp_path):
     path = write_lines(
         tmp_path / "w.jsonl",
-        [jline(id="a", body="no text here"), jline(id="b", text=42), jline(id="c", text=None),
-         jline(id="d", text=["a"]), jline(id="e", text="fine"), jline(id={"x": 1}, text="bad id")],
+        [
+            jline(id="a", body="no text here"),
+            jline(id="b", text=42),
+            jline(id="c", text=None),
+            jline(id="d", text=["a"]),
+            jline(id="e", text="fine"),
+            jline(id={"x": 1}, text="bad id"),
+        ],
     )
     result = read_shard(path)
     assert result.records.column("id").to_pylist() == ["e"]
@@ -192,8 +209,7 @@ def test_non_utf8_bytes_quarantine_only_their_line(tmp_path):
 
 
 def test_lone_surrogate_escape_is_quarantined(tmp_path):
-    path = write_lines(tmp_path / "s.jsonl", [b'{"id": "a", "text": "bad \\ud800 here"}',
-                                              b'{"id": "b", "text": "pair \\ud83d\\ude00 ok"}'])
+    path = write_lines(tmp_path / "s.jsonl", [b'{"id": "a", "text": "bad \\ud800 here"}', b'{"id": "b", "text": "pair \\ud83d\\ude00 ok"}'])
     result = read_shard(path)
     assert errors(result) == {0: "invalid Unicode: unpaired surrogate escape"}
     assert result.records.column("text").to_pylist() == ["pair \U0001f600 ok"]
@@ -209,8 +225,7 @@ def test_nul_and_control_characters_are_stripped_and_record_kept(tmp_path):
 def test_empty_and_whitespace_only_texts(tmp_path):
     path = write_lines(
         tmp_path / "e.jsonl",
-        [jline(id="a", text=""), jline(id="b", text=" \n\t "), jline(id="c", text="\u0000\u0001"),
-         jline(id="d", text="x")],
+        [jline(id="a", text=""), jline(id="b", text=" \n\t "), jline(id="c", text="\u0000\u0001"), jline(id="d", text="x")],
     )
     result = read_shard(path)
     assert errors(result) == {i: "empty text after normalisation" for i in range(3)}
@@ -242,8 +257,14 @@ def test_fifty_megabyte_record_is_quarantined_neighbours_kept(tmp_path):
 def test_duplicate_ids_within_shard(tmp_path):
     path = write_lines(
         tmp_path / "d.jsonl",
-        [jline(id="x", text=""), jline(id="x", text="first good"), jline(id="y", text="y"), jline(id="x", text="again"),
-         jline(id=1, text="int"), jline(id="1", text="str")],
+        [
+            jline(id="x", text=""),
+            jline(id="x", text="first good"),
+            jline(id="y", text="y"),
+            jline(id="x", text="again"),
+            jline(id=1, text="int"),
+            jline(id="1", text="str"),
+        ],
     )
     result = read_shard(path)
     assert result.records.column("id").to_pylist() == ["x", "y", "1"]
@@ -311,10 +332,26 @@ def test_parquet_with_unexpected_schema(tmp_path):
     pq.write_table(table, tmp_path / "odd.parquet", row_group_size=2)
     result = read_shard(tmp_path / "odd.parquet")
     assert result.records.to_pylist() == [
-        {"id": "1", "text": "good one", "label": "0", "content_hash": content_hash("good one"), "shard": "odd",
-         "row": 0, "nested": '{"a": 1, "b": [1, 2]}', "score": 0.5},
-        {"id": "3", "text": "good two", "label": None, "content_hash": content_hash("good two"), "shard": "odd",
-         "row": 2, "nested": '{"a": 3, "b": []}', "score": 1.0},
+        {
+            "id": "1",
+            "text": "good one",
+            "label": "0",
+            "content_hash": content_hash("good one"),
+            "shard": "odd",
+            "row": 0,
+            "nested": '{"a": 1, "b": [1, 2]}',
+            "score": 0.5,
+        },
+        {
+            "id": "3",
+            "text": "good two",
+            "label": None,
+            "content_hash": content_hash("good two"),
+            "shard": "odd",
+            "row": 2,
+            "nested": '{"a": 3, "b": []}',
+            "score": 1.0,
+        },
     ]
     assert errors(result) == {1: "'text' is null"}
 
@@ -346,7 +383,7 @@ def test_parquet_binary_text_is_decoded_and_only_invalid_utf8_quarantined(tmp_pa
 def test_csv_embedded_newlines_bad_rows_and_bad_bytes(tmp_path):
     path = tmp_path / "c.csv"
     path.write_bytes(
-        b'\xef\xbb\xbfid,text,label\r\n'
+        b"\xef\xbb\xbfid,text,label\r\n"
         b'a,"line one\r\nline two, with comma and ""quotes""",sci\r\n'
         b"\r\n"
         b"b,too,many,fields\r\n"
@@ -357,8 +394,14 @@ def test_csv_embedded_newlines_bad_rows_and_bad_bytes(tmp_path):
     result = read_shard(path)
     assert result.raw_count == 5
     assert result.records.to_pylist() == [
-        {"id": "a", "text": 'line one\nline two, with comma and "quotes"', "label": "sci",
-         "content_hash": content_hash('line one line two, with comma and "quotes"'), "shard": "c", "row": 0},
+        {
+            "id": "a",
+            "text": 'line one\nline two, with comma and "quotes"',
+            "label": "sci",
+            "content_hash": content_hash('line one line two, with comma and "quotes"'),
+            "shard": "c",
+            "row": 0,
+        },
         {"id": "c:4", "text": "no id", "label": "3", "content_hash": content_hash("no id"), "shard": "c", "row": 4},
     ]
     assert errors(result) == {
@@ -412,9 +455,7 @@ def test_read_reference_file_and_folder(tmp_path):
 # --------------------------------------------------------------------------- properties
 
 
-VALID_LINES = [
-    jline(id=f"r{i}", text=f"record {i} says hello", label=["a", "b"][i % 2], meta={"n": i}) for i in range(6)
-]
+VALID_LINES = [jline(id=f"r{i}", text=f"record {i} says hello", label=["a", "b"][i % 2], meta={"n": i}) for i in range(6)]
 VALID_SHARD = b"".join(line + b"\n" for line in VALID_LINES)
 
 
@@ -428,9 +469,7 @@ def check_invariants(result):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(
-        st.tuples(
-            st.integers(0, len(VALID_SHARD) - 1), st.integers(0, 255), st.sampled_from(["set", "insert", "delete"])
-        ),
+        st.tuples(st.integers(0, len(VALID_SHARD) - 1), st.integers(0, 255), st.sampled_from(["set", "insert", "delete"])),
         max_size=12,
     )
 )
@@ -476,8 +515,7 @@ def test_random_record_mutations_never_raise(tmp_path, rows, fmt):
         # Arrow needs one type per column: store each value as its JSON text, except "text".
         names = sorted({k for row in rows for k in row} | {"text"})
         table = pa.table(
-            {n: [r.get(n) if n == "text" and isinstance(r.get(n), str) else json.dumps(r.get(n)) for r in rows]
-             for n in names}
+            {n: [r.get(n) if n == "text" and isinstance(r.get(n), str) else json.dumps(r.get(n)) for r in rows] for n in names}
         )
         pq.write_table(table, path)
         expected_rows = len(rows)

@@ -112,8 +112,10 @@ def test_newsgroups_flipped_labels_detected(newsgroups_records):
     flagged = out["is_issue"]
     precision = flipped[flagged].mean()
     recall = flagged[flipped].mean()
-    print(f"\nlabel_noise tfidf on 3000 newsgroups, 15% flipped: AUROC {auroc:.3f}, "
-          f"flagged {flagged.sum()}, precision {precision:.2f}, recall {recall:.2f}, {elapsed:.1f}s")
+    print(
+        f"\nlabel_noise tfidf on 3000 newsgroups, 15% flipped: AUROC {auroc:.3f}, "
+        f"flagged {flagged.sum()}, precision {precision:.2f}, recall {recall:.2f}, {elapsed:.1f}s"
+    )
     assert auroc >= 0.90
     assert precision >= 0.6  # measured ~0.75; the base rate of flips is 0.15
 

@@ -83,7 +83,9 @@ def test_threads_and_chunking_do_not_change_the_counts(newsgroups_records):
     pieces = ngrams.map_chunks(len, texts, threads=2, size=1000, max_bytes=1 << 40)
     assert pieces == [1000] * 5  # at most `size` texts per slice, in order
     array = pa.array(texts, pa.string())
-    pieces = ngrams.map_chunks(lambda piece: (len(piece), sum(pa.compute.binary_length(piece).to_pylist())), array, size=400, max_bytes=200_000)
+    pieces = ngrams.map_chunks(
+        lambda piece: (len(piece), sum(pa.compute.binary_length(piece).to_pylist())), array, size=400, max_bytes=200_000
+    )
     longest = max(len(t.encode()) for t in texts)
     assert sum(n for n, _ in pieces) == 5000 and max(n for n, _ in pieces) <= 400
     assert max(size for _, size in pieces) <= 200_000 + longest and len(pieces) >= sum(size for _, size in pieces) // 200_000

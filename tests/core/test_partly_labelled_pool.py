@@ -39,7 +39,9 @@ def half_labelled(newsgroups_dir, tmp_path_factory):
     scores = fit_and_score_shards(bench, embeddings, reference_embeddings, config, Timer(), list(DEFAULT_SHARD_SCORERS))
 
     def build(task: str):
-        return select(scores, bench.quarantine, embeddings, SelectionConfig(budget=0.1, task=task), list(DEFAULT_POOL_SCORERS), {}, bench.texts)
+        return select(
+            scores, bench.quarantine, embeddings, SelectionConfig(budget=0.1, task=task), list(DEFAULT_POOL_SCORERS), {}, bench.texts
+        )
 
     pool = bench.records.select([cols.ID, cols.TEXT, cols.LABEL]).to_pandas()
     return bench, pool, build("classification"), build("language_modeling")

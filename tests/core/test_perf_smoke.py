@@ -65,8 +65,17 @@ def test_perf_summary_medians_end_to_end_and_slopes(tmp_path):
     for size, scale in ((1_000, 1.0), (10_000, 10.0)):
         for repeat, noise in enumerate((1.0, 1.2, 0.9)):
             for stage in perf.STAGES:
-                runs.append({"size": size, "stage": stage, "repeat": repeat, "records": size, "seconds": scale * noise,
-                             "peak_rss_mb": 100.0 * scale + repeat, "bytes_per_record": 1000.0})
+                runs.append(
+                    {
+                        "size": size,
+                        "stage": stage,
+                        "repeat": repeat,
+                        "records": size,
+                        "seconds": scale * noise,
+                        "peak_rss_mb": 100.0 * scale + repeat,
+                        "bytes_per_record": 1000.0,
+                    }
+                )
     rows = {(r["size"], r["stage"]): r for r in perf.summarize(runs)}
     assert rows[(1_000, "embed")]["seconds"] == pytest.approx(1.0)  # median of 1.0, 1.2, 0.9
     assert rows[(10_000, "embed")]["slope"] == pytest.approx(1.0)  # 10x records, 10x time
@@ -79,8 +88,9 @@ def test_perf_summary_medians_end_to_end_and_slopes(tmp_path):
 
 
 def test_comparisons_on_a_tiny_pool(tmp_path):
-    config = comparisons.ComparisonConfig(size=400, reference_size=60, repeats=1, reference_repeats=1,
-                                          dsir_cores=(1,), results=tmp_path / "comparisons.md")
+    config = comparisons.ComparisonConfig(
+        size=400, reference_size=60, repeats=1, reference_repeats=1, dsir_cores=(1,), results=tmp_path / "comparisons.md"
+    )
     results = {r["name"].split(":")[0]: r for r in comparisons.run(config)}
     assert set(results) == {"DSIR, 1 core each", "MinHash LSH near-duplicates", "SemDeDup"}
     results["DSIR"] = results["DSIR, 1 core each"]
@@ -96,9 +106,14 @@ def test_comparisons_on_a_tiny_pool(tmp_path):
 
 
 def test_refresh_report_states_the_ratio_against_the_target():
-    repeats = [{"full": {"seconds": 100.0, "runs": 22, "records_embedded": 1000, "records_scored": 1000},
-                "refresh": {"seconds": s, "runs": 2, "records_embedded": 100, "records_scored": 100}, "ratio": s / 100.0}
-               for s in (10.0, 20.0, 12.0)]
+    repeats = [
+        {
+            "full": {"seconds": 100.0, "runs": 22, "records_embedded": 1000, "records_scored": 1000},
+            "refresh": {"seconds": s, "runs": 2, "records_embedded": 100, "records_scored": 100},
+            "ratio": s / 100.0,
+        }
+        for s in (10.0, 20.0, 12.0)
+    ]
     text = refresh.markdown(refresh.RefreshConfig(shards=10, records_per_shard=100), repeats, {"bytes_per_record": 1000.0})
     assert "**12.0%**" in text and "**met**" in text
     assert "| refresh (1 new shard + global steps) | 12.0 | 2 | 100 | 100 |" in text

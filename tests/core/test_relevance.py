@@ -38,11 +38,7 @@ def reliability_gaps(probability, is_target, bins=5, min_count=200):
     """|observed target fraction - mean predicted probability| per well-filled bin."""
     edges = np.quantile(probability, np.linspace(0, 1, bins + 1))
     which = np.clip(np.searchsorted(edges, probability, side="right") - 1, 0, bins - 1)
-    return [
-        abs(is_target[which == b].mean() - probability[which == b].mean())
-        for b in range(bins)
-        if (which == b).sum() >= min_count
-    ]
+    return [abs(is_target[which == b].mean() - probability[which == b].mean()) for b in range(bins) if (which == b).sum() >= min_count]
 
 
 @pytest.mark.parametrize("balanced_prior, train_target, test_target", [(False, 300, 1000), (True, 300, 3000)])

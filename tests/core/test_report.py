@@ -161,11 +161,13 @@ def test_rates_from_flag_columns():
 def small_labelled():
     rng = np.random.default_rng(0)
     words = {"red": [f"red{i}" for i in range(10)], "blue": [f"blue{i}" for i in range(10)]}
+
     def docs(n, noise):
         labels = [("red", "blue")[i % 2] for i in range(n)]
         texts = [" ".join(rng.choice(words[label], 3)) for label in labels]
         labels = [("red", "blue")[rng.integers(2)] if rng.random() < noise else label for label in labels]
         return texts, labels
+
     clean_t, clean_l = docs(40, 0.0)
     noisy_t, noisy_l = docs(120, 1.0)
     pool = pd.DataFrame({"id": [f"r{i}" for i in range(160)], "text": clean_t + noisy_t, "label": clean_l + noisy_l})
@@ -189,9 +191,42 @@ def test_summary_is_identical_for_identical_runs(small_labelled, small_arms):
 def sweep_table():
     rows = []
     for budget, sel, ran in [(0.05, 0.70, 0.55), (0.1, 0.78, 0.64), (0.5, 0.84, 0.80)]:
-        rows.append({"budget": budget, "k": int(budget * 1000), "arm": "selected", "accuracy": sel, "accuracy_lo": sel - 0.02, "accuracy_hi": sel + 0.02, "macro_f1": sel - 0.01, "n_train": int(budget * 1000)})
-        rows.append({"budget": budget, "k": int(budget * 1000), "arm": "random", "accuracy": ran, "accuracy_lo": ran - 0.03, "accuracy_hi": ran + 0.03, "macro_f1": ran - 0.01, "n_train": int(budget * 1000)})
-    rows.append({"budget": 1.0, "k": 1000, "arm": "full", "accuracy": 0.85, "accuracy_lo": 0.83, "accuracy_hi": 0.87, "macro_f1": 0.84, "n_train": 1000})
+        rows.append(
+            {
+                "budget": budget,
+                "k": int(budget * 1000),
+                "arm": "selected",
+                "accuracy": sel,
+                "accuracy_lo": sel - 0.02,
+                "accuracy_hi": sel + 0.02,
+                "macro_f1": sel - 0.01,
+                "n_train": int(budget * 1000),
+            }
+        )
+        rows.append(
+            {
+                "budget": budget,
+                "k": int(budget * 1000),
+                "arm": "random",
+                "accuracy": ran,
+                "accuracy_lo": ran - 0.03,
+                "accuracy_hi": ran + 0.03,
+                "macro_f1": ran - 0.01,
+                "n_train": int(budget * 1000),
+            }
+        )
+    rows.append(
+        {
+            "budget": 1.0,
+            "k": 1000,
+            "arm": "full",
+            "accuracy": 0.85,
+            "accuracy_lo": 0.83,
+            "accuracy_hi": 0.87,
+            "macro_f1": 0.84,
+            "n_train": 1000,
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -237,8 +272,26 @@ def test_write_report_self_contained_html_and_round_tripping_json(tmp_path, smal
     assert sorted(base64.b64decode(e) for e in embedded) == sorted(figures.values())
     # Nothing is fetched: the only tags are plain markup and every attribute is local.
     tags = _tags(page)
-    assert {name for name, _ in tags} <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table",
-                                          "thead", "tbody", "tr", "th", "td", "figure", "img", "figcaption", "p"}
+    assert {name for name, _ in tags} <= {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "h1",
+        "h2",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "figure",
+        "img",
+        "figcaption",
+        "p",
+    }
     for name, attributes in tags:
         for key, value in attributes:
             assert not (value or "").lower().startswith(("http", "//", "ftp")), (name, key, value)
@@ -268,15 +321,16 @@ def test_write_report_self_contained_html_and_round_tripping_json(tmp_path, smal
 
 def test_headline_markdown(small_arms):
     summary = summarize(small_arms)
-    summary["headline"].append({"arm": "a|b", "accuracy": float("nan"), "accuracy_lo": None, "accuracy_hi": None, "macro_f1": None, "n_train": 0})
+    summary["headline"].append(
+        {"arm": "a|b", "accuracy": float("nan"), "accuracy_lo": None, "accuracy_hi": None, "macro_f1": None, "n_train": 0}
+    )
     text = headline_markdown(summary)
     lines = text.splitlines()
     assert lines[0] == "| arm | accuracy [95% CI] | macro-F1 | n |"
     assert len(lines) == 2 + 5
     selected = small_arms["selected"]
     assert lines[2] == (
-        f"| selected | {selected.accuracy:.4f} [{selected.accuracy_lo:.4f}, {selected.accuracy_hi:.4f}] "
-        f"| {selected.macro_f1:.4f} | 30 |"
+        f"| selected | {selected.accuracy:.4f} [{selected.accuracy_lo:.4f}, {selected.accuracy_hi:.4f}] | {selected.macro_f1:.4f} | 30 |"
     )
     assert lines[-1] == "| a\\|b | n/a [n/a, n/a] | n/a | 0 |"
 

@@ -80,7 +80,7 @@ def test_coverage_centric_strata_known_answer():
     chosen = set(indices.tolist())
     assert len(chosen) == 5 and 3 in chosen
     assert len(chosen & {0, 1, 2}) == 2 and len(chosen & {4, 5, 6, 7, 8}) == 2
-        # Pruning never leaves fewer records than the budget.
+    # Pruning never leaves fewer records than the budget.
     assert coverage_centric_plan(difficulty, 10, beta=0.1, n_strata=3)[0].tolist() == list(range(10))
     seeds = {tuple(coverage_centric_plan(difficulty, 5, beta=0.1, n_strata=3, seed=s)[0]) for s in range(10)}
     assert len(seeds) > 1  # sampling within strata is random, per seed
@@ -90,9 +90,7 @@ def test_sensitivity_probabilities_known_answer():
     distances = np.array([1.0, 1.0, 0.0, 2.0])
     clusters = np.array([0, 0, 1, 1])
     # cost d^2 = [1, 1, 0, 4]; cluster mean cost [1, 2] -> s = [2, 2, 2, 6] / 12
-    np.testing.assert_allclose(
-        sensitivity_probabilities(distances, clusters, uniform_mix=0.0), [1 / 6, 1 / 6, 1 / 6, 1 / 2]
-    )
+    np.testing.assert_allclose(sensitivity_probabilities(distances, clusters, uniform_mix=0.0), [1 / 6, 1 / 6, 1 / 6, 1 / 2])
     np.testing.assert_allclose(
         sensitivity_probabilities(distances, clusters, uniform_mix=0.2),
         0.8 * np.array([1 / 6, 1 / 6, 1 / 6, 1 / 2]) + 0.05,
@@ -138,9 +136,7 @@ def ten_records() -> tuple[pd.DataFrame, pd.DataFrame]:
             "dsir.log_weight": [0.0, -50, -50, 0.0, -50, -50, 0.0, -50, -50, -50],
         }
     ).iloc[::-1]  # input order must not matter
-    quarantine = pd.DataFrame(
-        {"shard": ["s1", "s0"], "row": [3, 7], "id": ["q1", None], "error": ["missing text", "invalid JSON"]}
-    )
+    quarantine = pd.DataFrame({"shard": ["s1", "s0"], "row": [3, 7], "id": ["q1", None], "error": ["missing text", "invalid JSON"]})
     return scores, quarantine
 
 
@@ -234,7 +230,9 @@ def test_gumbel_top_k_policy_and_seed():
     assert table.loc["r1", "reason"] == "not drawn by gumbel_top_k on dsir.log_weight (log weight -50.00; 3 of 7 drawn)"
     flat = scores.assign(**{"dsir.log_weight": 0.0})
     draws = {
-        seed: frozenset(decide(flat, quarantine, SelectionConfig(budget=3, policy="gumbel_top_k", seed=seed)).query("status == 'selected'").id)
+        seed: frozenset(
+            decide(flat, quarantine, SelectionConfig(budget=3, policy="gumbel_top_k", seed=seed)).query("status == 'selected'").id
+        )
         for seed in range(4)
     }
     assert len(set(draws.values())) > 1  # the seed changes the draw

@@ -81,9 +81,7 @@ def test_planted_duplicates_found_and_distinct_kept_apart():
 def test_keep_first_in_shard_row_order_and_reason():
     vectors = angles(0, 1, 2, 90)
     # Record 2 comes first in (shard, row) order: shard "a" sorts before "b".
-    out = SemanticDuplicates(eps=0.05, n_clusters=1).score(
-        batch_for(vectors, shards=["b", "b", "a", "b"], rows=[0, 1, 7, 2])
-    )
+    out = SemanticDuplicates(eps=0.05, n_clusters=1).score(batch_for(vectors, shards=["b", "b", "a", "b"], rows=[0, 1, 7, 2]))
     assert out["keep"].tolist() == [False, False, True, True]
     assert out["group"].tolist() == [2, 2, 2, 3]
     assert out["reason"][0] == "semantic duplicate of doc2 (cosine 1.00)"  # cos 2 deg = 0.9994

@@ -113,15 +113,22 @@ class PlatformBuild:
         self.resources = make_resources(self.landing, self.reference, self.evaluation or "", self.store, self.backend)
         if self.embedding_options:
             self.resources["embedding"] = EmbeddingResource(backend=self.backend, **self.embedding_options)
-        self.inputs = BuildInputs(self.landing, self.reference, self.evaluation, self.store, {"backend": self.backend, **self.embedding_options})
+        self.inputs = BuildInputs(
+            self.landing, self.reference, self.evaluation, self.store, {"backend": self.backend, **self.embedding_options}
+        )
         self.keys = [f.key for f in list_landing_files(self.landing)]
         self.instance.add_dynamic_partitions(shards.name, self.keys)
 
     def run(self, selection: list[str], partition_key: str | None = None, run_config: dict | None = None) -> ExecuteInProcessResult:
         started = time.perf_counter()
         result = materialize(
-            [*all_assets, *all_checks], selection=selection, partition_key=partition_key, instance=self.instance,
-            resources=self.resources, run_config=run_config or {}, raise_on_error=False,
+            [*all_assets, *all_checks],
+            selection=selection,
+            partition_key=partition_key,
+            instance=self.instance,
+            resources=self.resources,
+            run_config=run_config or {},
+            raise_on_error=False,
         )
         self.seconds.append((f"{','.join(selection)}[{partition_key or ''}]", round(time.perf_counter() - started, 1)))
         failures = [e.message for e in result.all_events if e.is_failure]

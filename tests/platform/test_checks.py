@@ -63,8 +63,12 @@ def _run_check(env, check, asset_def, partition: str | None = SHARD):
     """Run only ``check`` (a check-only run, as the UI launches one) on the files already in the store."""
     instance, _, resources, _ = env
     result = materialize(
-        [asset_def, check], selection=AssetSelection.checks(check), instance=instance, resources=resources,
-        tags={"dagster/partition": partition} if partition else None, raise_on_error=False,
+        [asset_def, check],
+        selection=AssetSelection.checks(check),
+        instance=instance,
+        resources=resources,
+        tags={"dagster/partition": partition} if partition else None,
+        raise_on_error=False,
     )
     [evaluation] = result.get_asset_check_evaluations()
     assert result.success == evaluation.passed  # blocking ERROR checks fail their step
@@ -103,7 +107,11 @@ def test_raw_pool_check_fails_on_bad_records_and_blocks_embeddings(env, ids, tex
         return MaterializeResult()
 
     result = materialize(
-        [crafted_raw_pool, raw_pool_valid, embeddings], partition_key=SHARD, instance=instance, resources=resources, raise_on_error=False,
+        [crafted_raw_pool, raw_pool_valid, embeddings],
+        partition_key=SHARD,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
     )
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == "raw_pool_valid" and evaluation.partition == SHARD
@@ -234,11 +242,16 @@ def test_filtered_set_check(env, case, failing):
         selection["hard_filters"] = ["heuristics"]
     elif case == "record_lost":
         decision_ids, status, keep, near_dup_keep = decision_ids[:-1], status[:-1], keep[:-1], near_dup_keep[:-1]
-    decisions = pa.table({
-        cols.ID: decision_ids, cols.STATUS: status, cols.DECIDED_BY: ["top_k"] * len(status),
-        cols.REASON: ["why"] * len(status), "heuristics.keep": pa.array(keep, pa.bool_()),
-        "near_dup.keep": pa.array(near_dup_keep, pa.bool_()),
-    })
+    decisions = pa.table(
+        {
+            cols.ID: decision_ids,
+            cols.STATUS: status,
+            cols.DECIDED_BY: ["top_k"] * len(status),
+            cols.REASON: ["why"] * len(status),
+            "heuristics.keep": pa.array(keep, pa.bool_()),
+            "near_dup.keep": pa.array(near_dup_keep, pa.bool_()),
+        }
+    )
     build_id = "test-build"
     write_parquet(store / "builds" / build_id / "decisions.parquet", decisions)
     manifest = {"build_id": build_id, "config": {"selection": selection}}
@@ -299,8 +312,13 @@ def test_evaluation_set_overlapping_the_pool_fails(instance, ingested, leak, fai
         evaluation_rows[0]["text"] = reference[1]["text"]
     (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evaluation_rows))
 
-    result = materialize([raw_pool, target_reference, evaluation_set, evaluation_set_disjoint], selection=[evaluation_set],
-                         instance=instance, resources=resources, raise_on_error=False)
+    result = materialize(
+        [raw_pool, target_reference, evaluation_set, evaluation_set_disjoint],
+        selection=[evaluation_set],
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == "evaluation_set_disjoint"
     assert evaluation.passed == (not failing) == result.success

@@ -138,8 +138,22 @@ def test_a_build_killed_during_embeddings_resumes_to_identical_outputs(tmp_path)
     environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     environment.update(HF_HUB_OFFLINE="1", GX_ANALYTICS_ENABLED="False", PYTHONPATH=str(REPOSITORY))
     command = [
-        sys.executable, "-m", "dataselect_platform.cli", "build", "--landing", demo.landing, "--reference", demo.reference,
-        "--backend", "static", "--seed", "0", "--out", str(killed_out), "--max-concurrent", "2",
+        sys.executable,
+        "-m",
+        "dataselect_platform.cli",
+        "build",
+        "--landing",
+        demo.landing,
+        "--reference",
+        demo.reference,
+        "--backend",
+        "static",
+        "--seed",
+        "0",
+        "--out",
+        str(killed_out),
+        "--max-concurrent",
+        "2",
     ]
     build = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     embeddings = killed_out / "store" / "embeddings"

@@ -70,8 +70,11 @@ def refreshed(tmp_path_factory):
         # An unchanged shard's embeddings materialized again: the model is skipped.
         driver.records_embedded = 0
         driver.run(["embeddings"], keys[0])
-        state.update(rerun=_latest(instance, "embeddings", keys[0]), rerun_embedded=driver.records_embedded,
-                     embeddings_rerun=_snapshot(store, "embeddings", keys[:1]))
+        state.update(
+            rerun=_latest(instance, "embeddings", keys[0]),
+            rerun_embedded=driver.records_embedded,
+            embeddings_rerun=_snapshot(store, "embeddings", keys[:1]),
+        )
         yield {"keys": keys, "store": store, **state}
 
 

@@ -63,8 +63,14 @@ def test_every_asset_materializes_with_its_checks_passing(demo_build):
             name = event.asset_key.to_user_string()
             materialized[name] = materialized.get(name, 0) + 1
     assert materialized == {
-        "raw_pool": 3, "embeddings": 3, "quality_scores": 3, "target_reference": 1,
-        **{k: 1 for k in DEFAULT_MODEL_KEYS}, "filtered_set": 1, "evaluation_set": 1, "evaluation_report": 1,
+        "raw_pool": 3,
+        "embeddings": 3,
+        "quality_scores": 3,
+        "target_reference": 1,
+        **{k: 1 for k in DEFAULT_MODEL_KEYS},
+        "filtered_set": 1,
+        "evaluation_set": 1,
+        "evaluation_report": 1,
     }
     evaluations = [e for r in demo_build.first_build_results for e in check_evaluations(r)]
     failed = [(e.check_name, e.partition, e.description) for e in evaluations if not e.passed]
@@ -182,9 +188,24 @@ def test_dataselect_build_command(demo_build, tmp_path):
     data = Path(shutil.copytree(Path(demo_build.demo.root), tmp_path / "copied-data"))
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
     command = [
-        sys.executable, "-m", "dataselect_platform.cli", "build", "--landing", str(data / "landing"),
-        "--reference", str(data / "reference.jsonl"), "--eval", str(data / "eval.jsonl"), "--budget", str(BUDGET),
-        "--seed", str(SEED), "--backend", "static", "--out", str(tmp_path / "out"),
+        sys.executable,
+        "-m",
+        "dataselect_platform.cli",
+        "build",
+        "--landing",
+        str(data / "landing"),
+        "--reference",
+        str(data / "reference.jsonl"),
+        "--eval",
+        str(data / "eval.jsonl"),
+        "--budget",
+        str(BUDGET),
+        "--seed",
+        str(SEED),
+        "--backend",
+        "static",
+        "--out",
+        str(tmp_path / "out"),
     ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -258,6 +279,7 @@ def _newsgroups_sample(newsgroups_dir: Path, out: Path) -> dict[str, str]:
     Only the pool and the reference are embedded (230 texts): the transformer manages ~5-12 long
     documents per second on two CPU cores. The default tfidf recipe does not embed the eval set.
     """
+
     def read(pattern: str) -> list[dict]:
         rows = []
         for path in sorted(newsgroups_dir.glob(pattern)):
@@ -272,10 +294,14 @@ def _newsgroups_sample(newsgroups_dir: Path, out: Path) -> dict[str, str]:
     landing = out / "landing"
     landing.mkdir(parents=True)
     for index in range(2):
-        rows = train[index * 100:(index + 1) * 100]
-        (landing / f"train-{index}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"], "label": r["label"]}) + "\n" for r in rows))
+        rows = train[index * 100 : (index + 1) * 100]
+        (landing / f"train-{index}.jsonl").write_text(
+            "".join(json.dumps({"id": r["id"], "text": r["text"], "label": r["label"]}) + "\n" for r in rows)
+        )
     (out / "reference.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in science_test[:30]))
-    (out / "eval.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"], "label": r["label"]}) + "\n" for r in science_test[30:180]))
+    (out / "eval.jsonl").write_text(
+        "".join(json.dumps({"id": r["id"], "text": r["text"], "label": r["label"]}) + "\n" for r in science_test[30:180])
+    )
     return {"landing": str(landing), "reference": str(out / "reference.jsonl"), "evaluation": str(out / "eval.jsonl")}
 
 
@@ -285,8 +311,13 @@ def test_newsgroups_build_with_the_real_transformer(newsgroups_dir, tmp_path):
     sample = _newsgroups_sample(newsgroups_dir, tmp_path / "data")
     with instance_for_test() as instance:
         build = PlatformBuild(
-            instance, sample["landing"], sample["reference"], sample["evaluation"], str(tmp_path / "store"),
-            backend="transformer", embedding_options={"device": "cpu", "max_tokens": 128},
+            instance,
+            sample["landing"],
+            sample["reference"],
+            sample["evaluation"],
+            str(tmp_path / "store"),
+            backend="transformer",
+            embedding_options={"device": "cpu", "max_tokens": 128},
         )
         build.build(SEED, {"budget": 0.25, "seed": SEED}, {**FAST_REPORT, "budgets": []})
         failed = [(e.check_name, e.partition) for r in build.results for e in check_evaluations(r) if not e.passed]

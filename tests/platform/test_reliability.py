@@ -79,8 +79,13 @@ def _materialize(instance, resources, selection, partition_key=None, run_config=
     from dataselect_platform.definitions import all_assets, all_checks
 
     return materialize(
-        [*all_assets, *all_checks], selection=selection, partition_key=partition_key, instance=instance,
-        resources=resources, run_config=run_config or {}, raise_on_error=False,
+        [*all_assets, *all_checks],
+        selection=selection,
+        partition_key=partition_key,
+        instance=instance,
+        resources=resources,
+        run_config=run_config or {},
+        raise_on_error=False,
     )
 
 
@@ -286,9 +291,7 @@ def test_bad_inputs_end_to_end_through_a_full_build(demo, tmp_path, monkeypatch)
     (landing / "zz-empty.jsonl").write_bytes(b"")
     rng = np.random.default_rng(0)
     words = CLEAN.split()
-    truncated_lines = [
-        _line({"id": f"trunc-{i}", "text": " ".join(rng.choice(words, 80)), "label": "medicine"}) for i in range(6)
-    ]
+    truncated_lines = [_line({"id": f"trunc-{i}", "text": " ".join(rng.choice(words, 80)), "label": "medicine"}) for i in range(6)]
     compressed = gzip.compress(b"".join(truncated_lines), mtime=0)
     (landing / "zz-truncated.jsonl.gz").write_bytes(compressed[: int(len(compressed) * 0.7)])
     # Independently: the complete lines a decompressor can recover from the cut stream.
@@ -320,7 +323,9 @@ def test_bad_inputs_end_to_end_through_a_full_build(demo, tmp_path, monkeypatch)
         assert decision("zz-mixed", row) == (cols.QUARANTINED, "ingest", "empty text after normalisation")
     assert decision("zz-mixed", 8) == (cols.QUARANTINED, "ingest", "duplicate id 'mix-good' (first seen at row 0)")
     assert decision("zz-mixed", 9) == (
-        cols.REJECTED, "unique_id", f"duplicate id {taken_id!r} (first in shard {taken_shard} row {taken_row})"
+        cols.REJECTED,
+        "unique_id",
+        f"duplicate id {taken_id!r} (first in shard {taken_shard} row {taken_row})",
     )
     # Good records (including the one that had control characters) flow on to a real decision.
     for row in (0, 4):

@@ -41,8 +41,20 @@ BANNED = {
 
 
 def _banned_api_findings(*paths: str) -> list[str]:
-    command = [sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "TID251", "--output-format", "concise",
-               "--config", str(REPOSITORY / "pyproject.toml"), *paths]
+    command = [
+        sys.executable,
+        "-m",
+        "ruff",
+        "check",
+        "--no-cache",
+        "--select",
+        "TID251",
+        "--output-format",
+        "concise",
+        "--config",
+        str(REPOSITORY / "pyproject.toml"),
+        *paths,
+    ]
     result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
     assert result.returncode in (0, 1), result.stderr
     return [line for line in result.stdout.splitlines() if "TID251" in line]
@@ -53,7 +65,9 @@ def test_ruff_bans_every_code_executing_format(tmp_path):
     (tmp_path / "unsafe.py").write_text(source)
     findings = _banned_api_findings(str(tmp_path / "unsafe.py"))
     assert sorted(f.split("`")[1] for f in findings) == sorted(BANNED.values())
-    (tmp_path / "safe.py").write_text('"""Never pickle."""\n# import pickle\nfrom joblib import Parallel\nimport numpy as np\nnp.load("x")\n')
+    (tmp_path / "safe.py").write_text(
+        '"""Never pickle."""\n# import pickle\nfrom joblib import Parallel\nimport numpy as np\nnp.load("x")\n'
+    )
     assert _banned_api_findings(str(tmp_path / "safe.py")) == []
 
 
@@ -67,7 +81,9 @@ def test_no_model_loads_remote_code_and_no_array_unpickles():
     for path in [p for folder in SOURCE_FOLDERS for p in sorted((REPOSITORY / folder).rglob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             for keyword in getattr(node, "keywords", []) if isinstance(node, ast.Call) else []:
-                if keyword.arg in ("trust_remote_code", "allow_pickle") and not (isinstance(keyword.value, ast.Constant) and keyword.value.value is False):
+                if keyword.arg in ("trust_remote_code", "allow_pickle") and not (
+                    isinstance(keyword.value, ast.Constant) and keyword.value.value is False
+                ):
                     found.append(f"{path.relative_to(REPOSITORY)}:{node.lineno}: {keyword.arg}")
     assert found == []
 

@@ -95,9 +95,10 @@ def test_sensor_tick_is_valid_once_its_partitions_are_added(tmp_path, instance):
     for request in first.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     assert instance.get_dynamic_partitions("shards") == ["gamma"]
-    with partition_loading_context(dynamic_partitions_store=instance), build_sensor_context(
-        instance=instance, resources=inputs, definitions=defs()
-    ) as context:
+    with (
+        partition_loading_context(dynamic_partitions_store=instance),
+        build_sensor_context(instance=instance, resources=inputs, definitions=defs()) as context,
+    ):
         tick = landing_sensor.evaluate_tick(context)
     assert landing_sensor.job_name == shard_ingest_job.name
     assert [(r.partition_key, r.run_key) for r in tick.run_requests] == [("gamma", f"gamma:{_sha256(landing / 'gamma.jsonl')}")]

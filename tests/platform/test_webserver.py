@@ -75,7 +75,7 @@ def _session_processes(session_id: int) -> dict[int, str]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
         state, session = fields[0], int(fields[3])
         if session == session_id and state != "Z":
             found[int(entry.name)] = cmdline
@@ -98,7 +98,7 @@ def _listening_addresses(port: int) -> set[str]:
                     addresses.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(address)[::-1]))
                 else:
                     words = bytes.fromhex(address)
-                    addresses.add(socket.inet_ntop(socket.AF_INET6, b"".join(words[i:i + 4][::-1] for i in range(0, 16, 4))))
+                    addresses.add(socket.inet_ntop(socket.AF_INET6, b"".join(words[i : i + 4][::-1] for i in range(0, 16, 4))))
     return addresses
 
 
@@ -170,9 +170,12 @@ def test_webserver_launches_a_partitioned_materialization(tmp_path):
             with pytest.raises(OSError), socket.create_connection((outside, port), timeout=3):
                 pass
 
-        workspace = _graphql(port, """{ workspaceOrError { ... on Workspace { locationEntries {
+        workspace = _graphql(
+            port,
+            """{ workspaceOrError { ... on Workspace { locationEntries {
             name locationOrLoadError { __typename ... on RepositoryLocation { repositories { name
-            jobs { name } } } ... on PythonError { message } } } } } }""")
+            jobs { name } } } ... on PythonError { message } } } } } }""",
+        )
         [entry] = workspace["workspaceOrError"]["locationEntries"]
         location = entry["locationOrLoadError"]
         assert location["__typename"] == "RepositoryLocation", location
@@ -181,10 +184,13 @@ def test_webserver_launches_a_partitioned_materialization(tmp_path):
         selector = {"repositoryLocationName": entry["name"], "repositoryName": repository["name"]}
 
         shard = list_landing_files(demo.landing)[0].key
-        added = _graphql(port, """mutation Add($repo: RepositorySelector!, $key: String!) {
+        added = _graphql(
+            port,
+            """mutation Add($repo: RepositorySelector!, $key: String!) {
             addDynamicPartition(repositorySelector: $repo, partitionsDefName: "shards", partitionKey: $key) {
             __typename ... on AddDynamicPartitionSuccess { partitionKey } ... on PythonError { message } } }""",
-                         {"repo": selector, "key": shard})
+            {"repo": selector, "key": shard},
+        )
         assert added["addDynamicPartition"] == {"__typename": "AddDynamicPartitionSuccess", "partitionKey": shard}
 
         params = {
@@ -209,16 +215,23 @@ def test_webserver_launches_a_partitioned_materialization(tmp_path):
         deadline = time.monotonic() + RUN_SECONDS
         status = None
         while time.monotonic() < deadline:
-            status = _graphql(port, "query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})["runOrError"]["status"]
+            status = _graphql(port, "query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})[
+                "runOrError"
+            ]["status"]
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
                 break
             time.sleep(2)
         assert status == "SUCCESS", (tmp_path / "webserver.log").read_text()[-3000:]
 
-        checks = _graphql(port, """query Checks($id: ID!) { runOrError(runId: $id) { ... on Run {
-            assetMaterializations { assetKey { path } partition } } } }""", {"id": run_id})["runOrError"]
+        checks = _graphql(
+            port,
+            """query Checks($id: ID!) { runOrError(runId: $id) { ... on Run {
+            assetMaterializations { assetKey { path } partition } } } }""",
+            {"id": run_id},
+        )["runOrError"]
         assert sorted((m["assetKey"]["path"][0], m["partition"]) for m in checks["assetMaterializations"]) == [
-            ("embeddings", shard), ("raw_pool", shard),
+            ("embeddings", shard),
+            ("raw_pool", shard),
         ]
         assert (store / "raw_pool" / f"{shard}.parquet").is_file()
         assert (store / "embeddings" / f"{shard}.parquet").is_file()
