@@ -59,6 +59,10 @@ class StageProgress:
         self.bar.update(1)
         self.bar.set_postfix_str(self._state())
 
+    def retrying(self, run) -> None:
+        where = f"{self.step.job} [{run.partition}]" if run.partition else self.step.job
+        say(f"{where}: run {run.run_id} failed outside its steps ({run.error}); launching it once more")
+
     def close(self) -> None:
         self.bar.close()
         say(f"{self.step.stage}: {self.finished} run(s) in {time.perf_counter() - self.started:.1f}s ({self._state()})", self.quiet)

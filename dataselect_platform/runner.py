@@ -95,6 +95,7 @@ class RunOutcome:
     records: int = 0  # rows the run's largest materialization wrote
     build_id: str | None = None  # the build a selection run materialized
     error: str | None = None  # the user-facing error of the first failed step
+    step_failed: bool = False  # a step of the run failed (not only the executor around it)
     failed_checks: list[str] = field(default_factory=list)  # "<check>: <description>" of failed blocking checks
 
 
@@ -195,6 +196,7 @@ def execute_run(instance, request: RunRequest) -> RunOutcome:
     )
     if not outcome.success:
         outcome.error = _first_error(events)
+        outcome.step_failed = any(e.is_step_failure for e in events)
         outcome.failed_checks = [
             f"{e.event_specific_data.check_name}: {e.event_specific_data.description or 'failed'}"
             for e in events
@@ -296,6 +298,7 @@ def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, 
 
     limit = max_concurrent if pool is not None else 1
     waiting, running, results, stop = list(requests), {}, [], False
+    retried: set[int] = set()  # requests already launched a second time
     while waiting or running:
         while waiting and not stop and len(running) < limit:
             request = waiting.pop(0)
@@ -311,6 +314,15 @@ def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, 
                 result = future.result()
             except Exception as error:  # no run summary came back: bad config, or a worker that died (e.g. out of memory)
                 result = RunOutcome(request.job, request.partition, None, False, 0.0, error=f"{type(error).__name__}: {error}")
+            if result.run_id and not result.success and not result.step_failed and id(request) not in retried:
+                # The run failed around its steps (the executor lost a worker or a Ray job), not in
+                # them: launch it once more, as Dagster's own run retries would. The failed run stays
+                # in the instance, so the UI shows both.
+                retried.add(id(request))
+                waiting.insert(0, request)
+                if stage:
+                    stage.retrying(result)
+                continue
             results.append(result)
             stop = stop or (strict and not result.success)
             if stage:
