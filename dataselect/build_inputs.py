@@ -44,6 +44,18 @@ def check_build_inputs(landing: str, reference: str, evaluation: str | None, out
         check_records_file(evaluation, "--eval", needs_labels=True)
 
 
+def check_policy(policy: str | None) -> None:
+    """A policy the selection can run as given (the registry is the one list of names)."""
+    if policy is None:
+        return
+    from dataselect.selection.policies import SelectionConfig  # imported only when a policy is named
+
+    try:
+        SelectionConfig(policy=policy)
+    except ValueError as error:
+        raise InputError(f"--policy: {error}") from None
+
+
 def check_run_arguments(out: str, budget: float, seed: int) -> None:
     """What every run needs, the demo included: a budget, a seed and a writable output folder."""
     try:

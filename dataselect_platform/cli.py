@@ -150,11 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     run_options = {"max_concurrent": args.max_concurrent, "executor": args.executor, "ray_address": args.ray_address, "quiet": args.quiet}
 
     # Before any heavy import (Dagster, torch): a bad call fails at once, naming what is wrong.
-    from dataselect.build_inputs import InputError, check_build_inputs, check_run_arguments
+    from dataselect.build_inputs import InputError, check_build_inputs, check_policy, check_run_arguments
 
     try:
         if args.command == "build":
             check_build_inputs(args.landing, args.reference, args.eval, args.out, args.budget, args.seed)
+            check_policy(args.policy)
         else:
             check_run_arguments(args.out, args.budget, args.seed)
     except InputError as error:

@@ -392,6 +392,8 @@ REFUSED = {
     "budget-infinite": (["--budget", "inf"], "got inf"),
     "budget-fractional-count": (["--budget", "2.5"], "--budget: a budget > 1 is a record count and must be whole, got 2.5"),
     "seed-negative": (["--seed", "-1"], "--seed: must be >= 0, got -1"),
+    "policy-unknown": (["--policy", "bogus"], "--policy: unknown policy 'bogus'"),
+    "policy-threshold-without-threshold": (["--policy", "threshold"], "--policy: policy 'threshold' needs a threshold"),
     "reference-missing": (["--reference", "{root}/missing.jsonl"], "--reference {root}/missing.jsonl: no such file or folder"),
     "reference-empty": (["--reference", "{root}/empty.jsonl"], "--reference {root}/empty.jsonl: the file is empty"),
     "reference-without-text": (
