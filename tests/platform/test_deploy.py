@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -138,6 +139,22 @@ def test_postgres_runs_unprivileged_on_loopback_and_is_removed(postgres):
 # --------------------------------------------------------------------------- a full build on PostgreSQL
 
 
+def _assert_every_failed_run_was_retried(runs) -> None:
+    """The runner launches a run that failed outside its steps once more: such a run must have a
+    successful run of the same job and partition beside it, and nothing else may have failed."""
+    for failed in (run for run in runs if run.status != DagsterRunStatus.SUCCESS):
+        partition = failed.tags.get("dagster/partition")
+        retried = [
+            run
+            for run in runs
+            if run.run_id != failed.run_id
+            and run.status == DagsterRunStatus.SUCCESS
+            and run.job_name == failed.job_name
+            and run.tags.get("dagster/partition") == partition
+        ]
+        assert retried, (failed.job_name, partition, failed.status.value)
+
+
 @pytest.mark.slow
 def test_full_build_is_recorded_in_postgres(postgres_build, demo_data):
     server, home, result = postgres_build
@@ -147,7 +164,8 @@ def test_full_build_is_recorded_in_postgres(postgres_build, demo_data):
 
     with _instance(server, home) as instance:
         runs = instance.get_runs()
-        assert runs and all(run.status == DagsterRunStatus.SUCCESS for run in runs)
+        assert runs
+        _assert_every_failed_run_was_retried(runs)
         assert instance.get_dynamic_partitions("shards") and set(instance.get_dynamic_partitions("shards")) == keys
         for asset in PER_SHARD:
             assert instance.get_materialized_partitions(AssetKey(asset)) == keys, asset
@@ -158,7 +176,7 @@ def test_full_build_is_recorded_in_postgres(postgres_build, demo_data):
 
     # The same facts in the database's own tables, without Dagster in between.
     statuses = _sql(server, "SELECT status, count(*) FROM runs GROUP BY status")
-    assert statuses == [("SUCCESS", len(runs))]
+    assert dict(statuses) == dict(Counter(run.status.value for run in runs))
     materialized = _sql(server, "SELECT asset_key, partition FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
     for asset in PER_SHARD:
         assert {partition for key, partition in materialized if key == json.dumps([asset])} == keys, asset
@@ -284,14 +302,14 @@ def test_two_builds_at_once_on_different_budgets(postgres, demo_data, tmp_path):
 
     with _instance(server, home) as instance:
         runs = instance.get_runs()
-        assert all(run.status == DagsterRunStatus.SUCCESS for run in runs)
+        _assert_every_failed_run_was_retried(runs)
         builds = [
             record.asset_materialization.metadata["build_id"].value
             for record in instance.fetch_materializations(AssetKey("filtered_set"), limit=10).records
         ]
     assert sorted(builds) == sorted(r["build_id"] for r in results.values())
     # Each command recorded its own complete set of runs: twice the runs of one build, all successful.
-    assert _sql(server, "SELECT status, count(*) FROM runs GROUP BY status") == [("SUCCESS", len(runs))]
+    assert dict(_sql(server, "SELECT status, count(*) FROM runs GROUP BY status")) == dict(Counter(run.status.value for run in runs))
     assert len(runs) % 2 == 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from dagster import instance_for_test
+from dagster import AssetCheckSeverity, instance_for_test
 
 import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dataselect import records as cols
@@ -320,8 +320,12 @@ def test_newsgroups_build_with_the_real_transformer(newsgroups_dir, tmp_path):
             embedding_options={"device": "cpu", "max_tokens": 128},
         )
         build.build(SEED, {"budget": 0.25, "seed": SEED}, {**FAST_REPORT, "budgets": []})
-        failed = [(e.check_name, e.partition) for r in build.results for e in check_evaluations(r) if not e.passed]
+        evaluations = [e for r in build.results for e in check_evaluations(r)]
+        # Every data-validity (ERROR) check passes. The one WARN verdict check may fail on a pool
+        # this small (50 selected of 200, 20 classes); it must then agree with the report's verdict.
+        failed = [(e.check_name, e.partition) for e in evaluations if not e.passed and e.severity != AssetCheckSeverity.WARN]
         assert not failed
+        verdict_checks = [e for e in evaluations if e.check_name == "selection_not_worse_than_full_pool"]
 
         embeddings_meta = latest_metadata(instance, "embeddings")
         assert embeddings_meta["backend"] == "minilm-l6-v2" and embeddings_meta["dim"] == 384
@@ -342,3 +346,4 @@ def test_newsgroups_build_with_the_real_transformer(newsgroups_dir, tmp_path):
         assert len(decisions) == 200 and decisions[cols.REASON].fillna("").str.len().gt(0).all()
         summary = json.loads(paths["summary"].read_text())
         assert {"selected_accuracy", "random_accuracy"} <= set(summary["headline_numbers"])
+        assert [e.passed for e in verdict_checks] == [not summary["verdict"]["loses_to_full"]]

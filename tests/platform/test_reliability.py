@@ -159,7 +159,10 @@ def test_selection_refuses_mixed_shard_versions_and_keeps_the_previous_build(dem
         # Called directly rather than through materialize: the asset's retry policy would
         # retry twice, 10 s apart, and the run's last event reads "Exceeded max_retries".
         with pytest.raises(Failure) as refused:
-            filtered_set(build_asset_context(instance=instance, resources={"storage": resources["storage"]}), SelectionBuildConfig())
+            filtered_set(
+                build_asset_context(instance=instance, resources={"storage": resources["storage"], "inputs": resources["inputs"]}),
+                SelectionBuildConfig(),
+            )
         assert str(refused.value.description) == (
             f"shard {changed_key!r}: quality_scores were computed from another version of the file; rescore it first"
         )
