@@ -42,6 +42,7 @@ from sklearn.model_selection import StratifiedKFold
 from dataselect import ngrams
 from dataselect.records import LABEL, TEXT
 from dataselect.scorers.base import Batch, Scorer
+from dataselect.threads import available
 
 
 def confident_learning_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -229,7 +230,7 @@ class LabelNoise(Scorer):
 
         probabilities = np.zeros((len(encoded), n_classes))
         # Folds on threads, one per core: saga runs without the GIL.
-        for test, out in Parallel(n_jobs=-1, backend="threading")(delayed(fold)(train, test) for train, test in splits):
+        for test, out in Parallel(n_jobs=available(), backend="threading")(delayed(fold)(train, test) for train, test in splits):
             probabilities[test] = out
         return probabilities
 
