@@ -147,3 +147,19 @@ def test_embedding_backends_benchmark_on_a_tiny_sample(newsgroups_dir, monkeypat
     for row in rows.values():  # 20 groups: chance is 0.05; both backends carry topic signal
         assert row["docs_per_second"] > 0 and row["knn_accuracy"] > 0.15 and row["probe_accuracy"] > 0.15
     assert "Static / transformer" in (tmp_path / "embeddings.md").read_text()
+
+
+@pytest.mark.slow
+def test_end_to_end_harness_times_the_cli_and_reads_the_event_log(tmp_path):
+    from benchmarks import perf as end_to_end
+
+    runs = end_to_end.measure("synthetic", 300, 1, 0.1, tmp_path, tmp_path / "perf.md")
+    cold, warm = runs
+    assert (cold["temperature"], warm["temperature"]) == ("cold", "warm")
+    assert cold["summary"]["counts"]["raw"] == 300 and cold["peak_tree_mb"] > 50
+    # Every stage of the build plan ran once on the single shard, and Dagster's own share was measured.
+    assert {"raw_pool", "embeddings", "quality_scores", "filtered_set", "evaluation_report"} <= set(cold["stages"])
+    overheads = cold["overheads"]
+    assert overheads["runs"] == 4 and 0 < overheads["runs_span"] < cold["seconds"]
+    text = (tmp_path / "perf.md").read_text()
+    assert "| synthetic | 300 |" in text and "median per-run overhead" in text
