@@ -25,13 +25,28 @@ from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, 
 _ADDED_BY_DECIDE = [c for c in DECISION_COLUMNS if c not in (cols.ID, cols.SHARD, cols.ROW)]
 
 
+DEFAULT_BUDGETS = (0.025, 0.05, 0.1, 0.2, 0.5)
+
+
 @dataclass
 class ReportConfig:
     recipe: str = "tfidf_logreg"  # or "embedding_probe"
     random_seeds: tuple[int, ...] = (101, 102, 103, 104, 105)  # independent of the selection seed
-    budgets: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.5)  # the sweep; () skips it
-    ablation: bool = True
+    # The sweep's budgets; () skips it. None: DEFAULT_BUDGETS up to ``analysis_max_records``.
+    budgets: tuple[float, ...] | None = None
+    ablation: bool | None = None  # None: on up to ``analysis_max_records``
     regression_tolerance: float = 0.01  # accuracy drop vs the previous build that warns
+    # The sweep trains 8 models per budget (up to half the pool each) and the ablation one per
+    # scorer: about 4x and 1x the headline's training. Above this many records they run only
+    # when asked for, so the report stays a small part of a large build (at 100k real-text
+    # records the sweep alone ran for over 10 minutes).
+    analysis_max_records: int = 20_000
+
+    def resolved(self, n_records: int) -> tuple[tuple[float, ...], bool]:
+        """(budgets, ablation) for a pool of ``n_records``."""
+        small = n_records <= self.analysis_max_records
+        budgets = self.budgets if self.budgets is not None else (DEFAULT_BUDGETS if small else ())
+        return tuple(budgets), self.ablation if self.ablation is not None else small
 
 
 @dataclass
@@ -157,17 +172,23 @@ def evaluate_build(
         summary["headline"] = evaluation.headline_rows(arms)
         summary["verdict"] = evaluation.verdict(arms, evaluator.config)
         figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
-        if config.budgets:
+        budgets, ablation = config.resolved(len(good))
+        if (not budgets and config.budgets is None) or (not ablation and config.ablation is None):
+            summary["skipped_analyses"] = (
+                f"budget sweep and ablation skipped by default above {config.analysis_max_records:,} records "
+                f"(this pool: {len(good):,}); set budgets / ablation in the report config to run them"
+            )
+        if budgets:
             sweep = evaluator.budget_sweep(
                 lambda budget: reselect(decisions, selection, pool_embeddings, budget=budget),
-                config.budgets,
+                budgets,
                 config.random_seeds,
                 True,
                 True,
             )
             tables["budget_sweep"] = sweep
             figures["budget_curve"] = report.plot_budget_curve(sweep)
-        if config.ablation:
+        if ablation:
             scorers = sorted({c.split(".")[0] for c in good.columns if c.endswith(".keep")} | {c.split(".")[0] for c in selection.weights})
             tables["ablation"] = evaluator.ablation(
                 selected_ids,

@@ -13,7 +13,7 @@ from dagster import (
 from pydantic import Field
 
 from dataselect import records as cols
-from dataselect.build_report import ReportConfig, comparison_record, evaluate_build
+from dataselect.build_report import DEFAULT_BUDGETS, ReportConfig, comparison_record, evaluate_build
 from dataselect.report import headline_markdown, write_report
 from dataselect.selection import SelectionConfig
 from dataselect.storage import exists, read_json, read_parquet, write_json
@@ -30,8 +30,15 @@ _DEFAULTS = ReportConfig()
 class EvaluationConfig(Config):
     recipe: str = Field(_DEFAULTS.recipe, description="tfidf_logreg | embedding_probe (fixed; only the subset varies)")
     random_seeds: list[int] = Field(list(_DEFAULTS.random_seeds), description="Independent seeds of the random arms (≥ 5).")
-    budgets: list[float] = Field(list(_DEFAULTS.budgets), description="Budget sweep as pool fractions; [] skips it.")
-    ablation: bool = Field(_DEFAULTS.ablation, description="Rebuild the selection with each scorer left out.")
+    budgets: list[float] | None = Field(
+        None,
+        description=f"Budget sweep as pool fractions; [] skips it; unset: {list(DEFAULT_BUDGETS)} for pools of at most "
+        f"{_DEFAULTS.analysis_max_records:,} records, none above.",
+    )
+    ablation: bool | None = Field(
+        None,
+        description=f"Rebuild the selection with each scorer left out; unset: on for pools of at most {_DEFAULTS.analysis_max_records:,} records.",
+    )
     regression_tolerance: float = Field(_DEFAULTS.regression_tolerance, description="Accuracy drop vs the previous build that warns.")
 
 
@@ -81,7 +88,13 @@ def evaluation_report(
         selection,
         eval_set,
         previous,
-        ReportConfig(config.recipe, tuple(config.random_seeds), tuple(config.budgets), config.ablation, config.regression_tolerance),
+        ReportConfig(
+            config.recipe,
+            tuple(config.random_seeds),
+            None if config.budgets is None else tuple(config.budgets),
+            config.ablation,
+            config.regression_tolerance,
+        ),
     )
     result.summary["build_id"] = build_id
     if tuned:

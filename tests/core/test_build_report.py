@@ -49,3 +49,26 @@ def test_budget_sweep_uses_the_builds_count():
     assert selected.loc[0.1, "k"] == (decisions[cols.STATUS] == cols.SELECTED).sum() == 6
     assert selected.loc[0.2, "k"] == 12
     assert (sweep.set_index("budget").loc[0.1, "n_train"] == 6).all()  # random arms match the selection's size
+
+
+def test_large_pools_skip_the_sweep_and_ablation_unless_asked_and_say_so():
+    from dataselect.build_report import ReportConfig, evaluate_build
+
+    decisions, config, texts, labels = _build()
+    good = decisions[decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
+    pool = pd.DataFrame({cols.ID: good[cols.ID], cols.TEXT: texts, cols.LABEL: labels})
+    vectors = np.random.default_rng(1).normal(size=(len(good), 8)).astype(np.float32)
+    eval_set = pd.DataFrame({cols.TEXT: [TOPICS[t] for t in TOPICS] * 3, cols.LABEL: list(TOPICS) * 3})
+    target = list(TOPICS.values())
+
+    def report(**options):
+        return evaluate_build(decisions, pool, vectors, target, vectors[:4], config, eval_set, None, ReportConfig(**options))
+
+    small = report(random_seeds=(1, 2))  # 50 records: under the default limit, everything runs
+    assert {"budget_sweep", "ablation"} <= set(small.tables) and "skipped_analyses" not in small.summary
+    large = report(random_seeds=(1, 2), analysis_max_records=49)
+    assert not {"budget_sweep", "ablation"} & set(large.tables)
+    assert "above 49 records (this pool: 50)" in large.summary["skipped_analyses"]
+    assert large.summary["headline_numbers"] == small.summary["headline_numbers"]  # the headline is unchanged
+    asked = report(random_seeds=(1, 2), analysis_max_records=49, budgets=(0.2,), ablation=True)
+    assert {"budget_sweep", "ablation"} <= set(asked.tables) and "skipped_analyses" not in asked.summary
