@@ -141,6 +141,17 @@ def _environment() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 
+def build_digests(store: Path) -> dict[str, str]:
+    """sha256 of the newest build's selected, decisions and manifest files."""
+    import hashlib
+
+    index = json.loads((store / "builds" / "index.json").read_text())
+    build = store / "builds" / index[-1]["build_id"]
+    return {
+        name: hashlib.sha256((build / name).read_bytes()).hexdigest() for name in ("selected.parquet", "decisions.parquet", "manifest.json")
+    }
+
+
 def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: Path) -> dict:
     """A full rebuild and a one-shard refresh, each on a fresh instance and store."""
     from dagster import instance_for_test
@@ -156,6 +167,7 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
             "records_embedded": driver.records_embedded,
             "records_scored": driver.records_scored,
             "runs": driver.runs,
+            "outputs": build_digests(scratch / "full-store"),
         }
 
     landing = scratch / "refresh-landing"
@@ -174,8 +186,10 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
             "records_embedded": driver.records_embedded - before[0],
             "records_scored": driver.records_scored - before[1],
             "runs": driver.runs - before[2],
+            "outputs": build_digests(scratch / "refresh-store"),
         }
-    return {"full": full, "refresh": refresh, "ratio": refresh["seconds"] / full["seconds"]}
+    identical = refresh["outputs"] == full["outputs"]
+    return {"full": full, "refresh": refresh, "ratio": refresh["seconds"] / full["seconds"], "identical_outputs": identical}
 
 
 def markdown(config: RefreshConfig, repeats: list[dict], description: dict) -> str:
@@ -200,6 +214,10 @@ def markdown(config: RefreshConfig, repeats: list[dict], description: dict) -> s
             f"| refresh (1 new shard + global steps) | {refresh_s:.1f} | {first['refresh']['runs']} | {first['refresh']['records_embedded']:,} | {first['refresh']['records_scored']:,} |",
             "",
             f"Refresh / full rebuild: **{ratio:.1%}** (per repeat: {per_repeat}); target ≤ {TARGET_RATIO:.0%}: **{verdict}**.",
+            "",
+            "Outputs of the refresh byte-identical to the rebuild's (selected.parquet, decisions.parquet, manifest.json, "
+            f"by sha256): **{'yes' if all(r['identical_outputs'] for r in repeats) else 'NO'}** in "
+            f"{sum(r['identical_outputs'] for r in repeats)} of {len(repeats)} repeats.",
             "",
         ]
     )

@@ -111,12 +111,14 @@ def test_refresh_report_states_the_ratio_against_the_target():
             "full": {"seconds": 100.0, "runs": 22, "records_embedded": 1000, "records_scored": 1000},
             "refresh": {"seconds": s, "runs": 2, "records_embedded": 100, "records_scored": 100},
             "ratio": s / 100.0,
+            "identical_outputs": s != 20.0,
         }
         for s in (10.0, 20.0, 12.0)
     ]
     text = refresh.markdown(refresh.RefreshConfig(shards=10, records_per_shard=100), repeats, {"bytes_per_record": 1000.0})
     assert "**12.0%**" in text and "**met**" in text
     assert "| refresh (1 new shard + global steps) | 12.0 | 2 | 100 | 100 |" in text
+    assert "**NO** in 2 of 3 repeats" in text
 
 
 # --- the fast paths equal what they replace ------------------------------------------------
