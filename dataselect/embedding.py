@@ -18,6 +18,7 @@ Embeddings travel as Arrow ``id`` + fixed-size-list ``vector`` tables (:func:`ve
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import shutil
@@ -265,7 +266,13 @@ class StaticEmbedder:
         from model2vec import StaticModel
 
         if not (self.cache_dir / "model.safetensors").exists():
-            self._distill_to_cache()
+            # One process distils; the build's other workers wait for it instead of distilling the
+            # same model beside it, each at half speed on a 2-core machine.
+            self.cache_dir.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.cache_dir.parent / f".{self.cache_dir.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not (self.cache_dir / "model.safetensors").exists():
+                    self._distill_to_cache()
         model = StaticModel.from_pretrained(self.cache_dir, max_length=self.config.max_tokens)
         if model.dim != self.dim:
             raise RuntimeError(f"cached model at {self.cache_dir} has dim {model.dim}, expected {self.dim}")

@@ -5,11 +5,18 @@
 about a dozen long documents per second on two cores.
 """
 
-from dagster import ConfigurableResource
-from pydantic import PrivateAttr
+from functools import lru_cache
 
-from dataselect.embedding import make_embedder
+from dagster import ConfigurableResource
+
+from dataselect.embedding import default_static_cache_dir, make_embedder
 from resources.settings import setting
+
+
+@lru_cache(maxsize=4)
+def _embedder(backend: str, device: str, batch_size: int, max_tokens: int, static_dims: int, cache_dir: str):
+    # Dagster builds a resource per run; the model is loaded once per process and settings.
+    return make_embedder(backend, device=device, batch_size=batch_size, max_tokens=max_tokens, pca_dims=static_dims, cache_dir=cache_dir)
 
 
 class EmbeddingResource(ConfigurableResource):
@@ -19,15 +26,12 @@ class EmbeddingResource(ConfigurableResource):
     max_tokens: int = 256
     static_dims: int = 256
 
-    _embedder = PrivateAttr(default=None)
-
     def get_embedder(self):
-        if self._embedder is None:
-            self._embedder = make_embedder(
-                setting(self.backend, "DATASELECT_EMBEDDING_BACKEND"),
-                device=setting(self.device, "DATASELECT_DEVICE"),
-                batch_size=self.batch_size,
-                max_tokens=self.max_tokens,
-                pca_dims=self.static_dims,
-            )
-        return self._embedder
+        return _embedder(
+            setting(self.backend, "DATASELECT_EMBEDDING_BACKEND"),
+            setting(self.device, "DATASELECT_DEVICE"),
+            self.batch_size,
+            self.max_tokens,
+            self.static_dims,
+            str(default_static_cache_dir(self.static_dims)),  # $DATASELECT_CACHE, read at use time
+        )
