@@ -153,9 +153,11 @@ def filtered_set(
     selection = with_decontamination(selection, frame)
     tuned = None
     if config.tune:
-        strength = config.pool_scorer_options.get("label_noise", {}).get("min_self_confidence", LABEL_NOISE_DEFAULTS.min_self_confidence)
+        label_noise = config.pool_scorer_options.get("label_noise", {})
+        strength = label_noise.get("min_self_confidence", LABEL_NOISE_DEFAULTS.min_self_confidence)
+        top_label = label_noise.get("require_top_label", LABEL_NOISE_DEFAULTS.require_top_label)
         try:
-            tuned = tune_build(frame, quarantine, vectors, texts, evaluation, selection, strength)
+            tuned = tune_build(frame, quarantine, vectors, texts, evaluation, selection, strength, top_label)
         except ValueError as error:
             raise Failure(str(error), allow_retries=False) from error
         decisions = tuned.decisions
