@@ -1023,12 +1023,14 @@ def dev_row(ctx: Context, name: str, ids: list[str]) -> dict[str, Any]:
     }
 
 
-def run_dev(config: BenchConfig, recipes: list[Recipe], log: Callable[[str], None] = print) -> dict[str, list[dict[str, Any]]]:
+def run_dev(
+    config: BenchConfig, recipes: list[Recipe], paths: dict[str, str | Path] | None = None, log: Callable[[str], None] = print
+) -> dict[str, list[dict[str, Any]]]:
     """``--dev``: the default and ``recipes`` on every corpus, evaluated on dev alone (test is
     never featurised), beside the random arms and the clean oracle; C chosen on dev as in the run."""
     out = {}
     for corpus in config.corpora:
-        corpus_config, ctx, _, _ = prepare_corpus(config, corpus, None, log, dev_only=True)
+        corpus_config, ctx, _, _ = prepare_corpus(config, corpus, (paths or {}).get(corpus), log, dev_only=True)
         model_c, _ = choose_model_c(ctx, corpus_config, log)
         rows = []
         for seed in config.random_seeds[:2]:

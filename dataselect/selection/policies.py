@@ -171,21 +171,23 @@ def _top_k_policy(
     if quotas is None:
         selected, reason = _top_k(fused, k, np.ones(len(fused), bool), "top_k")
         return _result(selected, reason)
-    # Each label's quota by fused score within the label; a label short of candidates leaves its
-    # quota to the best of the rest, so the budget is always filled.
+    # Each label's quota by fused score within the label (ranks in the reasons are within it); a
+    # label short of candidates leaves its quota to the best of the rest, so the budget is filled.
     label_of = np.array(["" if pd.isna(v) else str(v) for v in labels], dtype=object)
     selected = np.zeros(len(fused), bool)
-    reason = [""] * len(fused)
+    reason = np.full(len(fused), "", dtype=object)
     for label, quota in quotas.items():
-        members = label_of == label
-        chosen, why = _top_k(fused, quota, members, f"top_k in label {label!r} (quota {quota})")
-        selected |= chosen
-        for i in np.flatnonzero(members):
-            reason[i] = why[i]
-    rest, why = _top_k(fused, k - int(selected.sum()), ~selected, "top_k filling quotas short of candidates")
-    for i in np.flatnonzero(rest | ~np.isin(label_of, list(quotas))):
-        reason[i] = why[i] if rest[i] else f"label {label_of[i] or 'none'!r} has no quota: " + why[i]
-    return _result(selected | rest, reason)
+        members = np.flatnonzero(label_of == label)
+        chosen, why = _top_k(fused[members], quota, np.ones(len(members), bool), f"top_k in label {label!r} (quota {quota})")
+        selected[members], reason[members] = chosen, why
+    others = np.flatnonzero(~selected)
+    rest, why = _top_k(fused[others], k - int(selected.sum()), np.ones(len(others), bool), "top_k filling quotas short of candidates")
+    no_quota = ~np.isin(label_of[others], list(quotas))
+    reason[others[rest]] = np.asarray(why, dtype=object)[rest]
+    for i in np.flatnonzero(no_quota & ~rest):
+        reason[others[i]] = f"label {label_of[others[i]] or 'none'!r} has no quota: {why[i]}"
+    selected[others[rest]] = True
+    return _result(selected, reason.tolist())
 
 
 def _threshold(config: SelectionConfig, candidates: pd.DataFrame, fused: np.ndarray, k: int, embeddings: np.ndarray | None) -> PolicyResult:
