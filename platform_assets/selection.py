@@ -67,6 +67,10 @@ class SelectionBuildConfig(Config):
     sensitivity_uniform_mix: float = Field(
         _DEFAULTS.sensitivity_uniform_mix, description="sensitivity: uniform share of the sampling probability."
     )
+    label_quota_column: str | None = Field(
+        _DEFAULTS.label_quota_column,
+        description="top_k: per-label quotas from this column (the target's share of each label); None = one ranking over all labels.",
+    )
     pool_scorers: list[str] = Field(
         default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise)."
     )
