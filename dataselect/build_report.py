@@ -18,7 +18,7 @@ import pandas as pd
 from dataselect import evaluation, metrics, report
 from dataselect import records as cols
 from dataselect.scorers import SCORERS
-from dataselect.scorers.dsir import kl_reduction
+from dataselect.scorers.dsir import kl_reductions
 from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, hard_filter_names
 
 # What decide() adds to the scores table (every column but the record's key).
@@ -112,10 +112,11 @@ def evaluate_build(
     flags = _flags(decisions)
     good_flags = flags[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()].reset_index(drop=True)
     label_free = {
-        "kl_reduction": {
-            "selected": kl_reduction([pool_texts[i] for i in np.flatnonzero(selected_mask)], pool_texts, target_texts),
-            "random": kl_reduction([pool_texts[i] for i in np.flatnonzero(random_mask)], pool_texts, target_texts),
-        },
+        "kl_reduction": kl_reductions(
+            {name: [pool_texts[i] for i in np.flatnonzero(mask)] for name, mask in (("selected", selected_mask), ("random", random_mask))},
+            pool_texts,
+            target_texts,
+        ),
         "embedding_distance": {
             "selected": metrics.embedding_distance(pool_embeddings[selected_mask], target_embeddings),
             "random": metrics.embedding_distance(pool_embeddings[random_mask], target_embeddings),

@@ -44,6 +44,12 @@ def _torch():
     return torch
 
 
+def _nvidia_driver_loaded() -> bool:
+    """Without the NVIDIA kernel driver there is no CUDA device, and no need to import torch (~2 s
+    per process) to learn that: the static CPU path then runs torch-free."""
+    return any(os.path.exists(path) for path in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0"))
+
+
 def resolve_device(preference: str = "auto", cuda_available: bool | None = None) -> str:
     """``"auto"`` -> ``"cuda"`` when CUDA is present, else ``"cpu"``; explicit choices are honoured.
 
@@ -53,7 +59,7 @@ def resolve_device(preference: str = "auto", cuda_available: bool | None = None)
     """
     preference = preference.strip().lower()
     if cuda_available is None:
-        cuda_available = bool(_torch().cuda.is_available())
+        cuda_available = _nvidia_driver_loaded() and bool(_torch().cuda.is_available())
     if preference == "auto":
         return "cuda" if cuda_available else "cpu"
     if preference == "cpu":

@@ -46,6 +46,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
 from dataselect.records import ID, LABEL, TEXT
+from dataselect.threads import available
 
 RECIPES = ("tfidf_logreg", "embedding_probe")
 # Random arms draw from numpy streams keyed by (seed, this tag), so random arm seed 0 is an
@@ -76,9 +77,9 @@ class Config:
     # Percentile bootstrap.
     n_bootstrap: int = 1000
     confidence: float = 0.95
-    # Arms trained at once on threads. 1 by default (shared dev machines); 2 on a dedicated
-    # 2-core box roughly halves the report, since the saga loop runs without the GIL.
-    n_jobs: int = 1
+    # Arms trained at once on threads (the saga loop runs without the GIL, so 2 threads roughly
+    # halve the report on 2 cores); None: dataselect.threads.available().
+    n_jobs: int | None = None
 
 
 @dataclass
@@ -433,9 +434,10 @@ class ArmEvaluator:
 
     def train_many(self, tasks: Sequence[tuple[str, np.ndarray, int]]) -> list[ArmResult]:
         """(arm, rows, seed) tasks, on ``config.n_jobs`` threads (saga fits release the GIL)."""
-        if self.config.n_jobs == 1 or len(tasks) < 2:
+        n_jobs = self.config.n_jobs or available()
+        if n_jobs == 1 or len(tasks) < 2:
             return [self.train_rows(rows, arm, seed) for arm, rows, seed in tasks]
-        return Parallel(n_jobs=self.config.n_jobs, prefer="threads")(delayed(self.train_rows)(rows, arm, seed) for arm, rows, seed in tasks)
+        return Parallel(n_jobs=n_jobs, prefer="threads")(delayed(self.train_rows)(rows, arm, seed) for arm, rows, seed in tasks)
 
     def _seed_summary(self, arm: str, seeds: Sequence[int], results: list[ArmResult]) -> RandomArms:
         accuracies = [r.accuracy for r in results]

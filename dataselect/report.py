@@ -109,8 +109,8 @@ def plot_score_histograms(scores: pd.DataFrame, selected: Sequence[bool], column
             axis.set_title(f"{column} (no finite values)", fontsize=9)
             continue
         edges = np.histogram_bin_edges(values[finite], bins=bins)
-        axis.hist(values[finite & ~selected], bins=edges, alpha=0.6, label="rejected", color="#999999")
-        axis.hist(values[finite & selected], bins=edges, alpha=0.7, label="selected", color=_ARM_COLOURS["selected"])
+        axis.hist(values[finite & ~selected], bins=edges, histtype="stepfilled", alpha=0.6, label="rejected", color="#999999")
+        axis.hist(values[finite & selected], bins=edges, histtype="stepfilled", alpha=0.7, label="selected", color=_ARM_COLOURS["selected"])
         axis.set_title(str(column), fontsize=9)
         axis.legend(fontsize=7)
     if not columns:

@@ -39,6 +39,12 @@ def run_build(
     home = os.environ.get("DAGSTER_HOME") or str(out_dir / "dagster_home")
     os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
+    from dataselect.threads import cores
+
+    if (max_concurrent or cores()) > 1:
+        from dataselect_platform import fork_server
+
+        fork_server.start()  # its workers' imports overlap with this process's
 
     from dagster import DagsterInstance
 

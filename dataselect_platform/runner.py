@@ -15,18 +15,20 @@ the build at the first failure instead. A failed global step ends the build.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import select
 import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+from dataselect.threads import cores, limited
+from dataselect_platform import fork_server
+from dataselect_platform.fork_server import CODE_LOCATION_MODULE
 from jobs.build_plan import BUILD_PLAN, BuildSettings
 
-CODE_LOCATION_MODULE = "dataselect_platform.definitions"
 EXECUTORS = ("in_process", "multiprocess", "ray")
 
 
@@ -83,6 +85,7 @@ class RunRequest:
     partition: str | None
     run_config: dict
     assets: list[str] | None
+    threads: int | None = None  # the run's share of the cores (dataselect.threads.limited); None: no limit
 
 
 @dataclass
@@ -118,14 +121,6 @@ class BuildOutcome:
 
 
 _worker_instance = None
-
-
-def _worker_context():
-    """Workers forked from a fork server that imported the code location once: one import for
-    all of them, and no state of this process (its threads, a CUDA context) carried over."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([CODE_LOCATION_MODULE])
-    return context
 
 
 def _init_worker(instance_ref, build_pid: int) -> None:
@@ -177,7 +172,10 @@ def execute_run(instance, request: RunRequest) -> RunOutcome:
     tags = {"dagster/partition": request.partition} if request.partition else {}
     assets = [AssetKey(a) for a in request.assets] if request.assets else None
     started = time.perf_counter()
-    with execute_job(job, instance, run_config=request.run_config, tags=tags, raise_on_error=False, asset_selection=assets) as result:
+    with (
+        limited(request.threads) if request.threads else nullcontext(),
+        execute_job(job, instance, run_config=request.run_config, tags=tags, raise_on_error=False, asset_selection=assets) as result,
+    ):
         events = result.all_events
         outcome = RunOutcome(request.job, request.partition, result.run_id, result.success, round(time.perf_counter() - started, 2))
     row_counts = [
@@ -242,13 +240,16 @@ def run_plan(
     try:
         for step in BUILD_PLAN:
             partitions = live if step.per_shard else [None]
+            # Side-by-side runs share the cores; a global step has them all (see dataselect.threads).
+            threads = (max(1, cores() // max_concurrent) if step.per_shard else cores()) if max_concurrent > 1 else None
             requests = [
-                RunRequest(step.job, key, {**base_config, **step.run_config(settings)}, step.assets(settings)) for key in partitions
+                RunRequest(step.job, key, {**base_config, **step.run_config(settings)}, step.assets(settings), threads)
+                for key in partitions
             ]
             if step.per_shard and max_concurrent > 1 and len(requests) > 1 and pool is None:
                 pool = ProcessPoolExecutor(
                     max_workers=max_concurrent,
-                    mp_context=_worker_context(),
+                    mp_context=fork_server.context(),
                     initializer=_init_worker,
                     initargs=(instance.get_ref(), os.getpid()),
                 )
@@ -334,4 +335,4 @@ def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, 
 
 
 def default_concurrency() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return cores()

@@ -28,16 +28,22 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from dataselect import tiny_lm
 from dataselect.scorers.base import Batch, Scorer
+
+if TYPE_CHECKING:
+    import torch
+
+    from dataselect import tiny_lm
 
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else is passed to torch."""
+    import torch  # torch is imported only by the runs that use this scorer (it is not in the default recipe)
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -91,14 +97,22 @@ class ColorFilter(Scorer):
         self.config = dataclasses.replace(self.config, adaptive_cutoffs=tuple(self.config.adaptive_cutoffs))
 
     def _new_model(self, n_classes: int) -> tiny_lm.TinyCausalLM:
+        from dataselect import tiny_lm
+
         c = self.config
         return tiny_lm.TinyCausalLM(n_classes, c.context_length, c.d_model, c.n_layers, c.n_heads, tuple(c.adaptive_cutoffs))
 
     def _windows(self, texts: list[str]) -> tiny_lm.Windows:
+        from dataselect import tiny_lm
+
         flat, lengths = tiny_lm.tokenize(texts, self.config.max_tokens_scored)
         return tiny_lm.make_windows(self.vocab_.encode(flat), lengths, self.config.context_length, self.vocab_.bos)
 
     def fit(self, pool: Batch, target: Batch) -> "ColorFilter":
+        import torch
+
+        from dataselect import tiny_lm
+
         c = self.config
         device = resolve_device(c.device)
         rng = np.random.default_rng(c.seed)
@@ -137,6 +151,8 @@ class ColorFilter(Scorer):
         return self
 
     def score(self, batch: Batch) -> dict[str, np.ndarray]:
+        from dataselect import tiny_lm
+
         if self.prior_ is None or self.conditional_ is None or self.vocab_ is None:
             raise RuntimeError("color: call fit() (or load()) before score()")
         c = self.config
@@ -161,6 +177,10 @@ class ColorFilter(Scorer):
         return arrays
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        import torch
+
+        from dataselect import tiny_lm
+
         self.vocab_ = tiny_lm.CompactVocab(np.asarray(arrays["vocab"], dtype=np.int64))
         for prefix in ("prior", "conditional"):
             model = self._new_model(self.vocab_.n_classes)

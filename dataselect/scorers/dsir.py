@@ -64,12 +64,17 @@ def kl_reduction(
     A small selection has a sparser, hence more smoothed, distribution, which biases its KL
     upwards; compare against a random subset of the same size when the selection is small.
     """
-    config = config or DSIRConfig()
+    return kl_reductions({"selected": selected_texts}, pool_texts, target_texts, config)["selected"]
 
+
+def kl_reductions(
+    subsets: dict[str, list[str]], pool_texts: list[str], target_texts: list[str], config: DSIRConfig | None = None
+) -> dict[str, float]:
+    """:func:`kl_reduction` of several subsets of one pool; the pool's and target's distributions are computed once."""
+    config = config or DSIRConfig()
     log_target = log_distribution_of(target_texts, config)
-    return kl_divergence(log_target, log_distribution_of(pool_texts, config)) - kl_divergence(
-        log_target, log_distribution_of(selected_texts, config)
-    )
+    baseline = kl_divergence(log_target, log_distribution_of(pool_texts, config))
+    return {name: baseline - kl_divergence(log_target, log_distribution_of(texts, config)) for name, texts in subsets.items()}
 
 
 class DSIRImportance(Scorer):

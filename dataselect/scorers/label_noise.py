@@ -12,10 +12,15 @@ Learning: Estimating Uncertainty in Dataset Labels", JAIR).
    given label) are the issues. This is the plain "off-diagonal of the confident joint" rule
    (cleanlab's ``confident_learning`` filter), without the prune-by-noise-rate calibration.
 
-Features: ``"tfidf"`` (default; TF-IDF over the texts, more accurate on topical labels) or
-``"embeddings"`` (the pool's row-aligned embeddings, scales to any pool). TF-IDF is for pools
-that fit in memory: the caller must then put a ``text`` column in the batch, which it knows to do
-because ``needs_text`` is True for that configuration.
+Features: ``"tfidf"`` (default; sublinear TF-IDF of hashed words, more accurate on topical
+labels) or ``"embeddings"`` (the pool's row-aligned embeddings). TF-IDF needs a ``text`` column
+in the batch, which the caller knows to provide because ``needs_text`` is True for it. Hashed
+words instead of a fitted vocabulary: the same model (AUROC 0.9957 against 0.9956 on the 20
+Newsgroups benchmark, 0.894 against 0.889 on Amazon) at a tenth of the featurisation time.
+
+Each fold's model is trained on at most ``max_train_per_fold`` of the other folds' records (a
+seeded sample), so the fits cost the same at 100k records as at 20k and only the out-of-fold
+predictions grow with the pool.
 
 Records with a null label are kept, with NaN confidences and no suggestion.
 """
@@ -27,16 +32,17 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from joblib import parallel_backend
+from joblib import Parallel, delayed
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.covariance import ledoit_wolf_shrinkage
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 
+from dataselect import ngrams
 from dataselect.records import LABEL, TEXT
 from dataselect.scorers.base import Batch, Scorer
+from dataselect.threads import available
 
 
 def confident_learning_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,7 +176,9 @@ class LabelNoise(Scorer):
         solver: str = "saga"  # scikit-learn solver; saga is ~10x faster than lbfgs on sparse tf-idf
         max_iter: int = 200  # solver epochs/iterations
         tol: float = 1e-2  # stopping tolerance: probabilities only need to rank (AUROC unchanged vs 1e-3)
-        tfidf_max_features: int = 50_000  # vocabulary cap for the tfidf features
+        hashed_buckets: int = 2**18  # tfidf: hashed word buckets (few collisions at a pool's vocabulary)
+        # Training records per fold's model (a seeded sample of the other folds); None: all of them.
+        max_train_per_fold: int | None = 20_000
         seed: int = 0  # fold assignment and the solver's row order
         # Also drop records whose given label gets less than this out-of-fold probability
         # (0: confident learning alone). A stronger filter trades clean records for fewer flips.
@@ -198,11 +206,9 @@ class LabelNoise(Scorer):
         if self.config.features == "tfidf":
             if TEXT not in batch.records.column_names:
                 raise ValueError("label_noise with features='tfidf' needs a 'text' column in the batch")
-            all_texts = batch.texts
-            texts = [all_texts[i] or "" for i in rows]
-            # Fitting the (unsupervised) vocabulary on all rows leaks no label into the folds.
-            vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=self.config.tfidf_max_features, dtype=np.float32)
-            return vectorizer.fit_transform(texts)
+            texts = batch.text_array if len(rows) == len(batch) else batch.text_array.take(rows)
+            # The idf over all rows is unsupervised: it leaks no label into the folds.
+            return ngrams.hashed_tfidf(texts, self.config.hashed_buckets)
         raise ValueError(f"label_noise: unknown features {self.config.features!r} (use 'embeddings' or 'tfidf')")
 
     def _classifier(self):
@@ -214,6 +220,28 @@ class LabelNoise(Scorer):
             # saga visits rows in a seeded random order
             return LogisticRegression(C=c.C, solver=c.solver, max_iter=c.max_iter, tol=c.tol, random_state=c.seed)
         raise ValueError(f"label_noise: unknown classifier {kind!r} (use 'logistic' or 'lda')")
+
+    def _out_of_fold(self, model, features, encoded: np.ndarray, folds, n_classes: int) -> np.ndarray:
+        """Out-of-fold ``p(k | x)``; each fold's model sees at most ``max_train_per_fold`` records."""
+        cap = self.config.max_train_per_fold
+        rng = np.random.default_rng(self.config.seed)
+        splits = []
+        for train, test in folds.split(np.zeros(len(encoded)), encoded):
+            if cap is not None and len(train) > cap:
+                train = np.sort(rng.choice(train, cap, replace=False))
+            splits.append((train, test))
+
+        def fold(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            fitted = clone(model).fit(features[train], encoded[train])
+            out = np.zeros((len(test), n_classes))
+            out[:, fitted.classes_] = fitted.predict_proba(features[test])  # a class absent from training gets 0
+            return test, out
+
+        probabilities = np.zeros((len(encoded), n_classes))
+        # Folds on threads, one per core: saga runs without the GIL.
+        for test, out in Parallel(n_jobs=available(), backend="threading")(delayed(fold)(train, test) for train, test in splits):
+            probabilities[test] = out
+        return probabilities
 
     def score(self, batch: Batch) -> dict[str, np.ndarray]:
         n = len(batch)
@@ -236,9 +264,7 @@ class LabelNoise(Scorer):
             if isinstance(model, PooledGaussianClassifier):
                 probabilities = model.out_of_fold_proba(features, encoded, folds)
             else:
-                # Folds on threads, one per core: saga runs without the GIL (1.5x on 2 cores, same result).
-                with parallel_backend("threading", n_jobs=-1):
-                    probabilities = cross_val_predict(model, features, encoded, cv=folds, method="predict_proba", n_jobs=-1)
+                probabilities = self._out_of_fold(model, features, encoded, folds, len(classes))
             flagged, confident_class, _ = confident_learning_issues(probabilities, encoded)
             given_p = probabilities[np.arange(len(rows)), encoded]
             argmax = probabilities.argmax(axis=1)

@@ -127,3 +127,16 @@ def test_repeated_calls_give_the_same_tokens():
     expected = [reference_counts(t, 1 << 16, (1, 3), False) for t in texts]
     for _ in range(200):
         assert as_counters(ngrams.hashed_counts(texts, 1 << 16, (1, 3), False, threads=1)) == expected
+
+
+def test_hashed_tfidf_is_scikit_learns_sublinear_tfidf_on_the_same_words():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts = ["the cat sat on the mat", "The dog ate the cat's dinner, twice twice twice", "", "mat mat mat dog"]
+    hashed = ngrams.hashed_tfidf(texts, 1 << 20).toarray()
+    vectorizer = TfidfVectorizer(sublinear_tf=True, token_pattern=ngrams.TOKEN_PATTERN)
+    exact = vectorizer.fit_transform(texts).toarray()
+    # Same rows up to the order of the columns: compare every pair of texts by cosine.
+    np.testing.assert_allclose(hashed @ hashed.T, exact @ exact.T, atol=1e-6)
+    np.testing.assert_allclose(np.sort(hashed[1][hashed[1] > 0]), np.sort(exact[1][exact[1] > 0]), atol=1e-6)
+    assert hashed.dtype == np.float32 and not hashed[2].any()
