@@ -72,7 +72,7 @@ from dataselect.tuning import tune, tune_table, with_label_filter_strength
 RESULTS_DIR = REPO / "benchmarks" / "results"
 ALL_FILTERS = ["heuristics", "exact_dup", "near_dup", "semdedup", "label_noise"]
 RANDOM_COLUMN = "uniform.log_weight"  # constant log weight: gumbel_top_k on it is uniform sampling
-SHARD_SCORERS = ["heuristics", "minhash", "dsir", "relevance", "ngram_relevance", "color"]
+SHARD_SCORERS = ["heuristics", "minhash", "dsir", "relevance", "ngram_relevance", "label_prior", "color"]
 
 
 @dataclass
@@ -298,7 +298,8 @@ def _combo(name: str, filters: list[str], weights: dict[str, float], seed: int, 
         stages.append("embed")
     if options.get("policy") == "gumbel_top_k":
         stages += SCORE_STAGES[options.get("log_weight_column", "dsir.log_weight")]
-    selection = SelectionConfig(hard_filters=filters, weights=weights, seed=seed, **options)
+    # A method alone ranks over all labels; the default's label quotas are its own row.
+    selection = SelectionConfig(hard_filters=filters, weights=weights, seed=seed, **{"label_quota_column": None, **options})
     return Method(name, sorted(set(stages)), selection)
 
 
@@ -341,6 +342,7 @@ class Recipe:
     name: str
     selection: SelectionConfig
     min_self_confidence: float = 0.0  # LabelNoise.Config.min_self_confidence
+    require_top_label: bool = False  # LabelNoise.Config.require_top_label
 
 
 GRID_WEIGHTS = {
@@ -350,19 +352,24 @@ GRID_WEIGHTS = {
     "rel+dsir": {"relevance.score": 1.0, "dsir.score": 1.0},
 }
 GRID_LABEL_WEIGHTS = (0.0, 0.5, 1.0)  # weight of label_noise.score (self-confidence) in the fused score
-GRID_MIN_SELF_CONFIDENCE = (0.0, 0.5)  # label-noise filter: confident learning alone, or also p(given) < 0.5
+# The label-noise filter: confident learning alone, also p(given) < 0.5, or also "given label is not the top class".
+GRID_FILTERS = {"min p(label) 0": (0.0, False), "min p(label) 0.5": (0.5, False), "top label": (0.0, True)}
+QUOTAS = "label_prior.target_share"  # top_k's per-label quotas: the target's estimated label mix
 
 
 def dev_grid(seed: int) -> list[Recipe]:
-    """The recipes tried on dev: fusion weights x self-confidence in the fused score x filter
-    strength (all with every hard filter, top-k), then the other policies on the base weights."""
+    """The recipes tried on dev: fusion weights x self-confidence in the fused score x filter rule,
+    all top-k over every hard filter; with the top-label rule also with and without label quotas;
+    then the other policies on the base weights."""
     recipes = []
     for weights_name, weights in GRID_WEIGHTS.items():
         for label_weight in GRID_LABEL_WEIGHTS:
-            for strength in GRID_MIN_SELF_CONFIDENCE:
-                fused = {**weights, **({"label_noise.score": label_weight} if label_weight else {})}
-                name = f"{weights_name}, self-confidence {label_weight:g}, min p(label) {strength:g}"
-                recipes.append(Recipe(name, SelectionConfig(hard_filters=ALL_FILTERS, weights=fused, seed=seed), strength))
+            fused = {**weights, **({"label_noise.score": label_weight} if label_weight else {})}
+            for filter_name, (strength, top_label) in GRID_FILTERS.items():
+                for quotas in (None, QUOTAS) if top_label else (None,):
+                    name = f"{weights_name}, self-confidence {label_weight:g}, {filter_name}{', label quotas' if quotas else ''}"
+                    selection = SelectionConfig(hard_filters=ALL_FILTERS, weights=fused, seed=seed, label_quota_column=quotas)
+                    recipes.append(Recipe(name, selection, strength, top_label))
     base = {**GRID_WEIGHTS["rel+ngram"], "label_noise.score": 0.5}
     recipes += [
         Recipe(
@@ -371,7 +378,7 @@ def dev_grid(seed: int) -> list[Recipe]:
         ),
         Recipe(
             "rel+ngram, self-confidence 0.5, label noise only in the score (no filter)",
-            SelectionConfig(hard_filters=[f for f in ALL_FILTERS if f != "label_noise"], weights=base, seed=seed),
+            SelectionConfig(hard_filters=[f for f in ALL_FILTERS if f != "label_noise"], weights=base, seed=seed, label_quota_column=None),
         ),
         Recipe("all filters + Gumbel top-k dsir", SelectionConfig(hard_filters=ALL_FILTERS, weights={}, policy="gumbel_top_k", seed=seed)),
     ]
@@ -382,14 +389,16 @@ def default_recipe(seed: int) -> Recipe:
     """The registry defaults, as ``filtered_set`` runs them."""
     from dataselect.scorers import SCORERS
 
-    return Recipe("default", SelectionConfig(seed=seed), SCORERS["label_noise"].Config().min_self_confidence)
+    label_noise = SCORERS["label_noise"].Config()
+    return Recipe("default", SelectionConfig(seed=seed), label_noise.min_self_confidence, label_noise.require_top_label)
 
 
 def is_default(recipe: Recipe, default: Recipe) -> bool:
     """Same recipe as the registry default (every hard filter = the default's None: all present)."""
     filters = None if recipe.selection.hard_filters == ALL_FILTERS else recipe.selection.hard_filters
     same = dataclasses.replace(recipe.selection, hard_filters=filters) == default.selection
-    return same and recipe.min_self_confidence == default.min_self_confidence
+    same_filter = (recipe.min_self_confidence, recipe.require_top_label) == (default.min_self_confidence, default.require_top_label)
+    return same and same_filter
 
 
 # --------------------------------------------------------------------------- measuring
@@ -414,7 +423,8 @@ class Context:
 def split_accuracy(ctx: Context, result) -> tuple[float, float]:
     """(dev accuracy, test accuracy) of one trained arm: its eval set is dev then test."""
     correct = np.asarray(result.correct, bool)
-    return float(correct[: ctx.n_dev].mean()), float(correct[ctx.n_dev :].mean())
+    test = correct[ctx.n_dev :]  # empty in a dev-only context
+    return float(correct[: ctx.n_dev].mean()), float(test.mean()) if len(test) else float("nan")
 
 
 def train(ctx: Context, ids: list[str], name: str, seed: int = 0) -> tuple[float, float]:
@@ -506,7 +516,7 @@ def run_method(ctx: Context, method: Method, timer: Timer, config: BenchConfig) 
 
 def run_recipe(ctx: Context, recipe: Recipe) -> dict[str, Any]:
     """One dev-grid recipe on the cached scores: dev accuracy (test is computed but not chosen on)."""
-    frame = with_label_filter_strength(ctx.frame, recipe.min_self_confidence)
+    frame = with_label_filter_strength(ctx.frame, recipe.min_self_confidence, require_top_label=recipe.require_top_label)
     started = time.perf_counter()
     decisions = decide(frame, ctx.bench.quarantine, recipe.selection, ctx.embeddings)
     return selection_row(ctx, recipe.name, selected_ids(decisions), time.perf_counter() - started)
@@ -531,7 +541,14 @@ def run_tune(ctx: Context, config: BenchConfig) -> dict[str, Any]:
     base = dataclasses.replace(default.selection, budget=config.budget, hard_filters=ALL_FILTERS)
     pool = pd.DataFrame({cols.ID: ctx.frame[cols.ID], cols.TEXT: ctx.pool_texts, cols.LABEL: ctx.frame[cols.LABEL]})
     started = time.perf_counter()
-    result = tune(ctx.frame, ctx.bench.quarantine, ctx.embeddings, pool, ctx.bench.test, tuning_grid(base, default.min_self_confidence))
+    result = tune(
+        ctx.frame,
+        ctx.bench.quarantine,
+        ctx.embeddings,
+        pool,
+        ctx.bench.test,
+        tuning_grid(base, default.min_self_confidence, default.require_top_label),
+    )
     return {**result.summary(), "seconds": time.perf_counter() - started}
 
 
@@ -587,9 +604,11 @@ def detector_quality(ctx: Context) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- orchestration
-def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: Callable[[str], None]) -> dict[str, Any]:
-    """Everything one corpus's results file reports, plus its dev-grid rows."""
-    started = time.perf_counter()
+def prepare_corpus(
+    config: BenchConfig, corpus: str, path: str | Path | None, log: Callable[[str], None], dev_only: bool = False
+) -> tuple[BenchConfig, Context, pa.Table, Timer]:
+    """The corpus's benchmark, its cached scores and the measuring context. ``dev_only``: the arms
+    are evaluated on the dev split alone, so nothing computed there can read test."""
     config = dataclasses.replace(config, pool=dataclasses.replace(config.pool, corpus=corpus, target_prefix=None))
     work_dir = Path(config.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -606,22 +625,32 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
     scores, frame = compute_scores(bench, embeddings, target_embeddings, config, timer)
     # Both label-noise filters at the scorer's default strength, whichever strength the cache holds.
     for prefix in ("label_noise", "label_noise_emb"):
-        frame = with_label_filter_strength(frame, default_recipe(config.seed).min_self_confidence, prefix)
-    log(f"[{corpus}] scored in {time.perf_counter() - started:.0f} s")
+        default = default_recipe(config.seed)
+        frame = with_label_filter_strength(frame, default.min_self_confidence, prefix, default.require_top_label)
 
     k = SelectionConfig(budget=config.budget).budget_count(bench.raw_count)
     pool = bench.records.select([cols.ID, cols.TEXT, cols.LABEL]).to_pandas()
+    evaluation = bench.dev if dev_only else bench.evaluation
     ctx = Context(
         bench,
         frame,
         embeddings,
-        ArmEvaluator(pool, bench.evaluation, "tfidf_logreg"),
-        ArmEvaluator(bench.clean_target, bench.evaluation, "tfidf_logreg"),
+        ArmEvaluator(pool, evaluation, "tfidf_logreg"),
+        ArmEvaluator(bench.clean_target, evaluation, "tfidf_logreg"),
         bench.truth.set_index(cols.ID),
         bench.texts,
         bench.reference.column(cols.TEXT).to_pylist(),
         k,
     )
+    return config, ctx, scores, timer
+
+
+def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """Everything one corpus's results file reports, plus its dev-grid rows."""
+    started = time.perf_counter()
+    config, ctx, scores, timer = prepare_corpus(config, corpus, path, log)
+    bench, k, work_dir = ctx.bench, ctx.k, Path(config.work_dir)
+    log(f"[{corpus}] scored in {time.perf_counter() - started:.0f} s")
     model_c, model_c_rows = choose_model_c(ctx, config, log)
     log(f"[{corpus}] evaluation recipe C = {model_c:g} (chosen on dev)")
 
@@ -936,7 +965,10 @@ def render_summary(result: dict[str, Any], quick: bool) -> str:
         "",
         "Every row: all hard filters (heuristics, exact dedup, near dedup, SemDeDup, label noise) unless named, rank-normalised fusion, "
         "top-k unless named. *self-confidence w*: `label_noise.score` (the out-of-fold probability of the given label) fused with weight w; "
-        "*min p(label)*: `LabelNoise.Config.min_self_confidence` (0: confident learning alone).",
+        "*min p(label)*: `LabelNoise.Config.min_self_confidence` (0: confident learning alone); *top label*: "
+        "`LabelNoise.Config.require_top_label` (confident learning, and drop a record whose given label is not the model's most "
+        "probable class); *label quotas*: top-k within each label, the budget split by `label_prior.target_share` (the target's "
+        "label mix, estimated from the unlabelled reference by EM); rows without it rank over all labels.",
         "",
         "| recipe | " + " | ".join(corpora) + " | mean |",
         "|---|" + "---:|" * (len(corpora) + 1),
@@ -969,6 +1001,62 @@ def render_summary(result: dict[str, Any], quick: bool) -> str:
     return "\n".join(lines)
 
 
+def dev_row(ctx: Context, name: str, ids: list[str]) -> dict[str, Any]:
+    """Dev accuracy of one selection and why it falls short of the clean oracle: its in-target
+    share, flips, redundant copies and junk (ground truth), how far its label mix is from the
+    reference's (total variation; the reference labels are read here only, never by a scorer) and
+    its median length in words."""
+    truth = ctx.truth.loc[ids]
+    labels = pd.Series(ctx.frame.set_index(cols.ID).loc[ids, cols.LABEL].astype(str).to_numpy())
+    reference = pd.Series(ctx.bench.reference.column(cols.LABEL).to_pylist()).astype(str)
+    mix = pd.concat([labels.value_counts(normalize=True), reference.value_counts(normalize=True)], axis=1).fillna(0.0)
+    position = pd.Index(ctx.frame[cols.ID]).get_indexer(ids)
+    return {
+        "recipe": name,
+        "dev": train(ctx, ids, name)[0],
+        "in_target": float(truth[IN_TARGET].mean()),
+        "flips": int(truth[IS_FLIPPED].sum()),
+        "duplicates": int(len(ids) - truth[SOURCE_ID].nunique()),
+        "junk": int(truth[IS_JUNK].sum()),
+        "label_tv": float(0.5 * (mix.iloc[:, 0] - mix.iloc[:, 1]).abs().sum()),
+        "words": float(np.median([len(ctx.pool_texts[i].split()) for i in position])),
+    }
+
+
+def run_dev(
+    config: BenchConfig, recipes: list[Recipe], paths: dict[str, str | Path] | None = None, log: Callable[[str], None] = print
+) -> dict[str, list[dict[str, Any]]]:
+    """``--dev``: the default and ``recipes`` on every corpus, evaluated on dev alone (test is
+    never featurised), beside the random arms and the clean oracle; C chosen on dev as in the run."""
+    out = {}
+    for corpus in config.corpora:
+        corpus_config, ctx, _, _ = prepare_corpus(config, corpus, (paths or {}).get(corpus), log, dev_only=True)
+        model_c, _ = choose_model_c(ctx, corpus_config, log)
+        rows = []
+        for seed in config.random_seeds[:2]:
+            rows.append(dev_row(ctx, f"random {seed}", list(ctx.evaluator.pool_ids[ctx.evaluator.random_rows(ctx.k, seed)])))
+        oracle = [ctx.oracle.train_rows(ctx.oracle.random_rows(ctx.k, s), "oracle", s) for s in config.random_seeds]
+        oracle_words = np.median([len(t.split()) for t in ctx.bench.clean_target[cols.TEXT]])
+        rows.append(
+            {"recipe": f"clean oracle ({len(oracle)} seeds)", "dev": float(np.mean([r.accuracy for r in oracle])), "words": oracle_words}
+        )
+        for recipe in [default_recipe(config.seed), *recipes]:
+            frame = with_label_filter_strength(ctx.frame, recipe.min_self_confidence, require_top_label=recipe.require_top_label)
+            # The frame also holds benchmark-only filters (label_noise_emb): the default's filters are ALL_FILTERS.
+            filters = ALL_FILTERS if recipe.selection.hard_filters is None else recipe.selection.hard_filters
+            selection = dataclasses.replace(recipe.selection, budget=config.budget, hard_filters=filters)
+            rows.append(dev_row(ctx, recipe.name, selected_ids(decide(frame, ctx.bench.quarantine, selection, ctx.embeddings))))
+            log(f"[{corpus}] C={model_c:g} " + dev_table(rows[-1:]).splitlines()[-1])
+        out[corpus] = rows
+    return out
+
+
+def dev_table(rows: list[dict[str, Any]]) -> str:
+    keys = ("dev", "in_target", "flips", "duplicates", "junk", "label_tv", "words")
+    lines = ["| recipe | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    return "\n".join(lines + [f"| {r['recipe']} | " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows])
+
+
 def log_line(line: str) -> None:
     """Progress on stderr (a module function, so corpus processes can receive it)."""
     print(line, file=sys.stderr, flush=True)
@@ -982,12 +1070,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=None, help=f"results folder (default {RESULTS_DIR.relative_to(REPO)} for a full run)"
     )
+    parser.add_argument("--dev", action="store_true", help="only the default and the dev grid, on dev alone (test never read)")
     args = parser.parse_args(argv)
     config = quick_config() if args.quick else BenchConfig()
     if args.no_cache:
         config.use_cache = False
     if args.corpus:
         config.corpora = tuple(args.corpus)
+    if args.dev:
+        config.include_color = False  # no dev-grid recipe reads color.score; its fit alone takes minutes
+        results = run_dev(config, dev_grid(config.seed)[: config.grid_limit], log=log_line)
+        for corpus, rows in results.items():
+            print(f"## {TITLES[corpus]} (dev)\n\n{dev_table(rows)}\n")
+        means = pd.DataFrame({c: {r["recipe"]: r["dev"] for r in rows} for c, rows in results.items()}).assign(
+            mean=lambda t: t.mean(axis=1)
+        )
+        print(f"## Mean dev accuracy over the corpora\n\n{means.sort_values('mean', ascending=False).round(3).to_markdown()}")
+        return 0
     result = run(config, log=log_line)
     files = {f"methods-{c}.md": render_corpus(r, args.quick, result["winner"]) for c, r in result["corpora"].items()}
     files["methods.md"] = render_summary(result, args.quick)

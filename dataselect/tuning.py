@@ -41,6 +41,7 @@ class Candidate:
     name: str
     selection: SelectionConfig
     min_self_confidence: float = 0.0  # the label-noise filter's strength (LabelNoise.Config)
+    require_top_label: bool = False  # the filter's other rule (LabelNoise.Config.require_top_label)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class TuneResult:
             "chosen": self.chosen.name,
             "selection": dataclasses.asdict(self.chosen.selection),
             "min_self_confidence": self.chosen.min_self_confidence,
+            "require_top_label": self.chosen.require_top_label,
             "tune_size": len(self.tune_ids),
             "held_out_size": len(self.held_out_ids),
             "split_seed": TUNE_SEED,
@@ -78,29 +80,38 @@ def split_evaluation(evaluation: pd.DataFrame, fraction: float = TUNE_FRACTION, 
     return ordered.iloc[np.sort(order[:n_tune])].reset_index(drop=True), ordered.iloc[np.sort(order[n_tune:])].reset_index(drop=True)
 
 
-def grid(default: SelectionConfig, default_min_self_confidence: float = 0.0) -> list[Candidate]:
+def grid(default: SelectionConfig, default_min_self_confidence: float = 0.0, require_top_label: bool = False) -> list[Candidate]:
     """The documented grid (module docstring), built around the caller's default."""
     weights = dict(default.weights)
     more_confidence = {**weights, "label_noise.score": weights.get("label_noise.score", 0.0) + 0.5}
     relevance_only = {c: w for c, w in weights.items() if c in ("relevance.score", "ngram_relevance.score")} or weights
     strength = default_min_self_confidence
     return [
-        Candidate("default", default, strength),
-        Candidate("more self-confidence", dataclasses.replace(default, weights=more_confidence), strength),
-        Candidate("stricter label filter", default, min(strength + 0.2, 1.0)),
-        Candidate("relevance + n-gram only", dataclasses.replace(default, weights=relevance_only), strength),
-        Candidate("cluster-balanced", dataclasses.replace(default, policy="cluster_balanced", candidate_factor=2.0), strength),
-        Candidate("gumbel dsir", dataclasses.replace(default, policy="gumbel_top_k"), strength),
+        Candidate("default", default, strength, require_top_label),
+        Candidate("more self-confidence", dataclasses.replace(default, weights=more_confidence), strength, require_top_label),
+        Candidate("stricter label filter", default, min(strength + 0.2, 1.0), require_top_label),
+        Candidate("relevance + n-gram only", dataclasses.replace(default, weights=relevance_only), strength, require_top_label),
+        Candidate(
+            "cluster-balanced", dataclasses.replace(default, policy="cluster_balanced", candidate_factor=2.0), strength, require_top_label
+        ),
+        Candidate("gumbel dsir", dataclasses.replace(default, policy="gumbel_top_k"), strength, require_top_label),
     ]
 
 
-def with_label_filter_strength(frame: pd.DataFrame, min_self_confidence: float, prefix: str = "label_noise") -> pd.DataFrame:
-    """The scored pool with ``<prefix>.keep`` recomputed by the scorer's rule at this strength."""
+def with_label_filter_strength(
+    frame: pd.DataFrame, min_self_confidence: float, prefix: str = "label_noise", require_top_label: bool = False
+) -> pd.DataFrame:
+    """The scored pool with ``<prefix>.keep`` recomputed by the scorer's rule at this strength
+    (``require_top_label``: also the model's most probable class must be the given label; for a
+    record that is no issue, ``suggested_label`` is that class)."""
     if f"{prefix}.self_confidence" not in frame.columns:
         return frame
     frame = frame.copy()
+    top_is_given = None
+    if require_top_label:
+        top_is_given = (frame[f"{prefix}.suggested_label"].astype(str) == frame[cols.LABEL].astype(str)).to_numpy()
     frame[f"{prefix}.keep"] = label_noise_keep(
-        frame[f"{prefix}.is_issue"].to_numpy(bool), frame[f"{prefix}.self_confidence"].to_numpy(float), min_self_confidence
+        frame[f"{prefix}.is_issue"].to_numpy(bool), frame[f"{prefix}.self_confidence"].to_numpy(float), min_self_confidence, top_is_given
     )
     return frame
 
@@ -125,7 +136,7 @@ def tune(
     n_tune = len(tune_part)
     rows, decisions_of = [], {}
     for candidate in candidates:
-        variant = with_label_filter_strength(frame, candidate.min_self_confidence)
+        variant = with_label_filter_strength(frame, candidate.min_self_confidence, require_top_label=candidate.require_top_label)
         decisions = decide(variant, quarantine, candidate.selection, embeddings)
         chosen = decisions[cols.STATUS] == cols.SELECTED
         selected = (decisions.loc[chosen, cols.SHARD].astype(str) + ":" + decisions.loc[chosen, cols.ROW].astype(str)).tolist()
@@ -155,13 +166,14 @@ def tune_build(
     evaluation: pd.DataFrame | None,
     selection: SelectionConfig,
     min_self_confidence: float = 0.0,
+    require_top_label: bool = False,
 ) -> TuneResult:
     """A build's tune step: the grid around the build's ``selection`` on its pool-scored ``frame``
     (row-aligned with ``texts``). The evaluation file must be labelled throughout."""
     if evaluation is None or cols.LABEL not in evaluation or evaluation[cols.LABEL].isna().any() or not len(evaluation):
         raise ValueError("tune needs a labelled evaluation file (every record with a label)")
     pool = pd.DataFrame({cols.ID: frame[cols.ID].to_numpy(), cols.TEXT: texts, cols.LABEL: frame[cols.LABEL].to_numpy()})
-    return tune(frame, quarantine, embeddings, pool, evaluation, grid(selection, min_self_confidence))
+    return tune(frame, quarantine, embeddings, pool, evaluation, grid(selection, min_self_confidence, require_top_label))
 
 
 def tune_table(rows: list[dict[str, Any]]) -> str:

@@ -67,6 +67,10 @@ class SelectionBuildConfig(Config):
     sensitivity_uniform_mix: float = Field(
         _DEFAULTS.sensitivity_uniform_mix, description="sensitivity: uniform share of the sampling probability."
     )
+    label_quota_column: str | None = Field(
+        _DEFAULTS.label_quota_column,
+        description="top_k: per-label quotas from this column (the target's share of each label); None = one ranking over all labels.",
+    )
     pool_scorers: list[str] = Field(
         default_factory=lambda: list(DEFAULT_POOL_SCORERS), description="Pool-stage scorers (duplicates, clusters, label noise)."
     )
@@ -153,9 +157,11 @@ def filtered_set(
     selection = with_decontamination(selection, frame)
     tuned = None
     if config.tune:
-        strength = config.pool_scorer_options.get("label_noise", {}).get("min_self_confidence", LABEL_NOISE_DEFAULTS.min_self_confidence)
+        label_noise = config.pool_scorer_options.get("label_noise", {})
+        strength = label_noise.get("min_self_confidence", LABEL_NOISE_DEFAULTS.min_self_confidence)
+        top_label = label_noise.get("require_top_label", LABEL_NOISE_DEFAULTS.require_top_label)
         try:
-            tuned = tune_build(frame, quarantine, vectors, texts, evaluation, selection, strength)
+            tuned = tune_build(frame, quarantine, vectors, texts, evaluation, selection, strength, top_label)
         except ValueError as error:
             raise Failure(str(error), allow_retries=False) from error
         decisions = tuned.decisions

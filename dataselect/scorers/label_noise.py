@@ -139,11 +139,16 @@ class PooledGaussianClassifier(ClassifierMixin, BaseEstimator):
         return probabilities
 
 
-def label_noise_keep(is_issue: np.ndarray, self_confidence: np.ndarray, min_self_confidence: float) -> np.ndarray:
+def label_noise_keep(
+    is_issue: np.ndarray, self_confidence: np.ndarray, min_self_confidence: float, top_is_given: np.ndarray | None = None
+) -> np.ndarray:
     """The filter rule: not a confident-learning issue and, where the record was scored, a given
-    label with at least ``min_self_confidence`` out-of-fold probability."""
+    label with at least ``min_self_confidence`` out-of-fold probability and, when ``top_is_given``
+    is passed, the model's most probable class."""
     confidence = np.asarray(self_confidence, dtype=np.float64)
     doubtful = np.isfinite(confidence) & (confidence < min_self_confidence)
+    if top_is_given is not None:
+        doubtful |= np.isfinite(confidence) & ~np.asarray(top_is_given, bool)
     return ~np.asarray(is_issue, bool) & ~doubtful
 
 
@@ -176,9 +181,13 @@ class LabelNoise(Scorer):
         max_train_per_fold: int | None = 20_000
         seed: int = 0  # fold assignment and the solver's row order
         # Also drop records whose given label gets less than this out-of-fold probability
-        # (0: confident learning alone). A stronger filter trades clean records for fewer flips;
-        # chosen with the default recipe on the benchmarks' dev splits.
-        min_self_confidence: float = 0.5
+        # (0: confident learning alone). A stronger filter trades clean records for fewer flips.
+        min_self_confidence: float = 0.0
+        # Also drop records whose given label is not the model's most probable class (cleanlab's
+        # "predicted_neq_given"). With two classes it is p(given) < 0.5; with many it spares the
+        # clean records a fixed cut drops: on 20 Newsgroups it drops 9.5% of the clean target records
+        # vs 27% for p(given) < 0.5, and 99.8% vs 100% of the flips. Chosen on the dev splits.
+        require_top_label: bool = True
 
     @property
     def needs_embeddings(self) -> bool:  # type: ignore[override]
@@ -270,10 +279,15 @@ class LabelNoise(Scorer):
                     f"label '{classes[encoded[position]]}' likely wrong: p={given_p[position]:.2f}, "
                     f"model suggests '{classes[suggestion[position]]}' (p={suggested_p[position]:.2f})"
                 )
-        keep = label_noise_keep(is_issue, self_confidence, self.config.min_self_confidence)
+        top_is_given = np.asarray([s == str(label) for s, label in zip(suggested, raw_labels)], bool)
+        keep = label_noise_keep(
+            is_issue, self_confidence, self.config.min_self_confidence, top_is_given if self.config.require_top_label else None
+        )
         for i in np.flatnonzero(~keep & ~is_issue):
             reason[i] = (
                 f"label '{raw_labels[i]}' doubtful: p={self_confidence[i]:.2f} < min_self_confidence {self.config.min_self_confidence:.2f}"
+                if self_confidence[i] < self.config.min_self_confidence
+                else f"label '{raw_labels[i]}' doubtful: the model prefers '{suggested[i]}' (p(given)={self_confidence[i]:.2f})"
             )
         return {
             "self_confidence": self_confidence,

@@ -141,7 +141,8 @@ def decide(
     candidates = survivors[canonical]
     # Only what the policy reads is gathered for the candidates: at a million records a copy of
     # every score column or of the embeddings costs hundreds of MB.
-    policy_columns = [c for c in (config.log_weight_column, config.difficulty_column) if c is not None and c in scores.columns]
+    wanted = (config.log_weight_column, config.difficulty_column, config.label_quota_column, LABEL)
+    policy_columns = [c for c in dict.fromkeys(wanted) if c is not None and c in scores.columns]
     result = run_policy(
         config,
         scores[policy_columns].iloc[candidates].reset_index(drop=True),

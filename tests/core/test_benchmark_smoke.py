@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from benchmarks.methods import dev_grid, main, quick_config, render_corpus, render_summary, run
+from benchmarks.methods import dev_grid, main, prepare_corpus, quick_config, render_corpus, render_summary, run, run_dev
 from benchmarks.newsgroups import PoolConfig, build_benchmark, write_build_inputs
 
 
@@ -97,6 +97,18 @@ def test_quick_run_detectors_and_report(quick_result):
     assert "| **default recipe** |" in markdown and "## Detector quality" in markdown and "## Dev grid" in markdown
     summary = render_summary(quick_result, quick=True)
     assert "| 20 Newsgroups (target sci.*) |" in summary and "| Multi-domain sentiment (target kitchen) |" in summary
+
+
+def test_dev_only_run_never_featurises_test(newsgroups_dir, tmp_path):
+    config = quick_config()
+    config.work_dir, config.corpora, config.include_color = tmp_path, ("newsgroups",), False
+    _, ctx, _, _ = prepare_corpus(config, "newsgroups", newsgroups_dir, lambda line: None, dev_only=True)
+    assert len(ctx.evaluator.eval_labels) == len(ctx.bench.dev) and len(ctx.oracle.eval_labels) == len(ctx.bench.dev)
+    rows = run_dev(config, dev_grid(0)[:1], paths={"newsgroups": newsgroups_dir}, log=lambda line: None)["newsgroups"]
+    assert [r["recipe"] for r in rows[-2:]] == ["default", dev_grid(0)[0].name]
+    default = rows[-2]
+    assert 0.0 <= default["dev"] <= 1.0 and default["junk"] == 0 and 0.0 <= default["label_tv"] <= 1.0
+    assert "test" not in default
 
 
 def test_cli_rejects_unknown_flags():

@@ -168,3 +168,25 @@ def test_single_class_pool_has_nothing_to_compare():
     vectors, _ = blobs(n_per_class=10, n_classes=2)
     out = LabelNoise().score(Batch(pa.table({"label": ["only"] * 20}), vectors))
     assert out["keep"].all() and np.isnan(out["self_confidence"]).all()
+
+
+def test_top_label_rule_drops_records_whose_label_is_not_the_most_probable_class():
+    from dataselect.scorers.label_noise import label_noise_keep
+
+    is_issue = np.array([False, False, False, True, False])
+    confidence = np.array([0.9, 0.3, 0.3, 0.1, np.nan])  # the last record has no label
+    top_is_given = np.array([True, True, False, False, False])
+    # p(given) 0.3 but still the top class (20 classes): only the top-label rule keeps it
+    assert label_noise_keep(is_issue, confidence, 0.5).tolist() == [True, False, False, False, True]
+    assert label_noise_keep(is_issue, confidence, 0.0, top_is_given).tolist() == [True, True, False, False, True]
+    assert label_noise_keep(is_issue, confidence, 0.0).tolist() == [True, True, True, False, True]
+
+
+def test_scorer_applies_the_top_label_rule_by_default():
+    vectors, labels = blobs(spread=0.6, seed=2)  # overlapping classes: some labels are not the top class
+    batch = Batch(pa.table({"label": list(labels)}), vectors)
+    default = LabelNoise(features="embeddings").score(batch)
+    off = LabelNoise(features="embeddings", require_top_label=False).score(batch)
+    top_is_given = default["suggested_label"] == labels
+    assert (default["keep"] == (~default["is_issue"] & top_is_given)).all()
+    assert (off["keep"] == ~off["is_issue"]).all() and off["keep"].sum() > default["keep"].sum()

@@ -211,6 +211,44 @@ def test_ties_are_broken_by_id():
     assert decisions.set_index("id").loc["c", "reason"] == "below budget cutoff: fused 0.50 = 0.50 (rank 3 > 2)"
 
 
+def quota_records():
+    """Six labelled records: "a" ranks highest by relevance, but the target's label mix is 2/3 "b"."""
+    scores = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(6)],
+            "shard": ["s"] * 6,
+            "row": range(6),
+            "label": ["a", "a", "a", "b", "b", "c"],
+            "relevance.score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.95],
+            "label_prior.target_share": [1 / 3, 1 / 3, 1 / 3, 2 / 3, 2 / 3, 0.0],
+        }
+    )
+    return scores, pd.DataFrame({"shard": [], "row": [], "error": []})
+
+
+def test_label_quotas_follow_the_target_label_mix():
+    scores, empty = quota_records()
+    config = SelectionConfig(budget=3, weights={"relevance.score": 1.0})
+    table = decide(scores, empty, config).set_index("id")
+    # quotas: a 1, b 2, c (share 0) none, although r5 has the best score
+    assert set(table.index[table.status == SELECTED]) == {"r0", "r3", "r4"}
+    assert table.loc["r0", "reason"].startswith("top_k in label 'a' (quota 1)")
+    assert table.loc["r5", "reason"].startswith("label 'c' has no quota")
+    # No quota column (or switched off): one ranking over every label.
+    plain = decide(scores, empty, SelectionConfig(budget=3, weights={"relevance.score": 1.0}, label_quota_column=None))
+    assert set(plain.query("status == 'selected'").id) == {"r5", "r0", "r1"}
+    absent = decide(scores.drop(columns="label_prior.target_share"), empty, config)
+    assert set(absent.query("status == 'selected'").id) == {"r5", "r0", "r1"}
+
+
+def test_label_quotas_short_of_candidates_leave_the_rest_to_the_best_of_the_others():
+    scores, empty = quota_records()
+    # quotas of 5: a 2 (of 3), b 3 (of 2 candidates): b's missing one goes to the best remaining record (r5)
+    table = decide(scores, empty, SelectionConfig(budget=5, weights={"relevance.score": 1.0})).set_index("id")
+    assert set(table.index[table.status == SELECTED]) == {"r0", "r1", "r3", "r4", "r5"}
+    assert table.loc["r5", "reason"].startswith("top_k filling quotas short of candidates")
+
+
 def test_threshold_policy():
     scores, quarantine = ten_records()
     table = decide(scores, quarantine, SelectionConfig(budget=2, policy="threshold", threshold=0.5)).set_index("id")
