@@ -3,6 +3,7 @@
 import dagster as dg
 
 from dataselect_platform.definitions import defs
+from platform_assets.scoring import DEFAULT_MODEL_KEYS
 
 GLOBAL_STEPS = ["filtered_set", "evaluation_report"]
 
@@ -22,7 +23,7 @@ def test_automation_rebuilds_selection_and_rescores_on_model_refit():
     for key in ["raw_pool", "embeddings", "quality_scores"]:
         for shard in "ab":
             materialized(key, shard)
-    for key in ["target_reference", "dsir_model", "relevance_model", "ngram_relevance_model", "evaluation_set", *GLOBAL_STEPS]:
+    for key in ["target_reference", *DEFAULT_MODEL_KEYS, "evaluation_set", *GLOBAL_STEPS]:
         materialized(key)
 
     everything_current = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
