@@ -223,6 +223,10 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _bytes(value: float) -> str:
+    return "–" if value != value else f"{value:,.0f}"  # NaN: the demo writes its own pool
+
+
 def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
@@ -249,7 +253,7 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
         if size >= 1_000_000:
             target_text = f"peak ≤ {TARGET_PEAK_MB_AT_1M:,} MB: {'met' if peak <= TARGET_PEAK_MB_AT_1M else 'not met'}"
         lines.append(
-            f"| {kind} | {size:,} | {group[0]['bytes_per_record']:,.0f} | {temperature} | {len(group)} | {seconds:.1f} | "
+            f"| {kind} | {size:,} | {_bytes(group[0]['bytes_per_record'])} | {temperature} | {len(group)} | {seconds:.1f} | "
             f"{rps:,.0f} | {target_text} | {peak:,.0f} [{max(r['peak_process_mb'] for r in group):,.0f}] | "
             f"{_median([r['load'] for r in group]):.1f} |"
         )
