@@ -82,11 +82,6 @@ def test_classification_build_beats_random_on_a_half_labelled_pool(half_labelled
 
 @pytest.mark.slow
 @pytest.mark.newsgroups
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 asks for it; the dev-chosen default (label filter at p >= 0.5, self-confidence fused) ties with the "
-    "full pool here (difference about -0.02, interval across zero); the earlier default without them passed",
-)
 def test_classification_build_beats_the_full_pool_on_a_half_labelled_pool(half_labelled):
     result = half_labelled_verdict(half_labelled)
     assert result["beats_full"] is True, result["sentence"]
