@@ -269,7 +269,7 @@ class StaticEmbedder:
             # One process distils; the build's other workers wait for it instead of distilling the
             # same model beside it, each at half speed on a 2-core machine.
             self.cache_dir.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.cache_dir.parent / f".{self.cache_dir.name}.lock", "w") as lock:
+            with open(self.cache_dir.parent / f"{self.cache_dir.name}.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 if not (self.cache_dir / "model.safetensors").exists():
                     self._distill_to_cache()
