@@ -14,7 +14,9 @@ every reference text; the target prior ``p_T(y)`` is then estimated by
 - ``"count"``: classify and count (the share of reference texts predicted as each label).
 
 Score: per record, ``target_share`` = ``p_T(given label)`` (0 for a label the fit never saw, NaN
-when unlabelled) and ``score`` = ``p_T(y) / p_S(y)``, the label's importance weight. The selection
+when unlabelled) and ``score`` = ``p_T(y) / p_S(y)``, the label's importance weight (0 for an unseen
+label and for an unlabelled record, which is no training example for a classifier; every record
+has a score, as the quality_scores check requires). The selection
 uses ``target_share`` as per-label quotas (``SelectionConfig.label_quota_column``).
 """
 
@@ -98,7 +100,7 @@ class LabelPrior(Scorer):
         if not hasattr(self, "target_prior_"):
             raise RuntimeError("LabelPrior.score called before fit() or load()")
         n = len(batch)
-        share, weight = np.full(n, np.nan), np.full(n, np.nan)
+        share, weight = np.full(n, np.nan), np.zeros(n)
         if LABEL in batch.records.column_names:
             position = {label: i for i, label in enumerate(self.classes_)}
             for row, value in enumerate(batch.records.column(LABEL).to_pylist()):
