@@ -229,8 +229,11 @@ def test_dataselect_build_command(demo_build, tmp_path):
 
 @pytest.mark.slow
 def test_a_selection_that_loses_to_the_full_pool_fails_the_warn_check(demo_build):
-    # The least relevant records: far from the target, so the full pool wins beyond the interval.
-    result = demo_build.select_and_report({"budget": BUDGET, "seed": SEED, "weights": {"relevance.score": -1.0}})
+    # The least relevant records over all labels (no per-label quotas, which would keep the
+    # target's labels): far from the target, so the full pool wins beyond the interval.
+    result = demo_build.select_and_report(
+        {"budget": BUDGET, "seed": SEED, "weights": {"relevance.score": -1.0}, "label_quota_column": None}
+    )
     check = next(e for e in check_evaluations(result) if e.check_name == "selection_not_worse_than_full_pool")
     assert check.passed is False and check.severity.value == "WARN"
     assert "loses to the full pool" in check.description
