@@ -263,13 +263,18 @@ def hashed_counts(
     return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, num_buckets))
 
 
+def smoothed_idf(counts: sp.csr_matrix) -> np.ndarray:
+    """scikit-learn's smoothed idf per bucket: ``log((1 + n) / (1 + df)) + 1`` over the rows of ``counts``."""
+    document_frequency = np.bincount(counts.indices, minlength=counts.shape[1])
+    return np.log((1.0 + counts.shape[0]) / (1.0 + document_frequency)) + 1.0
+
+
 def hashed_tfidf(texts: pa.Array | Sequence[str | None], num_buckets: int, threads: int | None = None) -> sp.csr_matrix:
     """Word TF-IDF over hashed buckets: sublinear tf, smoothed idf over ``texts``, unit rows, float32
     (``TfidfVectorizer(sublinear_tf=True)`` with hashed words instead of a vocabulary)."""
     counts = hashed_counts(texts, num_buckets, (1, 1), threads=threads)
     counts.data = 1.0 + np.log(counts.data)
-    document_frequency = np.bincount(counts.indices, minlength=num_buckets)
-    counts.data *= (np.log((1.0 + counts.shape[0]) / (1.0 + document_frequency)) + 1.0)[counts.indices]
+    counts.data *= smoothed_idf(counts)[counts.indices]
     norms = np.sqrt(np.bincount(np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr)), counts.data**2, minlength=counts.shape[0]))
     counts.data /= np.repeat(np.maximum(norms, 1e-12), np.diff(counts.indptr))
     return counts.astype(np.float32)

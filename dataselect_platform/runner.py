@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 from dataselect.threads import cores, limited
 from dataselect_platform import fork_server
-from dataselect_platform.fork_server import CODE_LOCATION_MODULE
 from jobs.build_plan import BUILD_PLAN, BuildSettings
 
 EXECUTORS = ("in_process", "multiprocess", "ray")
@@ -167,7 +166,7 @@ def execute_run(instance, request: RunRequest) -> RunOutcome:
     from dagster import AssetKey, execute_job
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    repository = ReconstructableRepository.for_module(CODE_LOCATION_MODULE, "defs", working_directory=os.getcwd())
+    repository = ReconstructableRepository.for_module(fork_server.CODE_LOCATION_MODULE, "defs", working_directory=os.getcwd())
     job = repository.get_reconstructable_job(request.job)
     tags = {"dagster/partition": request.partition} if request.partition else {}
     assets = [AssetKey(a) for a in request.assets] if request.assets else None

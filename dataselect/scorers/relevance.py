@@ -188,9 +188,7 @@ class NgramRelevance(_CalibratedLinearRelevance):
 
     def fit_features(self, pool: Batch, target: Batch) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         counts = sp.vstack([self._counts(target), self._counts(pool)]).tocsr()
-        # Smoothed idf over target and pool sample together (scikit-learn's formula).
-        document_frequency = np.bincount(counts.indices, minlength=self.config.num_features)
-        self.idf_ = np.log((1.0 + counts.shape[0]) / (1.0 + document_frequency)) + 1.0
+        self.idf_ = ngrams.smoothed_idf(counts)  # over target and pool sample together
         weighted = self._weight(counts)
         return weighted[: len(target)], weighted[len(target) :]
 
