@@ -14,7 +14,7 @@ def context():
     """The forkserver context whose workers have the code location imported (no state of this
     process, such as its threads or a CUDA context, is carried over)."""
     forkserver = multiprocessing.get_context("forkserver")
-    forkserver.set_forkserver_preload([CODE_LOCATION_MODULE])
+    forkserver.set_forkserver_preload(["dataselect_platform.fork_server_preload"])  # imports CODE_LOCATION_MODULE
     return forkserver
 
 

@@ -2,10 +2,10 @@
 
 Every run goes through ``execute_job`` on the job of the code location, tagged with its
 ``dagster/partition``, so the UI's Runs page lists what a build ran under the platform's job
-names. Runs go to a pool of ``max_concurrent`` worker processes, the per-shard ones up to
-``max_concurrent`` at a time (workers are forked from a fork server that imported the code
-location once; each opens the same instance); with ``max_concurrent=1`` every run executes in
-this process. Inputs and the embedding settings reach the runs as resource run config, so
+names. Runs go to a pool of ``max_concurrent`` worker processes, a stage's runs (one per shard,
+or one per asset group of a global step) up to ``max_concurrent`` at a time (workers are forked
+from a fork server that imported the code location once; each opens the same instance); with
+``max_concurrent=1`` every run executes in this process. Inputs and the embedding settings reach the runs as resource run config, so
 every run records where its data came from.
 
 A shard whose run fails drops out of the later stages (its partition is removed, so the
@@ -29,6 +29,7 @@ from dataselect_platform import fork_server
 from jobs.build_plan import BUILD_PLAN, BuildSettings
 
 EXECUTORS = ("in_process", "multiprocess", "ray")
+STAGE_TAG = "dataselect/stage"
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class RunRequest:
     run_config: dict
     assets: list[str] | None
     threads: int | None = None  # the run's share of the cores (dataselect.threads.limited); None: no limit
+    stage: str | None = None  # the build plan's stage, tagged on the run as ``dataselect/stage``
 
 
 @dataclass
@@ -169,6 +171,8 @@ def execute_run(instance, request: RunRequest) -> RunOutcome:
     repository = ReconstructableRepository.for_module(fork_server.CODE_LOCATION_MODULE, "defs", working_directory=os.getcwd())
     job = repository.get_reconstructable_job(request.job)
     tags = {"dagster/partition": request.partition} if request.partition else {}
+    if request.stage:
+        tags[STAGE_TAG] = request.stage
     assets = [AssetKey(a) for a in request.assets] if request.assets else None
     started = time.perf_counter()
     with (
@@ -238,14 +242,15 @@ def run_plan(
     pool = None
     try:
         for step in BUILD_PLAN:
-            partitions = live if step.per_shard else [None]
-            # Side-by-side runs share the cores; a global step has them all (see dataselect.threads).
-            threads = (max(1, cores() // max_concurrent) if step.per_shard else cores()) if max_concurrent > 1 else None
+            # One run per shard, or one per asset selection of a global step.
+            runs = [(key, step.runs(settings)[0]) for key in live] if step.per_shard else [(None, a) for a in step.runs(settings)]
+            # Side-by-side runs share the cores; a lone run has them all (see dataselect.threads).
+            threads = max(1, cores() // min(max_concurrent, len(runs))) if max_concurrent > 1 else None
             requests = [
-                RunRequest(step.job, key, {**base_config, **step.run_config(settings)}, step.assets(settings), threads)
-                for key in partitions
+                RunRequest(step.job, key, {**base_config, **step.run_config(settings, assets)}, assets, threads, step.stage)
+                for key, assets in runs
             ]
-            if step.per_shard and max_concurrent > 1 and len(requests) > 1 and pool is None:
+            if max_concurrent > 1 and len(requests) > 1 and pool is None:
                 pool = ProcessPoolExecutor(
                     max_workers=max_concurrent,
                     mp_context=fork_server.context(),

@@ -27,27 +27,47 @@ class Step:
     stage: str  # the name progress lines use
     job: str
     per_shard: bool
+    # A global step's asset selections that run side by side, one run each (they must not depend
+    # on one another); empty: the whole job (or ``assets()``) in one run.
+    side_by_side: tuple[tuple[str, ...], ...] = ()
 
-    def run_config(self, settings: BuildSettings) -> dict:
+    def run_config(self, settings: BuildSettings, assets: list[str] | None = None) -> dict:
+        """The run config of one of the step's runs, for its asset selection ``assets`` (None: all)."""
+        ops = {}
         if self.job == model_fit_job.name:
-            return {"ops": {key: {"config": {"seed": settings.seed}} for key in DEFAULT_MODEL_KEYS}}
+            ops = {key: {"config": {"seed": settings.seed}} for key in DEFAULT_MODEL_KEYS}
         if self.job == selection_build_job.name:
             ops = {"filtered_set": {"config": {"seed": settings.seed, **settings.selection}}}
             if settings.with_report and settings.report is not None:
                 ops["evaluation_report"] = {"config": settings.report}
-            return {"ops": ops}
-        return {}
+        ops = {key: config for key, config in ops.items() if assets is None or key in assets}
+        return {"ops": ops} if ops else {}
 
-    def assets(self, settings: BuildSettings) -> list[str] | None:
-        """The subset of the job's assets to run; None for all of them."""
+    def runs(self, settings: BuildSettings) -> list[list[str] | None]:
+        """The asset selection of each of a global step's runs (None: all of the job's assets)."""
+        if self.side_by_side:
+            return [list(group) for group in self.side_by_side]
         if self.job == selection_build_job.name and not settings.with_report:
-            return ["filtered_set"]
-        return None
+            return [["filtered_set"]]
+        return [None]
 
+
+# The model fits are independent of one another once the target is embedded: two runs share the
+# cores, the costliest fit (label_prior) in one, the others in the second.
+_COSTLIEST_FIT = "label_prior_model"
+_FITS_SIDE_BY_SIDE = tuple(
+    group
+    for group in (
+        tuple(key for key in DEFAULT_MODEL_KEYS if key == _COSTLIEST_FIT),
+        tuple(key for key in DEFAULT_MODEL_KEYS if key != _COSTLIEST_FIT),
+    )
+    if group
+)
 
 BUILD_PLAN = (
     Step("ingest + embed", shard_embed_job.name, per_shard=True),
-    Step("fit models", model_fit_job.name, per_shard=False),
+    Step("embed target", model_fit_job.name, per_shard=False, side_by_side=(("target_reference",),)),
+    Step("fit models", model_fit_job.name, per_shard=False, side_by_side=_FITS_SIDE_BY_SIDE),
     Step("score", shard_score_job.name, per_shard=True),
     Step("select + report", selection_build_job.name, per_shard=False),
 )

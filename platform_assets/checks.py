@@ -7,6 +7,8 @@ accounting must never reach a selection. The report's check only warns.
 import great_expectations as gx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from dataselect import records as cols
@@ -230,17 +232,22 @@ def selection_not_worse_than_full_pool(context: AssetCheckExecutionContext) -> A
     asset=evaluation_set, blocking=True, description="The evaluation set shares no id and no content hash with the pool or the reference."
 )
 def evaluation_set_disjoint(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
-    evaluation = read_parquet(storage.path("reference", "evaluation.parquet"), [cols.ID, cols.CONTENT_HASH]).to_pandas()
-    seen_ids, seen_hashes = set(), set()
-    for key in sorted(context.instance.get_dynamic_partitions(shards.name)):
-        if key in storage.shard_files("raw_pool"):
-            table = storage.read_shard("raw_pool", key, [cols.ID, cols.CONTENT_HASH])
-            seen_ids.update(table.column(cols.ID).to_pylist())
-            seen_hashes.update(table.column(cols.CONTENT_HASH).to_pylist())
+    evaluation = read_parquet(storage.path("reference", "evaluation.parquet"), [cols.ID, cols.CONTENT_HASH])
+    landed = storage.shard_files("raw_pool")
+    pool = [
+        storage.read_shard("raw_pool", key, [cols.ID, cols.CONTENT_HASH])
+        for key in sorted(context.instance.get_dynamic_partitions(shards.name))
+        if key in landed
+    ]
     target = read_parquet(storage.path("reference", "target.parquet"), [cols.ID, cols.CONTENT_HASH])
-    seen_hashes.update(target.column(cols.CONTENT_HASH).to_pylist())
-    evaluation["id_in_pool"] = evaluation[cols.ID].isin(seen_ids)
-    evaluation["content_in_pool_or_reference"] = evaluation[cols.CONTENT_HASH].isin(seen_hashes)
+    # Arrow hash-set lookups: no Python set of every pool id.
+    pool_ids = pa.chunked_array([t.column(cols.ID) for t in pool], evaluation.schema.field(cols.ID).type)
+    seen_hashes = pa.chunked_array([t.column(cols.CONTENT_HASH) for t in [*pool, target]], evaluation.schema.field(cols.CONTENT_HASH).type)
+    evaluation = evaluation.to_pandas()
+    evaluation["id_in_pool"] = pc.is_in(pa.array(evaluation[cols.ID]), value_set=pool_ids.combine_chunks()).to_numpy(zero_copy_only=False)
+    evaluation["content_in_pool_or_reference"] = pc.is_in(
+        pa.array(evaluation[cols.CONTENT_HASH]), value_set=seen_hashes.combine_chunks()
+    ).to_numpy(zero_copy_only=False)
     return validate(
         evaluation[[cols.ID, "id_in_pool", "content_in_pool_or_reference"]],
         [

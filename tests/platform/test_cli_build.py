@@ -17,7 +17,8 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, SensorResult, SkipReason, build_sensor_context
 
 from dataselect.demo import write_demo
-from jobs.build_plan import BUILD_PLAN
+from dataselect_platform.runner import STAGE_TAG
+from jobs.build_plan import BUILD_PLAN, BuildSettings
 from resources import InputsResource
 from sensors import landing_sensor
 from tests.platform.helpers import ROOT
@@ -78,18 +79,21 @@ def test_build_runs_the_named_jobs_concurrently_and_the_sensor_skips_what_it_ing
     home = tmp_path / "out" / "dagster_home"
     runs = _runs(home)
     keys = sorted(p.name.split(".")[0] for p in landing.iterdir())
-    expected = [(step.job, key) for step in BUILD_PLAN for key in (keys if step.per_shard else [None])]
-    launched = [(r.dagster_run.job_name, r.dagster_run.tags.get("dagster/partition")) for r in runs]
+    expected = [
+        (step.stage, step.job, key) for step in BUILD_PLAN for key in (keys if step.per_shard else [None] * len(step.runs(BuildSettings())))
+    ]
+    launched = [(r.dagster_run.tags.get(STAGE_TAG), r.dagster_run.job_name, r.dagster_run.tags.get("dagster/partition")) for r in runs]
     assert sorted(launched, key=str) == sorted(expected, key=str)  # the platform's jobs, not __ephemeral_asset_job__
     assert {r.dagster_run.status for r in runs} == {DagsterRunStatus.SUCCESS}
-    # Per-shard runs of one stage ran at the same time: some run started before another had ended.
-    for step in (s for s in BUILD_PLAN if s.per_shard):
-        spans = sorted((r.start_time, r.end_time) for r in runs if r.dagster_run.job_name == step.job)
-        assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), (step.job, spans)
+    # The runs of one stage with several ran at the same time: some run started before another had ended.
+    for step in BUILD_PLAN:
+        spans = sorted((r.start_time, r.end_time) for r in runs if r.dagster_run.tags.get(STAGE_TAG) == step.stage)
+        if len(spans) > 1:
+            assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), (step.stage, spans)
     # Stages did not: every run of a stage started after the previous stage's runs had ended.
     for before, after in zip(BUILD_PLAN, BUILD_PLAN[1:]):
-        assert max(r.end_time for r in runs if r.dagster_run.job_name == before.job) <= min(
-            r.start_time for r in runs if r.dagster_run.job_name == after.job
+        assert max(r.end_time for r in runs if r.dagster_run.tags.get(STAGE_TAG) == before.stage) <= min(
+            r.start_time for r in runs if r.dagster_run.tags.get(STAGE_TAG) == after.stage
         )
 
     # `dagster dev` on this home: the landing sensor requests nothing for the files the CLI ingested ...

@@ -24,7 +24,8 @@ import tests.platform.helpers  # noqa: F401  (offline, quiet environment first)
 from dataselect import records as cols
 from dataselect.demo import write_demo
 from dataselect.storage import parquet_metadata
-from jobs.build_plan import BUILD_PLAN
+from dataselect_platform.runner import STAGE_TAG
+from jobs.build_plan import BUILD_PLAN, BuildSettings
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 from tests.platform.helpers import (
     ALL_CHECK_NAMES,
@@ -81,8 +82,12 @@ def test_every_asset_materializes_with_its_checks_passing(demo_build):
     assert sorted(e.partition for e in evaluations if e.check_name == "quality_scores_valid") == sorted(keys)
     # Each run is one of the platform's named jobs, as the UI's Runs page lists it, in the plan's order.
     runs = [demo_build.instance.get_run_by_id(r.run_id) for r in demo_build.first_build_results]
-    expected = [(step.job, key) for step in BUILD_PLAN for key in (sorted(keys) if step.per_shard else [None])]
-    assert [(run.job_name, run.tags.get("dagster/partition")) for run in runs] == expected
+    expected = [
+        (step.stage, step.job, key)
+        for step in BUILD_PLAN
+        for key in (sorted(keys) if step.per_shard else [None] * len(step.runs(BuildSettings())))
+    ]
+    assert [(run.tags.get(STAGE_TAG), run.job_name, run.tags.get("dagster/partition")) for run in runs] == expected
 
 
 @pytest.mark.slow
