@@ -20,7 +20,9 @@ Newsgroups benchmark, 0.894 against 0.889 on Amazon) at a tenth of the featurisa
 
 Each fold's model is trained on at most ``max_train_per_fold`` of the other folds' records (a
 seeded sample), so the fits cost the same at 100k records as at 20k and only the out-of-fold
-predictions grow with the pool.
+predictions grow with the pool. A pool of at least twice that cap is split in two folds instead
+of ``n_folds``: each model still trains on the cap, and two fits replace five (with the cap at
+5k on the corrupted 20 Newsgroups pool: flipped-label AUROC 0.9922 against 0.9923, 1.9 s against 4.7 s).
 
 Records with a null label are kept, with NaN confidences and no suggestion.
 """
@@ -258,6 +260,11 @@ class LabelNoise(Scorer):
         # Cross-validation needs two classes and at least two records in the largest class.
         if len(classes) >= 2 and class_counts.max() >= 2:
             n_splits = int(min(self.config.n_folds, class_counts.max()))
+            cap = self.config.max_train_per_fold
+            if cap is not None and len(rows) >= 2 * cap:
+                # Every fold's model trains on `cap` records however many folds there are, so more
+                # folds only add fits: two halves, each scored by a model of `cap` records of the other.
+                n_splits = 2
             folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.config.seed)
             model = self._classifier()
             features = self._features(batch, rows)

@@ -190,3 +190,21 @@ def test_scorer_applies_the_top_label_rule_by_default():
     top_is_given = default["suggested_label"] == labels
     assert (default["keep"] == (~default["is_issue"] & top_is_given)).all()
     assert (off["keep"] == ~off["is_issue"]).all() and off["keep"].sum() > default["keep"].sum()
+
+
+@pytest.mark.parametrize(("cap", "folds"), [(None, 5), (100, 5), (90, 2)])
+def test_a_pool_of_twice_the_training_cap_is_split_in_two_folds(monkeypatch, cap, folds):
+    """Capped folds all train on ``cap`` records, so a pool of 2 x cap needs only two fits."""
+    vectors, labels = blobs(spread=0.05, seed=2)  # 180 records
+    seen = []
+    original = LabelNoise._out_of_fold
+
+    def spy(self, model, features, encoded, fold_splitter, n_classes):
+        seen.append(fold_splitter.get_n_splits())
+        return original(self, model, features, encoded, fold_splitter, n_classes)
+
+    monkeypatch.setattr(LabelNoise, "_out_of_fold", spy)
+    batch = Batch(pa.table({"label": list(labels)}), vectors)
+    out = LabelNoise(features="embeddings", classifier="logistic", max_train_per_fold=cap).score(batch)
+    assert seen == [folds]
+    assert (out["suggested_label"] == labels).all()  # well separated: every record still scored right
