@@ -166,8 +166,10 @@ def test_full_build_is_recorded_in_postgres(postgres_build, demo_data):
 
     with _instance(server, home) as instance:
         runs = instance.get_runs()
-        assert runs
-        _assert_every_failed_run_was_retried(runs)
+        # Every run succeeded the first time: the build creates the `gpu` pool's limit before its
+        # runs start side by side, so no two runs race to insert it (that failed one run in three).
+        assert runs and {run.status for run in runs} == {DagsterRunStatus.SUCCESS}
+        assert "gpu" in instance.event_log_storage.get_concurrency_keys()
         assert instance.get_dynamic_partitions("shards") and set(instance.get_dynamic_partitions("shards")) == keys
         for asset in PER_SHARD:
             assert instance.get_materialized_partitions(AssetKey(asset)) == keys, asset
