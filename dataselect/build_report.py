@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,91 +125,120 @@ def evaluate_build(
     random_mask = np.zeros(len(good), bool)
     random_mask[rng.choice(len(good), size=min(len(selected_ids), len(good)), replace=False)] = True
 
-    flags = _flags(decisions)
-    good_flags = flags[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()].reset_index(drop=True)
-    label_free = {
-        "kl_reduction": kl_reductions(
-            {name: [pool_texts[i] for i in np.flatnonzero(mask)] for name, mask in (("selected", selected_mask), ("random", random_mask))},
-            pool_texts,
-            target_texts,
-        ),
-        "embedding_distance": {
-            "selected": metrics.embedding_distance(pool_embeddings[selected_mask], target_embeddings),
-            "random": metrics.embedding_distance(pool_embeddings[random_mask], target_embeddings),
-            "full": metrics.embedding_distance(pool_embeddings, target_embeddings),
-        },
-        "target_coverage": {
-            "selected": metrics.target_coverage(pool_embeddings[selected_mask], target_embeddings),
-            "random": metrics.target_coverage(pool_embeddings[random_mask], target_embeddings),
-        },
-        "diversity": {
-            "selected": metrics.diversity(pool_embeddings[selected_mask]),
-            "random": metrics.diversity(pool_embeddings[random_mask]),
-        },
-        "rates": {
-            "selected": metrics.rates(good_flags[selected_mask]),
-            "random": metrics.rates(good_flags[random_mask]),
-            "full_raw_pool": metrics.rates(flags),
-        },
-    }
-    tables: dict[str, pd.DataFrame] = {}
-    score_columns = [c for c in good.columns if c.endswith(".score") or c == cols.FUSED_SCORE]
-    figures = {
-        "score_histograms": report.plot_score_histograms(good[score_columns], selected_mask),
-        "embedding_projection": report.plot_embedding_projection(pool_embeddings, selected_mask, target_embeddings),
-    }
-    summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
-    # Who rejected how many (decontamination and the label rule included), next to the arms.
-    summary["rejections_by_reason"] = accounting(decisions)["rejections_by_reason"]
-
-    labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
-    if labelled:
-        embeddings_kwargs = {}
-        if config.recipe == "embedding_probe":
-            embeddings_kwargs = {"pool_embeddings": pool_embeddings, "eval_embeddings": eval_set.attrs.get("embeddings")}
-        evaluator = evaluation.ArmEvaluator(pool, eval_set, config.recipe, **embeddings_kwargs)
-        arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed)
-        summary.update(report.summarize(arms))
-        summary["headline"] = evaluation.headline_rows(arms)
-        summary["verdict"] = evaluation.verdict(arms, evaluator.config)
-        figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
-        budgets, ablation = config.resolved(len(good))
-        if (not budgets and config.budgets is None) or (not ablation and config.ablation is None):
-            summary["skipped_analyses"] = (
-                f"budget sweep and ablation skipped by default above {config.analysis_max_records:,} records "
-                f"(this pool: {len(good):,}); set budgets / ablation in the report config to run them"
-            )
-        if budgets:
-            sweep = evaluator.budget_sweep(
-                lambda budget: reselect(decisions, selection, pool_embeddings, budget=budget),
-                budgets,
-                config.random_seeds,
-                True,
-                True,
-            )
-            tables["budget_sweep"] = sweep
-            figures["budget_curve"] = report.plot_budget_curve(sweep)
-        if ablation:
-            scorers = sorted({c.split(".")[0] for c in good.columns if c.endswith(".keep")} | {c.split(".")[0] for c in selection.weights})
-            tables["ablation"] = evaluator.ablation(
-                selected_ids,
-                {s: (lambda s=s: reselect(decisions, selection, pool_embeddings, without=s)) for s in scorers},
-            )
-        summary["headline_numbers"] = {
-            "selected_accuracy": arms["selected"].accuracy,
-            "random_accuracy": arms["random"].accuracy,
-            "random_accuracy_hi": arms["random"].accuracy_hi,
-            "full_accuracy": arms["full"].accuracy if "full" in arms else None,
+    # Plots render on a background thread while the arms train (the fits leave a core idle).
+    with _Plots() as plots:
+        score_columns = [c for c in good.columns if c.endswith(".score") or c == cols.FUSED_SCORE]
+        plots.submit("score_histograms", report.plot_score_histograms, good[score_columns], selected_mask)
+        plots.submit("embedding_projection", report.plot_embedding_projection, pool_embeddings, selected_mask, target_embeddings)
+        flags = _flags(decisions)
+        good_flags = flags[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()].reset_index(drop=True)
+        label_free = {
+            "kl_reduction": kl_reductions(
+                {
+                    name: [pool_texts[i] for i in np.flatnonzero(mask)]
+                    for name, mask in (("selected", selected_mask), ("random", random_mask))
+                },
+                pool_texts,
+                target_texts,
+            ),
+            "embedding_distance": {
+                "selected": metrics.embedding_distance(pool_embeddings[selected_mask], target_embeddings),
+                "random": metrics.embedding_distance(pool_embeddings[random_mask], target_embeddings),
+                "full": metrics.embedding_distance(pool_embeddings, target_embeddings),
+            },
+            "target_coverage": {
+                "selected": metrics.target_coverage(pool_embeddings[selected_mask], target_embeddings),
+                "random": metrics.target_coverage(pool_embeddings[random_mask], target_embeddings),
+            },
+            "diversity": {
+                "selected": metrics.diversity(pool_embeddings[selected_mask]),
+                "random": metrics.diversity(pool_embeddings[random_mask]),
+            },
+            "rates": {
+                "selected": metrics.rates(good_flags[selected_mask]),
+                "random": metrics.rates(good_flags[random_mask]),
+                "full_raw_pool": metrics.rates(flags),
+            },
         }
-    if previous is not None:
-        summary["build_comparison"] = evaluation.compare_builds(
-            previous.get("selected_ids", []), good.loc[selected_mask, cols.ID].tolist(), previous.get("metrics", {}), _comparable(summary)
-        )
-        delta = summary["build_comparison"]["metric_deltas"].get("headline_numbers.selected_accuracy")
-        summary["build_comparison"]["regression"] = bool(delta and delta["delta"] < -config.regression_tolerance)
+        tables: dict[str, pd.DataFrame] = {}
+        summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
+        # Who rejected how many (decontamination and the label rule included), next to the arms.
+        summary["rejections_by_reason"] = accounting(decisions)["rejections_by_reason"]
+
+        labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
+        if labelled:
+            embeddings_kwargs = {}
+            if config.recipe == "embedding_probe":
+                embeddings_kwargs = {"pool_embeddings": pool_embeddings, "eval_embeddings": eval_set.attrs.get("embeddings")}
+            evaluator = evaluation.ArmEvaluator(pool, eval_set, config.recipe, **embeddings_kwargs)
+            arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed)
+            summary.update(report.summarize(arms))
+            summary["headline"] = evaluation.headline_rows(arms)
+            summary["verdict"] = evaluation.verdict(arms, evaluator.config)
+            plots.submit("arm_accuracy", report.plot_arm_accuracy, summary["headline"])
+            budgets, ablation = config.resolved(len(good))
+            if (not budgets and config.budgets is None) or (not ablation and config.ablation is None):
+                summary["skipped_analyses"] = (
+                    f"budget sweep and ablation skipped by default above {config.analysis_max_records:,} records "
+                    f"(this pool: {len(good):,}); set budgets / ablation in the report config to run them"
+                )
+            if budgets:
+                sweep = evaluator.budget_sweep(
+                    lambda budget: reselect(decisions, selection, pool_embeddings, budget=budget),
+                    budgets,
+                    config.random_seeds,
+                    True,
+                    True,
+                )
+                tables["budget_sweep"] = sweep
+                plots.submit("budget_curve", report.plot_budget_curve, sweep)
+            if ablation:
+                scorers = sorted(
+                    {c.split(".")[0] for c in good.columns if c.endswith(".keep")} | {c.split(".")[0] for c in selection.weights}
+                )
+                tables["ablation"] = evaluator.ablation(
+                    selected_ids,
+                    {s: (lambda s=s: reselect(decisions, selection, pool_embeddings, without=s)) for s in scorers},
+                )
+            summary["headline_numbers"] = {
+                "selected_accuracy": arms["selected"].accuracy,
+                "random_accuracy": arms["random"].accuracy,
+                "random_accuracy_hi": arms["random"].accuracy_hi,
+                "full_accuracy": arms["full"].accuracy if "full" in arms else None,
+            }
+        if previous is not None:
+            summary["build_comparison"] = evaluation.compare_builds(
+                previous.get("selected_ids", []),
+                good.loc[selected_mask, cols.ID].tolist(),
+                previous.get("metrics", {}),
+                _comparable(summary),
+            )
+            delta = summary["build_comparison"]["metric_deltas"].get("headline_numbers.selected_accuracy")
+            summary["build_comparison"]["regression"] = bool(delta and delta["delta"] < -config.regression_tolerance)
+        figures = plots.collect()
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["recipe"] = config.recipe
     return BuildEvaluation(summary, tables, figures)
+
+
+class _Plots:
+    """Figures rendered on one background thread, one at a time in submission order (matplotlib's
+    Agg canvas, no pyplot), while the caller trains the arms and computes the metrics: the saga
+    fits run without the GIL, and the plotting takes the core they or the metrics leave idle."""
+
+    def __enter__(self) -> "_Plots":
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-plots")
+        self._futures: dict[str, Future] = {}
+        return self
+
+    def submit(self, name: str, plot, *args) -> None:
+        self._futures[name] = self._executor.submit(plot, *args)
+
+    def collect(self) -> dict[str, bytes]:
+        return {name: future.result() for name, future in self._futures.items()}
+
+    def __exit__(self, *exc_info) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _comparable(summary: dict[str, Any]) -> dict[str, Any]:
