@@ -289,20 +289,20 @@ def run_plan(
 
 
 def _create_pools(instance) -> None:
-    """Give each concurrency pool of the code location its default limit now, before runs start
+    """Give the code location's concurrency pool its default limit now, before runs start
     side by side. Otherwise the first step of each concurrent run in a pool creates the limit
     itself: two runs race to insert the same row and, on PostgreSQL, the loser's run fails outside
     its steps (a unique-key violation, then an aborted transaction, in Dagster 1.13)."""
-    from dataselect_platform.definitions import all_assets
+    from platform_assets.partitions import GPU_POOL
 
     storage = instance.event_log_storage
     if instance.global_op_concurrency_default_limit is None or not storage.supports_global_concurrency_limits:
         return  # no default limit: Dagster creates no limit rows
-    for pool in sorted({a.op.pool for a in all_assets if a.op.pool} - storage.get_concurrency_keys()):
+    if GPU_POOL not in storage.get_concurrency_keys():
         try:
-            storage.initialize_concurrency_limit_to_default(pool)
+            storage.initialize_concurrency_limit_to_default(GPU_POOL)
         except Exception:  # another build on this instance created it first
-            if pool not in storage.get_concurrency_keys():
+            if GPU_POOL not in storage.get_concurrency_keys():
                 raise
 
 

@@ -7,14 +7,14 @@ from dataselect.embedding import vectors_to_arrow
 from dataselect.pipeline import records_fingerprint
 from dataselect.storage import exists, parquet_metadata, read_parquet, write_parquet
 from platform_assets.ingest import raw_pool
-from platform_assets.partitions import shards
+from platform_assets.partitions import GPU_POOL, shards
 from resources import EmbeddingResource, StorageResource
 
 
 @asset(
     partitions_def=shards,
     deps=[raw_pool],
-    pool="gpu",
+    pool=GPU_POOL,
     group_name="embed",
     kinds={"pytorch", "parquet"},
     retry_policy=RetryPolicy(max_retries=2, delay=5),

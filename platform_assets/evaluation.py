@@ -21,6 +21,7 @@ from dataselect.tuning import split_evaluation, tune_table
 from platform_assets.ingest import evaluation_set, target_reference
 from platform_assets.lineage import upstream_materialization
 from platform_assets.metadata import png_markdown
+from platform_assets.partitions import GPU_POOL
 from platform_assets.selection import filtered_set
 from resources import EmbeddingResource, StorageResource
 
@@ -47,7 +48,7 @@ class EvaluationConfig(Config):
     automation_condition=AutomationCondition.eager(),
     group_name="evaluate",
     kinds={"scikit-learn", "html"},
-    pool="gpu",
+    pool=GPU_POOL,
     description="A fixed training recipe (DataComp style) trained on the selected set, random sets of the same size "
     "and the full pool, evaluated on the labelled target evaluation set; label-free metrics; plots; one HTML report.",
 )

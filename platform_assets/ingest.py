@@ -8,7 +8,7 @@ from dataselect.embedding import vectors_to_arrow
 from dataselect.ingest import ShardReadError, list_landing_files, read_reference, read_shard
 from dataselect.storage import write_parquet
 from platform_assets.metadata import table_preview
-from platform_assets.partitions import shards
+from platform_assets.partitions import GPU_POOL, shards
 from resources import EmbeddingResource, InputsResource, StorageResource
 
 
@@ -50,7 +50,7 @@ def raw_pool(context: AssetExecutionContext, inputs: InputsResource, storage: St
 @asset(
     group_name="ingest",
     kinds={"python", "parquet"},
-    pool="gpu",
+    pool=GPU_POOL,
     description="The target reference set (examples of what the model should be good at), normalised like the pool, "
     "with its embeddings from the same embedding backend as the pool.",
 )

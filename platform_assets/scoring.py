@@ -19,7 +19,7 @@ from dataselect.scorers.base import Batch
 from dataselect.storage import parquet_metadata, write_parquet
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool, target_reference
-from platform_assets.partitions import shards
+from platform_assets.partitions import GPU_POOL, shards
 from resources import StorageResource
 
 
@@ -42,7 +42,7 @@ def fitted_model_asset(scorer_name: str) -> AssetsDefinition:
         deps=[target_reference, raw_pool] + ([embeddings] if scorer_class.needs_embeddings else []),
         group_name="fit",
         kinds={scorer_class.library, "safetensors"},
-        pool="gpu" if scorer_class.device == "gpu" else None,
+        pool=GPU_POOL if scorer_class.device == "gpu" else None,
         description=f"The fitted state of the '{scorer_name}' scorer ({_summary(scorer_class)}), "
         "fit on the target reference and a bounded sample of the pool. Refit by the retraining build.",
     )

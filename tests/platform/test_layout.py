@@ -102,3 +102,13 @@ def test_model_assets_take_pool_and_kind_from_the_scorer_declaration():
         assert scorer.library in model.specs_by_key[model.key].kinds
     assert {m.key.to_user_string() for m in model_assets if m.op.pool == "gpu"} == {"color_model"}
     assert all(scorer.kind in {"quality", "duplicates", "relevance", "label_noise", "ids"} for scorer in SCORERS.values())
+
+
+def test_the_code_location_has_one_concurrency_pool_which_the_build_creates_up_front():
+    """dataselect_platform.runner creates GPU_POOL's limit before runs start side by side; a second
+    pool would need the same, or its first concurrent runs could race to create it."""
+    from dataselect_platform.definitions import all_assets
+    from platform_assets.partitions import GPU_POOL
+
+    assert {a.op.pool for a in all_assets} - {None} == {GPU_POOL}
+    assert {a.key.to_user_string() for a in all_assets if a.op.pool == GPU_POOL} >= {"embeddings", "evaluation_report"}
