@@ -5,8 +5,8 @@ Every run goes through ``execute_job`` on the job of the code location, tagged w
 names. Runs go to a pool of ``max_concurrent`` worker processes, a stage's runs (one per shard,
 or one per asset group of a global step) up to ``max_concurrent`` at a time (workers are forked
 from a fork server that imported the code location once; each opens the same instance); with
-``max_concurrent=1`` every run executes in this process. Inputs and the embedding settings reach the runs as resource run config, so
-every run records where its data came from.
+``max_concurrent=1`` every run executes in this process. Inputs and the embedding settings
+reach the runs as resource run config, so every run records where its data came from.
 
 A shard whose run fails drops out of the later stages (its partition is removed, so the
 selection covers the readable shards) and is reported with its landing file; ``strict`` stops
@@ -243,8 +243,7 @@ def run_plan(
     pool = None
     try:
         for step in BUILD_PLAN:
-            # One run per shard, or one per asset selection of a global step.
-            runs = [(key, step.runs(settings)[0]) for key in live] if step.per_shard else [(None, a) for a in step.runs(settings)]
+            runs = step.runs(settings, live)
             # Side-by-side runs share the cores; a lone run has them all (see dataselect.threads).
             threads = max(1, cores() // min(max_concurrent, len(runs))) if max_concurrent > 1 else None
             requests = [

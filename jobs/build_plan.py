@@ -28,7 +28,7 @@ class Step:
     job: str
     per_shard: bool
     # A global step's asset selections that run side by side, one run each (they must not depend
-    # on one another); empty: the whole job (or ``assets()``) in one run.
+    # on one another); empty: the whole job in one run.
     side_by_side: tuple[tuple[str, ...], ...] = ()
 
     def run_config(self, settings: BuildSettings, assets: list[str] | None = None) -> dict:
@@ -43,13 +43,16 @@ class Step:
         ops = {key: config for key, config in ops.items() if assets is None or key in assets}
         return {"ops": ops} if ops else {}
 
-    def runs(self, settings: BuildSettings) -> list[list[str] | None]:
-        """The asset selection of each of a global step's runs (None: all of the job's assets)."""
+    def runs(self, settings: BuildSettings, shards: list[str]) -> list[tuple[str | None, list[str] | None]]:
+        """(partition, asset selection) of each of the step's runs: one per shard of ``shards`` for a
+        per-shard step, one per asset group for a global one (selection None: all of the job's assets)."""
+        if self.per_shard:
+            return [(key, None) for key in shards]
         if self.side_by_side:
-            return [list(group) for group in self.side_by_side]
+            return [(None, list(group)) for group in self.side_by_side]
         if self.job == selection_build_job.name and not settings.with_report:
-            return [["filtered_set"]]
-        return [None]
+            return [(None, ["filtered_set"])]
+        return [(None, None)]
 
 
 # The model fits are independent of one another once the target is embedded: two runs share the

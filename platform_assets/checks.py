@@ -240,14 +240,14 @@ def evaluation_set_disjoint(context: AssetCheckExecutionContext, storage: Storag
         if key in landed
     ]
     target = read_parquet(storage.path("reference", "target.parquet"), [cols.ID, cols.CONTENT_HASH])
+
     # Arrow hash-set lookups: no Python set of every pool id.
-    pool_ids = pa.chunked_array([t.column(cols.ID) for t in pool], evaluation.schema.field(cols.ID).type)
-    seen_hashes = pa.chunked_array([t.column(cols.CONTENT_HASH) for t in [*pool, target]], evaluation.schema.field(cols.CONTENT_HASH).type)
-    evaluation = evaluation.to_pandas()
-    evaluation["id_in_pool"] = pc.is_in(pa.array(evaluation[cols.ID]), value_set=pool_ids.combine_chunks()).to_numpy(zero_copy_only=False)
-    evaluation["content_in_pool_or_reference"] = pc.is_in(
-        pa.array(evaluation[cols.CONTENT_HASH]), value_set=seen_hashes.combine_chunks()
-    ).to_numpy(zero_copy_only=False)
+    def seen_in(column: str, tables: list) -> pa.ChunkedArray:
+        values = pa.chunked_array([t.column(column) for t in tables], evaluation.schema.field(column).type).combine_chunks()
+        return pc.is_in(evaluation.column(column), value_set=values)
+
+    evaluation = evaluation.append_column("id_in_pool", seen_in(cols.ID, pool))
+    evaluation = evaluation.append_column("content_in_pool_or_reference", seen_in(cols.CONTENT_HASH, [*pool, target])).to_pandas()
     return validate(
         evaluation[[cols.ID, "id_in_pool", "content_in_pool_or_reference"]],
         [

@@ -148,9 +148,8 @@ class PlatformBuild:
         settings = BuildSettings(seed=selection_config.get("seed", 0), selection=selection_config, report=report_config or FAST_REPORT)
         step = BUILD_PLAN[-1]
         base = {"resources": self.inputs.resources_config(), "execution": {"config": {"in_process": {}}}}
-        outcome = execute_run(
-            self.instance, RunRequest(step.job, None, {**base, **step.run_config(settings, step.runs(settings)[0])}, step.runs(settings)[0])
-        )
+        [(_, assets)] = step.runs(settings, [])
+        outcome = execute_run(self.instance, RunRequest(step.job, None, {**base, **step.run_config(settings, assets)}, assets))
         assert outcome.success, f"{step.job} failed: {outcome.error} {outcome.failed_checks}"
         result = RunEvents.read(self.instance, outcome.run_id)
         self.results.append(result)

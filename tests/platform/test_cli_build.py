@@ -79,9 +79,7 @@ def test_build_runs_the_named_jobs_concurrently_and_the_sensor_skips_what_it_ing
     home = tmp_path / "out" / "dagster_home"
     runs = _runs(home)
     keys = sorted(p.name.split(".")[0] for p in landing.iterdir())
-    expected = [
-        (step.stage, step.job, key) for step in BUILD_PLAN for key in (keys if step.per_shard else [None] * len(step.runs(BuildSettings())))
-    ]
+    expected = [(step.stage, step.job, key) for step in BUILD_PLAN for key, _ in step.runs(BuildSettings(), keys)]
     launched = [(r.dagster_run.tags.get(STAGE_TAG), r.dagster_run.job_name, r.dagster_run.tags.get("dagster/partition")) for r in runs]
     assert sorted(launched, key=str) == sorted(expected, key=str)  # the platform's jobs, not __ephemeral_asset_job__
     assert {r.dagster_run.status for r in runs} == {DagsterRunStatus.SUCCESS}

@@ -167,7 +167,7 @@ def test_full_build_is_recorded_in_postgres(postgres_build, demo_data):
     with _instance(server, home) as instance:
         runs = instance.get_runs()
         # Every run succeeded the first time: the build creates the `gpu` pool's limit before its
-        # runs start side by side, so no two runs race to insert it (that failed one run in three).
+        # runs start side by side, so no two runs race to insert it (that failed one build in four).
         assert runs and {run.status for run in runs} == {DagsterRunStatus.SUCCESS}
         assert "gpu" in instance.event_log_storage.get_concurrency_keys()
         assert instance.get_dynamic_partitions("shards") and set(instance.get_dynamic_partitions("shards")) == keys
@@ -315,8 +315,8 @@ def test_two_builds_at_once_on_different_budgets(postgres, demo_data, tmp_path):
     # Each command recorded its own complete set of runs: twice the successful runs of one build
     # (beside any run that failed outside its steps and was launched again, checked above).
     assert dict(_sql(server, "SELECT status, count(*) FROM runs GROUP BY status")) == dict(Counter(run.status.value for run in runs))
-    shards = len(list_landing_files(demo_data.landing))
-    per_build = sum(shards if step.per_shard else len(step.runs(BuildSettings())) for step in BUILD_PLAN)
+    shards = [f.key for f in list_landing_files(demo_data.landing)]
+    per_build = sum(len(step.runs(BuildSettings(), shards)) for step in BUILD_PLAN)
     assert sum(run.status == DagsterRunStatus.SUCCESS for run in runs) == 2 * per_build
 
 

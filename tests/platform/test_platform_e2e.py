@@ -82,11 +82,7 @@ def test_every_asset_materializes_with_its_checks_passing(demo_build):
     assert sorted(e.partition for e in evaluations if e.check_name == "quality_scores_valid") == sorted(keys)
     # Each run is one of the platform's named jobs, as the UI's Runs page lists it, in the plan's order.
     runs = [demo_build.instance.get_run_by_id(r.run_id) for r in demo_build.first_build_results]
-    expected = [
-        (step.stage, step.job, key)
-        for step in BUILD_PLAN
-        for key in (sorted(keys) if step.per_shard else [None] * len(step.runs(BuildSettings())))
-    ]
+    expected = [(step.stage, step.job, key) for step in BUILD_PLAN for key, _ in step.runs(BuildSettings(), sorted(keys))]
     assert [(run.tags.get(STAGE_TAG), run.job_name, run.tags.get("dagster/partition")) for run in runs] == expected
 
 
