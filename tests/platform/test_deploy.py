@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
@@ -323,6 +324,20 @@ def test_two_builds_at_once_on_different_budgets(postgres, demo_data, tmp_path):
 # --------------------------------------------------------------------------- per-shard steps on Ray
 
 
+def _finished_ray_jobs(address: str, timeout: float = 120.0) -> list:
+    """Every Ray job once none is still pending or running. A step's Ray job reports the step's success to
+    the run before its process exits, so the build can end while that job is still shutting down."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = client.list_jobs()
+        if all(job.status.is_terminal() for job in jobs) or time.monotonic() > deadline:
+            return jobs
+        time.sleep(1.0)
+
+
 @pytest.mark.slow
 def test_per_shard_steps_on_ray_give_the_in_process_bytes(postgres, ray_cluster, postgres_build, demo_data, tmp_path):
     """The same build with its per-shard steps as Ray jobs, on the instance the Ray workers share,
@@ -360,11 +375,9 @@ def test_per_shard_steps_on_ray_give_the_in_process_bytes(postgres, ray_cluster,
     _assert_accounting(on_ray, demo_data.landing)
 
     # The per-shard steps really ran as Ray jobs, each one a `dagster api execute_step` that succeeded.
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    jobs = JobSubmissionClient(ray_cluster.dashboard_url).list_jobs()
-    steps = [job.metadata["dagster/op"] for job in jobs if job.status == JobStatus.SUCCEEDED and "execute_step" in job.entrypoint]
-    assert not [job.submission_id for job in jobs if job.status != JobStatus.SUCCEEDED]
+    jobs = _finished_ray_jobs(ray_cluster.dashboard_url)
+    steps = [job.metadata["dagster/op"] for job in jobs if job.status == "SUCCEEDED" and "execute_step" in job.entrypoint]
+    assert not [(job.submission_id, job.status, job.message) for job in jobs if job.status != "SUCCEEDED"]
     n_shards = len(list_landing_files(demo_data.landing))
     for asset in PER_SHARD:
         assert steps.count(asset) == n_shards, (asset, steps)
