@@ -41,11 +41,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from joblib import Parallel, delayed
-from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
 from dataselect.records import ID, LABEL, TEXT
+from dataselect.term_counts import TermCounts
 from dataselect.threads import available
 
 RECIPES = ("tfidf_logreg", "embedding_probe")
@@ -202,16 +202,10 @@ class _TermCounts:
 
     def __init__(self, pool_texts: Sequence[str], eval_texts: Sequence[str], config: Config):
         self.config = config
-        counter = CountVectorizer(ngram_range=tuple(config.ngram_range), min_df=config.min_df, dtype=np.float32)
-        try:
-            self.pool = counter.fit_transform(pool_texts).tocsr()
-            self.eval = counter.transform(eval_texts).tocsr()
-        except ValueError:
-            # No term reaches min_df in the pool (tiny pools, one-letter words): no features.
-            self.pool = sp.csr_matrix((len(pool_texts), 0), dtype=np.float32)
-            self.eval = sp.csr_matrix((len(eval_texts), 0), dtype=np.float32)
-        self.pool.sort_indices()
-        self.eval.sort_indices()
+        # CountVectorizer's matrix, 3x faster (see dataselect.term_counts): min_df as in the recipe.
+        counter = TermCounts(pool_texts, tuple(config.ngram_range), config.min_df)
+        self.pool = counter.matrix
+        self.eval = counter.transform(eval_texts)
 
     def tfidf(self, rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """TF-IDF of the subset ``rows`` and of the evaluation set, as if fitted on the subset."""
@@ -437,7 +431,12 @@ class ArmEvaluator:
         n_jobs = self.config.n_jobs or available()
         if n_jobs == 1 or len(tasks) < 2:
             return [self.train_rows(rows, arm, seed) for arm, rows, seed in tasks]
-        return Parallel(n_jobs=n_jobs, prefer="threads")(delayed(self.train_rows)(rows, arm, seed) for arm, rows, seed in tasks)
+        # Largest subsets first (fit time grows with rows): the full pool's fit, which alone can
+        # take as long as all the arms of 10% together, then runs beside them rather than after.
+        order = sorted(range(len(tasks)), key=lambda i: -len(tasks[i][1]))
+        results = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(self.train_rows)(tasks[i][1], tasks[i][0], tasks[i][2]) for i in order)
+        by_task = dict(zip(order, results))
+        return [by_task[i] for i in range(len(tasks))]
 
     def _seed_summary(self, arm: str, seeds: Sequence[int], results: list[ArmResult]) -> RandomArms:
         accuracies = [r.accuracy for r in results]
