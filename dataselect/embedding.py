@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -239,7 +240,6 @@ class StaticEmbedder:
         pca_dims: int = 256  # output dimension; PCA of the 384-d token vectors (also decorrelates them)
         cache_dir: str | None = None  # distilled model dir; None -> default_static_cache_dir(pca_dims)
         max_tokens: int | None = 512  # tokens read per text (None: all); a mean over more adds little
-        batch_size: int = 1024  # texts per model2vec call (only for texts that need truncation)
         word_chunk: int = 16_384  # texts per distinct-word pass; bounds the sparse matrices' memory
         distill_device: str = "auto"  # where the one-off distillation forward pass runs
 
@@ -332,14 +332,18 @@ class StaticEmbedder:
         tokenizer; per text, ``counts (texts x words) @ piece sums (words x dim)`` is one sparse
         product. This equals model2vec's ``encode`` (the mean of the token rows) up to float16
         rounding, and is ~10x faster on 2 cores, where tokenizing every text was the bottleneck.
-        Texts that model2vec would truncate (too many characters or tokens) go through
-        ``model.encode`` itself, so truncation stays exactly model2vec's.
+        Truncation is model2vec's, in its two steps: characters first (a cut word is tokenized as
+        cut), then the first ``max_tokens`` tokens of the texts still over the limit.
         """
         import pyarrow.compute as pc
         import scipy.sparse as sp
 
         n = len(texts)
         array = pa.array(texts, pa.string())
+        limit = self.config.max_tokens
+        if limit is not None:
+            # model2vec's own truncation, first step: each text cut to limit x median token length characters.
+            array = pc.utf8_slice_codeunits(array, 0, limit * model.median_token_length)
         # Only ASCII whitespace: every one of these is whitespace to BERT (so splitting there is
         # exact), while other separators stay inside a word for the tokenizer to handle. Literal
         # replace + split is several times faster than a regex split.
@@ -355,29 +359,35 @@ class StaticEmbedder:
         word_codes = encoded.indices.to_numpy()
         distinct = encoded.dictionary.to_pylist()
 
-        pieces = [encoding.ids for encoding in model.tokenizer.encode_batch_fast(distinct, add_special_tokens=False)]
+        all_pieces = [encoding.ids for encoding in model.tokenizer.encode_batch_fast(distinct, add_special_tokens=False)]
+        pieces = all_pieces
         if model.unk_token_id is not None:  # model2vec drops the unknown token (word-level models)
-            pieces = [[i for i in ids if i != model.unk_token_id] for ids in pieces]
+            pieces = [[i for i in ids if i != model.unk_token_id] for ids in all_pieces]
         piece_counts = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
         flat_pieces = np.fromiter((i for ids in pieces for i in ids), dtype=np.int64, count=int(piece_counts.sum()))
         word_of_piece = np.repeat(np.arange(len(pieces)), piece_counts)
-        vocabulary = model.embedding.shape[0]
-        word_pieces = sp.csr_matrix((np.ones(len(flat_pieces), np.float32), (word_of_piece, flat_pieces)), shape=(len(pieces), vocabulary))
-        word_sums = word_pieces @ self._float32_token_vectors(model)  # (distinct words, dim)
+        token_vectors = self._float32_token_vectors(model)
+        word_pieces = sp.csr_matrix(
+            (np.ones(len(flat_pieces), np.float32), (word_of_piece, flat_pieces)), shape=(len(pieces), token_vectors.shape[0])
+        )
+        word_sums = word_pieces @ token_vectors  # (distinct words, dim)
 
         text_words = sp.csr_matrix((np.ones(len(word_codes), np.float32), (parents, word_codes)), shape=(n, len(pieces)))
         tokens_per_text = text_words @ piece_counts.astype(np.float32)
         vectors = np.asarray(text_words @ word_sums, dtype=np.float32)
         np.divide(vectors, np.maximum(tokens_per_text, 1.0)[:, None], out=vectors)
 
-        limit = self.config.max_tokens
         if limit is not None:
-            too_long = (pc.utf8_length(array).to_numpy() > limit * model.median_token_length) | (tokens_per_text > limit)
-            if too_long.any():
-                rows = np.flatnonzero(too_long)
-                vectors[rows] = model.encode(
-                    [texts[i] for i in rows], batch_size=self.config.batch_size, use_multiprocessing=False, show_progress_bar=False
-                )
+            # Second step: the tokenizer keeps the first ``limit`` tokens (unknown ones included,
+            # dropped after). Only texts over the limit pay for walking their words in order.
+            all_counts = np.fromiter((len(ids) for ids in all_pieces), dtype=np.float32, count=len(all_pieces))
+            starts = np.searchsorted(parents, np.arange(n + 1))
+            for row in np.flatnonzero(text_words @ all_counts > limit):
+                codes = word_codes[starts[row] : starts[row + 1]].tolist()
+                first = np.fromiter(islice(chain.from_iterable(all_pieces[c] for c in codes), limit), np.int64)
+                if model.unk_token_id is not None:
+                    first = first[first != model.unk_token_id]
+                vectors[row] = token_vectors[first].sum(axis=0) / max(len(first), 1)
         return _unit_rows(vectors)
 
     def _float32_token_vectors(self, model) -> np.ndarray:

@@ -48,7 +48,7 @@ def transformer() -> TransformerEmbedder:
 
 @pytest.fixture(scope="module")
 def static() -> StaticEmbedder:
-    return StaticEmbedder(batch_size=3)
+    return StaticEmbedder()
 
 
 @pytest.fixture(params=["transformer", "static"])
@@ -91,9 +91,9 @@ def test_make_embedder_builds_configured_backends():
     made = make_embedder("transformer", device="cpu", batch_size=4, max_tokens=128)
     assert isinstance(made, TransformerEmbedder)
     assert (made.device, made.config.batch_size, made.config.max_tokens) == ("cpu", 4, 128)
-    made = make_embedder("static", pca_dims=64, batch_size=7)
+    made = make_embedder("static", pca_dims=64, max_tokens=100, batch_size=7)  # batch_size is the transformer's
     assert isinstance(made, StaticEmbedder)
-    assert (made.dim, made.name, made.config.batch_size) == (64, "static-minilm-l6-v2-64", 7)
+    assert (made.dim, made.name, made.config.max_tokens) == (64, "static-minilm-l6-v2-64", 100)
     # A resource passes one set of options whatever the backend: the other backend's are ignored.
     made = make_embedder("static", device="cpu", half_precision=True)
     assert isinstance(made, StaticEmbedder) and made.dim == 256

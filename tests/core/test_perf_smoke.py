@@ -129,7 +129,12 @@ def test_static_embedding_by_words_equals_model2vec(newsgroups_records):
 
     texts = [normalize_text(r["text"]) for r in newsgroups_records[:300]]
     texts += ["", "tab\tand\r\nnewline", "non\u00a0breaking space", "UPPER case, punctuation!!", "x " * 700]
+    # Over the token limit (512) by tokens only, and by characters (3,072) with the cut inside a
+    # word, a multi-piece word or an unknown character; the longest real messages.
+    texts += ["antidisestablishmentarianism " * 120, "word " * 613 + "tokenization", "☃ " * 600 + "end"]
+    texts += sorted((normalize_text(r["text"]) for r in newsgroups_records[:3000]), key=len)[-20:]
     embedder = StaticEmbedder()
+    assert sum(len(t) > 512 * embedder.model.median_token_length for t in texts) >= 20
     fast = embedder.embed(texts)
     reference = _unit_rows(embedder.model.encode(texts, use_multiprocessing=False))  # model2vec's own path
     assert fast.dtype == np.float32 and fast.shape == reference.shape
