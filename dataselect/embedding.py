@@ -343,6 +343,7 @@ class StaticEmbedder:
         limit = self.config.max_tokens
         if limit is not None:
             # model2vec's own truncation, first step: each text cut to limit x median token length characters.
+            cut = pc.utf8_length(array).to_numpy() > limit * model.median_token_length
             array = pc.utf8_slice_codeunits(array, 0, limit * model.median_token_length)
         # Only ASCII whitespace: every one of these is whitespace to BERT (so splitting there is
         # exact), while other separators stay inside a word for the tokenizer to handle. Literal
@@ -379,16 +380,29 @@ class StaticEmbedder:
 
         if limit is not None:
             # Second step: the tokenizer keeps the first ``limit`` tokens (unknown ones included,
-            # dropped after). Only texts over the limit pay for walking their words in order.
+            # dropped after). Texts that model2vec truncates get its float16 mean of exactly those
+            # tokens; only they pay for walking their words in order.
             all_counts = np.fromiter((len(ids) for ids in all_pieces), dtype=np.float32, count=len(all_pieces))
             starts = np.searchsorted(parents, np.arange(n + 1))
-            for row in np.flatnonzero(text_words @ all_counts > limit):
+            for row in np.flatnonzero(cut | (text_words @ all_counts > limit)):
                 codes = word_codes[starts[row] : starts[row + 1]].tolist()
                 first = np.fromiter(islice(chain.from_iterable(all_pieces[c] for c in codes), limit), np.int64)
                 if model.unk_token_id is not None:
                     first = first[first != model.unk_token_id]
-                vectors[row] = token_vectors[first].sum(axis=0) / max(len(first), 1)
+                vectors[row] = self._model2vec_mean(model, first)
         return _unit_rows(vectors)
+
+    @staticmethod
+    def _model2vec_mean(model, ids: np.ndarray) -> np.ndarray:
+        """model2vec's vector of one truncated text, with its roundings: the mean in the embedding's
+        dtype (float16), and when the model normalises, normalised in float32 and stored back."""
+        if len(ids) == 0:
+            return np.zeros(model.embedding.shape[1], np.float32)
+        mean = model.embedding[ids[None, :]].mean(axis=1)
+        if model.normalize:
+            wide = mean.astype(np.float32)
+            mean = (wide / (np.linalg.norm(wide, axis=1, keepdims=True) + 1e-32)).astype(mean.dtype)
+        return mean[0]
 
     def _float32_token_vectors(self, model) -> np.ndarray:
         # float32 once per embedder: the sums over a word's pieces are then exact to float32.

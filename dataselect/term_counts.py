@@ -56,7 +56,7 @@ def tokenize(texts: pa.Array | Sequence[str | None], threads: int | None = None)
     array = pc.fill_null(array.cast(pa.string()), "")
     pieces = map_chunks(_slice_tokens, array, threads, size=2000, max_bytes=4 << 20)
     firsts = np.cumsum([0] + [n for n, _, _ in pieces[:-1]])
-    parents = np.concatenate([np.zeros(0, np.int64), *[p + first for first, (_, p, _) in zip(firsts, pieces)]])
+    parents = np.concatenate([np.zeros(0, np.int32), *[(p + first).astype(np.int32) for first, (_, p, _) in zip(firsts, pieces)]])
     tokens = pa.concat_arrays([t for _, _, t in pieces]) if pieces else pa.array([], pa.string())
     return parents, tokens
 
@@ -76,38 +76,43 @@ class TermCounts:
         self.threads = available()
         parents, tokens = tokenize(texts, self.threads)
         encoded = tokens.dictionary_encode()
+        del tokens
         self._words = encoded.dictionary
-        words = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        words = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+        del encoded
         # Per order, the distinct n-grams as (id of the first n-1 words) * n_words + last word.
         self._codes: list[np.ndarray] = [np.arange(len(self._words), dtype=np.int64)]
         ids = [words]
         for size in range(2, high + 1):
             inside, codes = self._extend(parents, words, ids[-1], size)
             found, uniques = pd.factorize(codes[inside])
+            del codes
             self._codes.append(np.asarray(uniques, dtype=np.int64))
-            ids.append(np.full(len(codes), -1, np.int64))
+            ids.append(np.full(len(inside), -1, np.int32))
             ids[-1][inside] = found
+            del found, inside
         # Every term of the wanted orders, ranked alphabetically (CountVectorizer's column order).
         names = [self._names(size) for size in range(low, high + 1)]
         self._first_rank = np.cumsum([0] + [len(n) for n in names])
         all_names = pa.concat_arrays(names)
         order = pc.sort_indices(all_names).to_numpy()
-        self._rank = np.empty(len(all_names), np.int64)
-        self._rank[order] = np.arange(len(all_names))
+        self._rank = np.empty(len(all_names), np.int32)
+        self._rank[order] = np.arange(len(all_names), dtype=np.int32)
         rows, ranks, counts = self._distinct(parents, ids[low - 1 :], len(texts))
+        del parents, ids, words
         kept = np.bincount(ranks, minlength=len(all_names)) >= min_df
-        self._column = np.where(kept, np.cumsum(kept) - 1, -1)
+        self._column = np.where(kept, np.cumsum(kept) - 1, -1).astype(np.int32)
         self.feature_names = all_names.take(pa.array(order[kept]))
         self.matrix = self._csr(rows, ranks, counts, len(texts))
 
     def transform(self, texts: pa.Array | Sequence[str | None]) -> sp.csr_matrix:
         """Counts of the fitted columns in other texts (``CountVectorizer.transform``)."""
         parents, tokens = tokenize(texts, self.threads)
-        words = pc.index_in(tokens, value_set=self._words).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        words = pc.index_in(tokens, value_set=self._words).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
         ids = [words]
         for size in range(2, self.ngram_range[1] + 1):
             inside, codes = self._extend(parents, words, ids[-1], size)
-            ids.append(np.where(inside, pd.Index(self._codes[size - 1]).get_indexer(codes), -1))
+            ids.append(np.where(inside, pd.Index(self._codes[size - 1]).get_indexer(codes), -1).astype(np.int32))
         return self._csr(*self._distinct(parents, ids[self.ngram_range[0] - 1 :], len(texts)), len(texts))
 
     def _extend(self, parents: np.ndarray, words: np.ndarray, shorter: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +120,7 @@ class TermCounts:
         real when that shorter n-gram is (-1 marks none) and the last word is known and in the same text."""
         last = words[size - 1 :]
         inside = (shorter[:-1] >= 0) & (last >= 0) & (parents[: len(last)] == parents[size - 1 :])
-        return inside, np.where(inside, shorter[:-1] * len(self._words) + last, -1)
+        return inside, np.where(inside, shorter[:-1].astype(np.int64) * len(self._words) + last, -1)
 
     def _names(self, size: int) -> pa.Array:
         """The strings of the distinct n-grams of one order: words joined by spaces."""
@@ -129,27 +134,30 @@ class TermCounts:
         """Each (text, term rank) pair once with its count, sorted by text then rank.
 
         ``ids[j]`` holds the id of the n-gram of the j-th wanted order at each token position (-1:
-        none). Keys ``text * n_terms + rank`` sort into CSR order; the texts are cut into one range
-        per thread, sorted at once (numpy's sort releases the GIL)."""
+        none). Keys ``text * n_terms + rank`` sort into CSR order. The texts are cut into ranges,
+        a few per thread (numpy's sort releases the GIL), each reduced to its distinct pairs at once,
+        so the keys of the whole pool never exist together."""
         n_terms = max(len(self._rank), 1)
-        cuts = np.linspace(0, n_texts, self.threads + 1)[1:-1]
-
-        def keys_of(order: int, positions: np.ndarray) -> np.ndarray:
-            found = positions[ids[order][positions] >= 0]
-            return parents[found] * n_terms + self._rank[self._first_rank[order] + ids[order][found]]
-
+        cuts = np.linspace(0, n_texts, 4 * self.threads + 1)
         bounds = [np.searchsorted(parents[: len(i)], cuts) for i in ids]
-        ranges = [[np.arange(lo, hi) for lo, hi in zip(np.r_[0, b], np.r_[b, len(i)])] for b, i in zip(bounds, ids)]
 
-        def sorted_part(part: int) -> np.ndarray:
-            return np.sort(np.concatenate([np.zeros(0, np.int64), *[keys_of(o, ranges[o][part]) for o in range(len(ids))]]))
+        def distinct_in(part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            keys = []
+            for order, (found, lo, hi) in enumerate((i, b[part], b[part + 1]) for i, b in zip(ids, bounds)):
+                found = found[lo:hi]
+                present = found >= 0
+                rank = self._rank[self._first_rank[order] + found[present]]
+                keys.append(parents[lo:hi][present].astype(np.int64) * n_terms + rank)
+            keys = np.concatenate([np.zeros(0, np.int64), *keys])
+            keys.sort()
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+            counts = np.diff(np.r_[starts, len(keys)]).astype(np.int32)
+            keys = keys[starts]
+            return (keys // n_terms).astype(np.int32), (keys % n_terms).astype(np.int32), counts
 
         with ThreadPoolExecutor(self.threads) as pool:
-            keys = np.concatenate([np.zeros(0, np.int64), *pool.map(sorted_part, range(self.threads))])
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
-        counts = np.diff(np.r_[starts, len(keys)])
-        keys = keys[starts]
-        return keys // n_terms, keys % n_terms, counts
+            parts = list(pool.map(distinct_in, range(len(cuts) - 1)))
+        return tuple(np.concatenate([np.zeros(0, np.int32), *column]) for column in zip(*parts))
 
     def _csr(self, rows: np.ndarray, ranks: np.ndarray, counts: np.ndarray, n_texts: int) -> sp.csr_matrix:
         """Pairs sorted by text then rank -> CSR over the kept columns (column order = rank order)."""
