@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from dataselect.ngrams import map_chunks, ngram_buckets
 
@@ -55,8 +56,9 @@ def contamination(
     if size == 0 or len(eval_keys) == 0:
         return {"keep": keep, "reason": reason, "overlap": overlap}
     rows, keys = ngram_keys(pool_texts, n)
-    position = np.minimum(np.searchsorted(eval_keys, keys), len(eval_keys) - 1)
-    hit = eval_keys[position] == keys
+    # A hash lookup: a binary search per pool n-gram (tens of millions of them) is 5x slower.
+    position = pd.Index(eval_keys).get_indexer(keys)
+    hit = position >= 0
     pairs = np.unique(np.stack([rows[hit], position[hit]], axis=1), axis=0)  # distinct (pool record, n-gram)
     if len(pairs) == 0:
         return {"keep": keep, "reason": reason, "overlap": overlap}
