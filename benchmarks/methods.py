@@ -48,6 +48,7 @@ from benchmarks.newsgroups import (
     PoolConfig,
     build_benchmark,
     cached_embeddings,
+    code_fingerprint,
 )
 from dataselect import records as cols
 from dataselect.build import select as build_select
@@ -90,7 +91,7 @@ class BenchConfig:
     workers: int = 2  # corpora run in parallel processes
     color: dict[str, Any] = field(default_factory=dict)  # CoLoR-Filter config overrides (none: its defaults)
     include_color: bool = True
-    use_cache: bool = True  # reuse cached scores (benchmarks/work) when inputs are unchanged
+    use_cache: bool = True  # reuse cached scores (benchmarks/work) when inputs and dataselect code are unchanged
     work_dir: Path = WORK_DIR  # scratch: landing shards, cached embeddings and scores
     pool: PoolConfig = field(default_factory=PoolConfig)
 
@@ -722,7 +723,8 @@ def compute_scores(
     from dataselect.pipeline import fingerprint
 
     names = [n for n in SHARD_SCORERS if config.include_color or n != "color"]
-    key = fingerprint(dataclasses.asdict(config.pool), config.seed, config.fit_sample_size, config.color, names, bench.raw_count)[:16]
+    pool = dataclasses.asdict(config.pool)
+    key = fingerprint(pool, config.seed, config.fit_sample_size, config.color, names, bench.raw_count, code_fingerprint())[:16]
     cache = Path(config.work_dir) / f"scores-{key}"
     if config.use_cache and (cache / "frame.parquet").exists():
         import pyarrow.parquet as pq

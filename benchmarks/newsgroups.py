@@ -223,10 +223,20 @@ def build_benchmark(config: PoolConfig | None = None, path: str | os.PathLike | 
     )
 
 
+@functools.cache
+def code_fingerprint(package: Path = Path(cols.__file__).parent) -> str:
+    """A digest of the ``dataselect`` package's source: caches keyed by it never outlive a change to
+    the code that computed them (a cached embedding or score would otherwise report old code)."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\x00" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cached_embeddings(texts: list[str], embedder, work_dir: Path = WORK_DIR) -> tuple[np.ndarray, float]:
     """``(embedder.embed(texts), seconds it took)``, cached as ``.npy`` (+ ``.json`` with the seconds)
-    keyed by the embedder name and the texts, so a cached run still reports the real embedding cost."""
-    digest = hashlib.sha256(embedder.name.encode())
+    keyed by the embedder name, the code and the texts, so a cached run still reports the real embedding cost."""
+    digest = hashlib.sha256(f"{embedder.name}\x00{code_fingerprint()}".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")

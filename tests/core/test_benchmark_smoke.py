@@ -10,7 +10,7 @@ import math
 import pytest
 
 from benchmarks.methods import dev_grid, main, prepare_corpus, quick_config, render_corpus, render_summary, run, run_dev
-from benchmarks.newsgroups import PoolConfig, build_benchmark, write_build_inputs
+from benchmarks.newsgroups import PoolConfig, build_benchmark, code_fingerprint, write_build_inputs
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,22 @@ def test_dev_only_run_never_featurises_test(newsgroups_dir, tmp_path):
     default = rows[-2]
     assert 0.0 <= default["dev"] <= 1.0 and default["junk"] == 0 and 0.0 <= default["label_tv"] <= 1.0
     assert "test" not in default
+
+
+def test_caches_are_keyed_by_the_library_code(tmp_path):
+    """A change to any dataselect module changes the digest that keys cached embeddings and scores."""
+    import shutil
+    from pathlib import Path
+
+    import dataselect
+
+    package = tmp_path / "dataselect"
+    shutil.copytree(Path(dataselect.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    same = code_fingerprint(package)
+    assert same == code_fingerprint()  # the copy has the same source
+    (package / "scorers" / "dsir.py").write_text((package / "scorers" / "dsir.py").read_text() + "\n# changed\n")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint(package) != same
 
 
 def test_cli_rejects_unknown_flags():
