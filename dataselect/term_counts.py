@@ -46,7 +46,7 @@ def _slice_tokens(texts: pa.Array) -> tuple[int, np.ndarray, pa.Array]:
     lists = pc.split_pattern_regex(_lower(texts), _SEPARATORS)
     tokens = pc.list_flatten(lists)
     long_enough = pc.greater_equal(pc.utf8_length(tokens), 2)
-    parents = pc.list_parent_indices(lists).filter(long_enough).to_numpy(zero_copy_only=False).astype(np.int64)
+    parents = pc.list_parent_indices(lists).filter(long_enough).to_numpy(zero_copy_only=False).astype(np.int32)
     return len(texts), parents, tokens.filter(long_enough)
 
 
@@ -56,7 +56,7 @@ def tokenize(texts: pa.Array | Sequence[str | None], threads: int | None = None)
     array = pc.fill_null(array.cast(pa.string()), "")
     pieces = map_chunks(_slice_tokens, array, threads, size=2000, max_bytes=4 << 20)
     firsts = np.cumsum([0] + [n for n, _, _ in pieces[:-1]])
-    parents = np.concatenate([np.zeros(0, np.int32), *[(p + first).astype(np.int32) for first, (_, p, _) in zip(firsts, pieces)]])
+    parents = np.concatenate([np.zeros(0, np.int32), *[p + np.int32(first) for first, (_, p, _) in zip(firsts, pieces)]])
     tokens = pa.concat_arrays([t for _, _, t in pieces]) if pieces else pa.array([], pa.string())
     return parents, tokens
 
@@ -143,7 +143,8 @@ class TermCounts:
 
         def distinct_in(part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             keys = []
-            for order, (found, lo, hi) in enumerate((i, b[part], b[part + 1]) for i, b in zip(ids, bounds)):
+            for order, (found, cut_at) in enumerate(zip(ids, bounds)):
+                lo, hi = cut_at[part], cut_at[part + 1]
                 found = found[lo:hi]
                 present = found >= 0
                 rank = self._rank[self._first_rank[order] + found[present]]
