@@ -94,3 +94,19 @@ def test_real_newsgroup_posts_mostly_pass(newsgroups_records):
     out = score(sample)
     assert out["keep"].mean() >= 0.95
     assert out["keep"].dtype == bool and out["score"].dtype == np.float64
+
+
+def test_boilerplate_is_c4s_phrases_not_every_cookie():
+    """C4 drops cookie *policy* notices; a baking review mentioning cookie sheets is content."""
+    review = (
+        "I bought two of these cookie sheets for holiday baking and they are great.\n"
+        "The cookies brown evenly and slide right off, even without parchment paper."
+    )
+    banners = [
+        "Our partners use cookies to store information on your device.",
+        "This site uses cookies. Read our Cookie Policy.",
+        "By continuing you accept the use of cookies and the terms of service.",
+    ]
+    out = score([review, *banners])
+    assert out["boilerplate_line_fraction"][0] == 0.0
+    assert list(out["boilerplate_line_fraction"][1:]) == [1.0, 1.0, 1.0]
