@@ -33,8 +33,8 @@ from dataselect.scorers.base import Batch, Scorer
 # Gopher's stop-word list; matched as whole lower-cased words.
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 # C4's boilerplate markers (javascript warnings, cookie banners, legal footers), plus "terms of
-# service". C4's phrases, not the bare word "cookie": that one dropped 23 of 914 clean kitchen
-# reviews (cookie sheets, cookie cutters) in the multi-domain sentiment benchmark.
+# service". C4's phrases, not the bare word "cookie": that one dropped 18 of the 914 clean kitchen
+# reviews (cookie sheets, cookie cutters) in the multi-domain sentiment benchmark's pool.
 C4_BOILERPLATE_PATTERN = r"(?i)javascript|cookie policy|uses? cookies|use of cookies|privacy policy|terms of (?:use|service)"
 
 
