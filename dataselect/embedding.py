@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -380,29 +379,48 @@ class StaticEmbedder:
 
         if limit is not None:
             # Second step: the tokenizer keeps the first ``limit`` tokens (unknown ones included,
-            # dropped after). Texts that model2vec truncates get its float16 mean of exactly those
-            # tokens; only they pay for walking their words in order.
-            all_counts = np.fromiter((len(ids) for ids in all_pieces), dtype=np.float32, count=len(all_pieces))
+            # dropped after). Texts over the limit get the mean of exactly those tokens.
+            all_counts = np.fromiter((len(ids) for ids in all_pieces), dtype=np.int64, count=len(all_pieces))
             starts = np.searchsorted(parents, np.arange(n + 1))
-            for row in np.flatnonzero(cut | (text_words @ all_counts > limit)):
-                codes = word_codes[starts[row] : starts[row + 1]].tolist()
-                first = np.fromiter(islice(chain.from_iterable(all_pieces[c] for c in codes), limit), np.int64)
-                if model.unk_token_id is not None:
-                    first = first[first != model.unk_token_id]
-                vectors[row] = self._model2vec_mean(model, first)
+            over = np.flatnonzero(cut | (text_words @ all_counts.astype(np.float32) > limit))
+            if over.size:
+                sums, counts = self._first_tokens_sums(over, starts, word_codes, all_pieces, all_counts, piece_counts, word_sums, model)
+                vectors[over] = sums / np.maximum(counts, 1.0)[:, None]
         return _unit_rows(vectors)
 
-    @staticmethod
-    def _model2vec_mean(model, ids: np.ndarray) -> np.ndarray:
-        """model2vec's vector of one truncated text, with its roundings: the mean in the embedding's
-        dtype (float16), and when the model normalises, normalised in float32 and stored back."""
-        if len(ids) == 0:
-            return np.zeros(model.embedding.shape[1], np.float32)
-        mean = model.embedding[ids[None, :]].mean(axis=1)
-        if model.normalize:
-            wide = mean.astype(np.float32)
-            mean = (wide / (np.linalg.norm(wide, axis=1, keepdims=True) + 1e-32)).astype(mean.dtype)
-        return mean[0]
+    def _first_tokens_sums(
+        self, rows, starts, word_codes, all_pieces, all_counts, piece_counts, word_sums, model
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(sum of token vectors, number of tokens) over the first ``limit`` tokens of each of
+        ``rows``, unknown tokens counted towards the limit and then dropped, as model2vec does.
+
+        A row's words up to the limit are whole (their precomputed piece sums); at most one word
+        per row is cut inside, and only those words walk their pieces in Python.
+        """
+        import scipy.sparse as sp
+
+        limit = self.config.max_tokens
+        lengths = starts[rows + 1] - starts[rows]
+        owner = np.repeat(np.arange(len(rows)), lengths)  # row (index into ``rows``) of each word position
+        first_position = np.cumsum(lengths) - lengths
+        positions = np.arange(int(lengths.sum())) - np.repeat(first_position, lengths) + np.repeat(starts[rows], lengths)
+        codes = word_codes[positions]
+        pieces = all_counts[codes]
+        running = np.concatenate([[0], np.cumsum(pieces)])  # pieces before each position, over all rows
+        before = running[:-1] - np.repeat(running[first_position], lengths)  # ... within its row
+        taken = np.clip(limit - before, 0, pieces)
+        whole = (taken == pieces) & (pieces > 0)
+        kept = sp.csr_matrix((np.ones(int(whole.sum()), np.float32), (owner[whole], codes[whole])), shape=(len(rows), len(all_pieces)))
+        sums = np.asarray(kept @ word_sums, dtype=np.float32)
+        counts = kept @ piece_counts.astype(np.float32)
+        token_vectors = self._float32_token_vectors(model)
+        for at in np.flatnonzero((taken > 0) & (taken < pieces)):
+            ids = np.asarray(all_pieces[codes[at]][: taken[at]], np.int64)
+            if model.unk_token_id is not None:
+                ids = ids[ids != model.unk_token_id]
+            sums[owner[at]] += token_vectors[ids].sum(axis=0)
+            counts[owner[at]] += len(ids)
+        return sums, counts
 
     def _float32_token_vectors(self, model) -> np.ndarray:
         # float32 once per embedder: the sums over a word's pieces are then exact to float32.
