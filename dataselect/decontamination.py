@@ -16,22 +16,22 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dataselect.ngrams import map_chunks, ngram_buckets
+from dataselect.ngrams import map_chunks, window_keys
 
 NAME = "decontamination"  # decided_by of the records it rejects
 DEFAULT_NGRAM = 13
 # A share of an evaluation record's n-grams, not a single one: mail and web text repeat long
 # boilerplate (organisation headers, signatures) that one shared 13-gram would flag.
 DEFAULT_MIN_OVERLAP = 0.2
-_KEY_SPACE = 1 << 62  # n-gram keys kept whole (as int64): a chance collision is negligible
 
 
 def ngram_keys(texts: Sequence[str | None], n: int = DEFAULT_NGRAM) -> tuple[np.ndarray, np.ndarray]:
     """(text index, n-gram key) of every word n-gram of every text."""
-    pieces = map_chunks(lambda piece: (len(piece), *ngram_buckets(piece, _KEY_SPACE, (n, n))), list(texts))
+    pieces = map_chunks(lambda piece: (len(piece), *window_keys(piece, n)), list(texts))
     firsts = np.cumsum([0] + [size for size, _, _ in pieces[:-1]])
     rows = [rows + first for first, (_, rows, _) in zip(firsts, pieces)]
-    return np.concatenate([np.zeros(0, np.int64), *rows]), np.concatenate([np.zeros(0, np.int64), *[k for _, _, k in pieces]])
+    keys = np.concatenate([np.zeros(0, np.uint64), *[k for _, _, k in pieces]])
+    return np.concatenate([np.zeros(0, np.int64), *rows]), (keys >> np.uint64(1)).view(np.int64)  # int64 keys: numpy's fast paths
 
 
 def contamination(

@@ -208,6 +208,24 @@ def ngram_buckets(
     return np.concatenate(rows), np.concatenate(buckets)
 
 
+def window_keys(texts: pa.Array | Sequence[str | None], n: int, lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, 64-bit key) of every run of ``n`` consecutive tokens of every text.
+
+    For long n-grams (decontamination's 13): a key is the polynomial of the run's token hashes,
+    read off one prefix sum as :func:`_substring_hashes` reads bytes, then mixed. Its cost does not
+    grow with ``n``, where :func:`ngram_buckets` mixes every n-gram ``n - 1`` times."""
+    parents, hashes = _slice_token_hashes(texts, lowercase, TOKEN_PATTERN)
+    count = len(hashes) - n + 1
+    if count <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    powers, inverse = _power_tables(len(hashes))
+    prefix = np.zeros(len(hashes) + 1, np.uint64)
+    np.cumsum(hashes * powers, out=prefix[1:])
+    keys = _mix((prefix[n:] - prefix[:count]) * inverse[:count] + np.uint64(n))
+    inside = parents[:count] == parents[n - 1 :]  # first and last token in the same text
+    return parents[:count][inside], keys[inside]
+
+
 def distinct_counts(rows: np.ndarray, buckets: np.ndarray, num_buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each (text, bucket) pair once with its count, sorted by text then bucket (CSR order).
 

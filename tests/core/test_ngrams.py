@@ -140,3 +140,22 @@ def test_hashed_tfidf_is_scikit_learns_sublinear_tfidf_on_the_same_words():
     np.testing.assert_allclose(hashed @ hashed.T, exact @ exact.T, atol=1e-6)
     np.testing.assert_allclose(np.sort(hashed[1][hashed[1] > 0]), np.sort(exact[1][exact[1] > 0]), atol=1e-6)
     assert hashed.dtype == np.float32 and not hashed[2].any()
+
+
+def window_key_reference(hashes: list[int]) -> int:
+    """A run's key by its definition: the polynomial of its token hashes, modulo 2**64, mixed with its length."""
+    base = int(ngrams._BASE)
+    poly = sum(h * pow(base, i, 1 << 64) for i, h in enumerate(hashes)) % (1 << 64)
+    return int(ngrams._mix(np.array([(poly + len(hashes)) % (1 << 64)], np.uint64))[0])
+
+
+def test_window_keys_equal_the_per_text_reference(newsgroups_records):
+    texts = [r["text"] for r in newsgroups_records[:100]] + TRICKY + ["a b c d", "A B C D e"]
+    rows, keys = ngrams.window_keys(texts, 4)
+    expected = []
+    for index, text in enumerate(texts):
+        hashes = [ngrams.word_hash(t) for t in re.findall(ngrams.TOKEN_PATTERN, (text or "").lower())]
+        expected += [(index, window_key_reference(hashes[i : i + 4])) for i in range(len(hashes) - 3)]
+    assert list(zip(rows.tolist(), keys.tolist())) == expected  # every window, in order, none across two texts
+    first, second = (keys[rows == len(texts) - 2], keys[rows == len(texts) - 1])
+    assert first[0] == second[0] and first[0] != second[1]  # same words (lower-cased), same key
