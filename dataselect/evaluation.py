@@ -43,6 +43,7 @@ import scipy.sparse as sp
 from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
+from sklearn.preprocessing import normalize
 
 from dataselect.records import ID, LABEL, TEXT
 from dataselect.term_counts import TermCounts
@@ -208,9 +209,10 @@ class _TermCounts:
         self.eval = counter.transform(eval_texts)
 
     def tfidf(self, rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """TF-IDF of the subset ``rows`` and of the evaluation set, as if fitted on the subset."""
+        """TF-IDF of the subset ``rows`` (sorted, distinct) and of the evaluation set, as if fitted on the subset."""
         config = self.config
-        subset = self.pool[rows]
+        # The whole pool (the full arm) is read as it is: a row copy of it would double the peak.
+        subset = self.pool if len(rows) == self.pool.shape[0] else self.pool[rows]
         n_terms = subset.shape[1]
         # Rows hold each term once, so counting column indices gives document frequency.
         document_frequency = np.bincount(subset.indices, minlength=n_terms)
@@ -220,18 +222,18 @@ class _TermCounts:
             # Most frequent first; ties broken by column (i.e. alphabetical) order.
             top = np.lexsort((keep, -term_frequency))[: config.max_features]
             keep = np.sort(keep[top])
-        idf = np.log((1.0 + len(rows)) / (1.0 + document_frequency[keep])) + 1.0
-        return self._weigh(subset[:, keep], idf), self._weigh(self.eval[:, keep], idf)
+        idf = (np.log((1.0 + len(rows)) / (1.0 + document_frequency[keep])) + 1.0).astype(np.float32)
+        return self._weigh(subset, keep, idf), self._weigh(self.eval, keep, idf)
 
     @staticmethod
-    def _weigh(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
-        counts = counts.tocsr().astype(np.float32)
-        counts.data = 1.0 + np.log(counts.data)  # sublinear tf
-        weighted = counts @ sp.diags(idf.astype(np.float32))
-        weighted = weighted.tocsr()
-        norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        return sp.csr_matrix(sp.diags(1.0 / norms.astype(np.float32)) @ weighted)
+    def _weigh(counts: sp.csr_matrix, keep: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:
+        """Sublinear tf times idf of the ``keep`` columns, l2-normalised rows: one new matrix (the
+        column selection), weighted in place, so a large arm holds two copies of its counts at most."""
+        weighted = counts[:, keep].tocsr().astype(np.float32, copy=False)
+        np.log(weighted.data, out=weighted.data)
+        weighted.data += 1.0  # sublinear tf
+        weighted.data *= idf[weighted.indices]
+        return normalize(weighted, norm="l2", copy=False) if weighted.shape[1] else weighted
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

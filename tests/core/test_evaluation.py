@@ -76,9 +76,12 @@ def test_cached_tfidf_equals_tfidf_vectorizer_fitted_on_the_subset():
     counts = TfidfVectorizer(min_df=2, ngram_range=(1, 2), use_idf=False, norm=None).fit_transform(subset)
     term_frequency = np.sort(np.asarray(counts.sum(0)).ravel())[::-1]
     cut = next(m for m in range(40, len(term_frequency)) if term_frequency[m - 1] > term_frequency[m])
-    for max_features in (None, cut):
+    for max_features, rows, subset in ((None, rows, subset), (cut, rows, subset), (cut, np.arange(120), pool)):
         config = Config(max_features=max_features)
-        ours_train, ours_eval = _TermCounts(pool, evaluation, config).tfidf(rows)
+        counts = _TermCounts(pool, evaluation, config)
+        pool_counts = counts.pool.copy()
+        ours_train, ours_eval = counts.tfidf(rows)
+        assert (counts.pool != pool_counts).nnz == 0  # the counts are left as they were for the next arm
         sklearn = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=max_features, ngram_range=(1, 2), dtype=np.float32)
         expected_train = sklearn.fit_transform(subset)
         expected_eval = sklearn.transform(evaluation)
