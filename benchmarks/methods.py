@@ -6,7 +6,7 @@ by seed into reference / dev / test. Corpora: 20 Newsgroups (target ``sci.*``, p
 newsgroup) and the multi-domain Amazon reviews (target kitchen, predict the sentiment). Recipe
 fixed per corpus (DataComp-style, Gadre et al. 2023): ``tfidf_logreg`` of
 :mod:`dataselect.evaluation` trained on the selected records' (possibly flipped) labels, its C
-chosen on dev. Every choice reads dev only; test is read for the headline.
+and n-gram range chosen on dev. Every choice reads dev only; test is read for the headline.
 
 Every platform method runs through the same core functions as the Dagster assets: scorers fitted
 on :func:`~dataselect.pipeline.pool_sample`, :func:`~dataselect.pipeline.score_shard` per landing
@@ -86,7 +86,10 @@ class BenchConfig:
     random_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)  # random-10% rows, and "+ random" methods
     throughput_runs: int = 3  # DSIR vs data-selection, median of this many
     corpora: tuple[str, ...] = CORPORA
-    model_c_grid: tuple[float, ...] = (1.0, 10.0, 100.0)  # the evaluation recipe's C, chosen on dev
+    # The evaluation recipe's hyper-parameters, chosen on dev: C, and word n-grams up to 2 or unigrams
+    # (TF-IDF on the pool's 1-2-gram counts either way).
+    model_c_grid: tuple[float, ...] = (1.0, 10.0, 100.0)
+    ngram_grid: tuple[tuple[int, int], ...] = ((1, 2), (1, 1))
     grid_limit: int | None = None  # run only the first this many dev-grid recipes (quick mode)
     workers: int = 2  # corpora run in parallel processes
     color: dict[str, Any] = field(default_factory=dict)  # CoLoR-Filter config overrides (none: its defaults)
@@ -102,6 +105,7 @@ def quick_config() -> BenchConfig:
         random_seeds=(1, 2),
         throughput_runs=1,
         model_c_grid=(10.0,),
+        ngram_grid=((1, 2),),
         grid_limit=3,  # the rows share selection_row with the methods table; three keep the path covered
         workers=1,
         fit_sample_size=500,
@@ -553,22 +557,31 @@ def run_tune(ctx: Context, config: BenchConfig) -> dict[str, Any]:
     return {**result.summary(), "seconds": time.perf_counter() - started}
 
 
-def choose_model_c(ctx: Context, config: BenchConfig, log: Callable[[str], None]) -> tuple[float, list[dict[str, Any]]]:
-    """The evaluation recipe's C, by mean dev accuracy of budget-sized arms that no selection
-    recipe shapes (random draws of the pool, the clean oracle); ties go to the smaller C."""
+def _model_name(options: dict[str, Any]) -> str:
+    low, high = options["ngram_range"]
+    return f"{low}-{high}-grams, C={options['C']:g}"
+
+
+def choose_model(ctx: Context, config: BenchConfig, log: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The evaluation recipe's n-gram range and C, by mean dev accuracy of budget-sized arms that
+    no selection recipe shapes (random draws of the pool, the clean oracle); ties go to the
+    smaller C, then to the wider n-gram range (the grid's first)."""
     rows = []
     base = ctx.evaluator
     base_oracle = ctx.oracle
-    for c in config.model_c_grid:
-        ctx.evaluator, ctx.oracle = base.with_model(C=c), base_oracle.with_model(C=c)
-        arms = {}
-        for seed in config.random_seeds[:2]:
-            arms[f"random {seed}"] = train(ctx, list(ctx.evaluator.pool_ids[ctx.evaluator.random_rows(ctx.k, seed)]), "random", seed)
-            arms[f"oracle {seed}"] = split_accuracy(ctx, ctx.oracle.train_rows(ctx.oracle.random_rows(ctx.k, seed), "oracle", seed))
-        rows.append({"C": c, **{name: dev for name, (dev, _) in arms.items()}, "mean dev": float(np.mean([d for d, _ in arms.values()]))})
-        log(f"  C={c:g}: mean dev {rows[-1]['mean dev']:.3f}")
-    best = max(rows, key=lambda r: (round(r["mean dev"], 4), -r["C"]))["C"]
-    ctx.evaluator, ctx.oracle = base.with_model(C=best), base_oracle.with_model(C=best)
+    for rank, ngram_range in enumerate(config.ngram_grid):
+        for c in config.model_c_grid:
+            options = {"ngram_range": ngram_range, "C": c}
+            ctx.evaluator, ctx.oracle = base.with_model(**options), base_oracle.with_model(**options)
+            arms = {}
+            for seed in config.random_seeds[:2]:
+                arms[f"random {seed}"] = train(ctx, list(ctx.evaluator.pool_ids[ctx.evaluator.random_rows(ctx.k, seed)]), "random", seed)
+                arms[f"oracle {seed}"] = split_accuracy(ctx, ctx.oracle.train_rows(ctx.oracle.random_rows(ctx.k, seed), "oracle", seed))
+            mean = float(np.mean([d for d, _ in arms.values()]))
+            rows.append({"options": options, "rank": rank, **{name: dev for name, (dev, _) in arms.items()}, "mean dev": mean})
+            log(f"  {_model_name(options)}: mean dev {mean:.3f}")
+    best = max(rows, key=lambda r: (round(r["mean dev"], 4), -r["options"]["C"], -r["rank"]))["options"]
+    ctx.evaluator, ctx.oracle = base.with_model(**best), base_oracle.with_model(**best)
     return best, rows
 
 
@@ -601,6 +614,11 @@ def detector_quality(ctx: Context) -> dict[str, Any]:
         issue = frame[f"{name}.is_issue"].to_numpy(bool)[usable]
         out[f"{name}_recall"] = float(issue[flipped].mean())
         out[f"{name}_precision"] = float(flipped[issue].mean()) if issue.any() else float("nan")
+    # features="tfidf+embeddings" averages the two models' probabilities on the same folds, so its
+    # self-confidence is the mean of the two columns (tests/core/test_label_noise.py checks that).
+    both = (frame["label_noise.self_confidence"].to_numpy(float) + frame["label_noise_emb.self_confidence"].to_numpy(float)) / 2
+    usable = labelled & np.isfinite(both)
+    out["label_noise_both_auroc"] = float(roc_auc_score(truth[IS_FLIPPED].to_numpy()[usable], 1.0 - both[usable]))
     return out
 
 
@@ -652,8 +670,8 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
     config, ctx, scores, timer = prepare_corpus(config, corpus, path, log)
     bench, k, work_dir = ctx.bench, ctx.k, Path(config.work_dir)
     log(f"[{corpus}] scored in {time.perf_counter() - started:.0f} s")
-    model_c, model_c_rows = choose_model_c(ctx, config, log)
-    log(f"[{corpus}] evaluation recipe C = {model_c:g} (chosen on dev)")
+    model, model_rows = choose_model(ctx, config, log)
+    log(f"[{corpus}] evaluation recipe {_model_name(model)} (chosen on dev)")
 
     throughput = dsir_throughput(bench, config.throughput_runs, config.seed, k, work_dir)
     timer.add("authors_dsir.fit", throughput["theirs_first_seconds"])
@@ -684,8 +702,8 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
         "config": config,
         "bench": bench,
         "k": k,
-        "model_c": model_c,
-        "model_c_rows": model_c_rows,
+        "model": model,
+        "model_rows": model_rows,
         "methods": methods_rows,
         "grid": grid_rows,
         "tune": tuned,
@@ -840,7 +858,7 @@ def _protocol(result: dict[str, Any], quick: bool) -> list[str]:
         f"{bench.raw_count} raw rows, {len(bench.truth)} records, {len(bench.quarantine)} quarantined. "
         f"Labelled target data ({target}), split by seed {config.pool.seed}: **reference** {bench.reference.num_rows} (what scorers fit against), "
         f"**dev** {len(bench.dev)} (every choice), **test** {len(bench.test)} (headline numbers only). "
-        f"Recipe: {task}; its C = {result['model_c']:g}, chosen on dev (below). "
+        f"Recipe: {task}; its word {_model_name(result['model'])}, chosen on dev (below). "
         f"Budget: {config.budget:.0%} of the raw rows = {result['k']} records.",
         "",
         "Columns: *dev / test accuracy* of the recipe trained on the arm (seeded rows: the mean over seeds "
@@ -860,8 +878,8 @@ def render_corpus(result: dict[str, Any], quick: bool, winner: str | None) -> st
     from dataselect.scorers import SCORERS
 
     pool_defaults = {name: dataclasses.asdict(SCORERS[name].Config()) for name in DEFAULT_POOL_SCORERS}
-    c_rows = result["model_c_rows"]
-    c_columns = [c for c in c_rows[0] if c not in ("C", "mean dev")] if c_rows else []
+    c_rows = result["model_rows"]
+    c_columns = [c for c in c_rows[0] if c not in ("options", "rank", "mean dev")] if c_rows else []
     lines = [
         *_protocol(result, quick),
         *_targets(result),
@@ -890,14 +908,14 @@ def render_corpus(result: dict[str, Any], quick: bool, winner: str | None) -> st
         "",
         tune_table(result["tune"]["grid"]),
         "",
-        "## Evaluation recipe's C (chosen on dev)",
+        "## Evaluation recipe's n-gram range and C (chosen on dev)",
         "",
         "Dev accuracy of budget-sized arms that no selection recipe shapes (random draws, the clean oracle); the best mean wins "
-        "(ties: the smaller C).",
+        "(ties: the smaller C, then 1-2-grams).",
         "",
-        "| C | " + " | ".join(c_columns) + " | mean dev |",
-        "|---:|" + "---:|" * (len(c_columns) + 1),
-        *[f"| {r['C']:g} | " + " | ".join(_fmt(r[c]) for c in c_columns) + f" | {_fmt(r['mean dev'])} |" for r in c_rows],
+        "| recipe | " + " | ".join(c_columns) + " | mean dev |",
+        "|---|" + "---:|" * (len(c_columns) + 1),
+        *[f"| {_model_name(r['options'])} | " + " | ".join(_fmt(r[c]) for c in c_columns) + f" | {_fmt(r['mean dev'])} |" for r in c_rows],
         "",
         "## Detector quality",
         "",
@@ -911,6 +929,7 @@ def render_corpus(result: dict[str, Any], quick: bool, winner: str | None) -> st
         f"| label_noise (tfidf) | recall / precision of is_issue | {q['label_noise_recall']:.1%} / {q['label_noise_precision']:.1%} | |",
         f"| label_noise (embeddings) | AUROC | {q['label_noise_emb_auroc']:.3f} | ≥ 0.90 |",
         f"| label_noise (embeddings) | recall / precision of is_issue | {q['label_noise_emb_recall']:.1%} / {q['label_noise_emb_precision']:.1%} | |",
+        f"| label_noise (tfidf+embeddings, not the default) | AUROC | {q['label_noise_both_auroc']:.3f} | |",
         "",
         "A planted copy is *found* when its duplicate group equals its source's (whichever member is kept). Natural duplicates in "
         "the corpus count as false positives under the precision rule, so it is a lower bound.",
@@ -946,7 +965,7 @@ def render_summary(result: dict[str, Any], quick: bool) -> str:
         "",
         "Protocol: each corpus's labelled target data is split by a fixed seed into **reference** (what the scorers fit against), "
         "**dev** and **test**. Every choice (the one default recipe for all corpora, its fusion weights, the label-noise filter's "
-        "strength, the policy, and the evaluation recipe's C) is made on dev; test is only read for the headline. "
+        "strength, the policy, and the evaluation recipe's n-gram range and C) is made on dev; test is only read for the headline. "
         "The default is the dev-grid recipe with the best dev accuracy averaged over the corpora.",
         "",
         "## Headline (test split, 10% budget, the registry's default recipe)",
@@ -1029,11 +1048,11 @@ def run_dev(
     config: BenchConfig, recipes: list[Recipe], paths: dict[str, str | Path] | None = None, log: Callable[[str], None] = print
 ) -> dict[str, list[dict[str, Any]]]:
     """``--dev``: the default and ``recipes`` on every corpus, evaluated on dev alone (test is
-    never featurised), beside the random arms and the clean oracle; C chosen on dev as in the run."""
+    never featurised), beside the random arms and the clean oracle; the evaluation recipe chosen on dev as in the run."""
     out = {}
     for corpus in config.corpora:
         corpus_config, ctx, _, _ = prepare_corpus(config, corpus, (paths or {}).get(corpus), log, dev_only=True)
-        model_c, _ = choose_model_c(ctx, corpus_config, log)
+        model, _ = choose_model(ctx, corpus_config, log)
         rows = []
         for seed in config.random_seeds[:2]:
             rows.append(dev_row(ctx, f"random {seed}", list(ctx.evaluator.pool_ids[ctx.evaluator.random_rows(ctx.k, seed)])))
@@ -1048,7 +1067,7 @@ def run_dev(
             filters = ALL_FILTERS if recipe.selection.hard_filters is None else recipe.selection.hard_filters
             selection = dataclasses.replace(recipe.selection, budget=config.budget, hard_filters=filters)
             rows.append(dev_row(ctx, recipe.name, selected_ids(decide(frame, ctx.bench.quarantine, selection, ctx.embeddings))))
-            log(f"[{corpus}] C={model_c:g} " + dev_table(rows[-1:]).splitlines()[-1])
+            log(f"[{corpus}] {_model_name(model)} " + dev_table(rows[-1:]).splitlines()[-1])
         out[corpus] = rows
     return out
 

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
@@ -202,21 +203,23 @@ class _TermCounts:
     """
 
     def __init__(self, pool_texts: Sequence[str], eval_texts: Sequence[str], config: Config):
-        self.config = config
         # CountVectorizer's matrix, 3x faster (see dataselect.term_counts): min_df as in the recipe.
         counter = TermCounts(pool_texts, tuple(config.ngram_range), config.min_df)
         self.pool = counter.matrix
         self.eval = counter.transform(eval_texts)
+        self.counted_range = counter.ngram_range
+        # Words per column, so a narrower n-gram range reads a subset of these columns.
+        self.order = pc.count_substring(counter.feature_names, " ").to_numpy(zero_copy_only=False) + 1
 
-    def tfidf(self, rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """TF-IDF of the subset ``rows`` (sorted, distinct) and of the evaluation set, as if fitted on the subset."""
-        config = self.config
+    def tfidf(self, rows: np.ndarray, config: Config) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """TF-IDF of the subset ``rows`` (sorted, distinct) and of the evaluation set, as if
+        ``config``'s vectorizer were fitted on the subset (its min_df is at least the counted one)."""
         # The whole pool (the full arm) is read as it is: a row copy of it would double the peak.
         subset = self.pool if len(rows) == self.pool.shape[0] else self.pool[rows]
         n_terms = subset.shape[1]
         # Rows hold each term once, so counting column indices gives document frequency.
         document_frequency = np.bincount(subset.indices, minlength=n_terms)
-        keep = np.flatnonzero(document_frequency >= config.min_df)
+        keep = np.flatnonzero((document_frequency >= config.min_df) & self._in_range(config.ngram_range))
         if config.max_features is not None and keep.size > config.max_features:
             term_frequency = np.bincount(subset.indices, weights=subset.data, minlength=n_terms)[keep]
             # Most frequent first; ties broken by column (i.e. alphabetical) order.
@@ -224,6 +227,15 @@ class _TermCounts:
             keep = np.sort(keep[top])
         idf = (np.log((1.0 + len(rows)) / (1.0 + document_frequency[keep])) + 1.0).astype(np.float32)
         return self._weigh(subset, keep, idf), self._weigh(self.eval, keep, idf)
+
+    def _in_range(self, ngram_range: tuple[int, int]) -> np.ndarray | bool:
+        """Columns of the wanted orders: counting 1-2-grams once serves a unigram recipe too."""
+        low, high = ngram_range
+        if (low, high) == self.counted_range:
+            return True
+        if not self.counted_range[0] <= low <= high <= self.counted_range[1]:
+            raise ValueError(f"ngram_range {ngram_range} is outside the counted range {self.counted_range}")
+        return (self.order >= low) & (self.order <= high)
 
     @staticmethod
     def _weigh(counts: sp.csr_matrix, keep: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:
@@ -368,7 +380,8 @@ class ArmEvaluator:
 
     def with_model(self, **model_options: Any) -> "ArmEvaluator":
         """The same featurised pool and evaluation set under other model hyper-parameters (e.g.
-        ``C=1.0``), with its own model cache: choosing C on a dev set featurises once."""
+        ``C=1.0``, or ``ngram_range=(1, 1)`` within the counted range), with its own model cache:
+        choosing them on a dev set featurises once."""
         other = copy.copy(self)
         other.config = dataclasses.replace(self.config, **model_options)
         other._results = {}
@@ -399,7 +412,7 @@ class ArmEvaluator:
         if rows.size == 0 or len(np.unique(labels)) < 2:
             train_x = eval_x = None
         elif self.recipe == "tfidf_logreg":
-            train_x, eval_x = self._counts.tfidf(rows)
+            train_x, eval_x = self._counts.tfidf(rows, self.config)
         else:
             train_x, eval_x = self._pool_embeddings[rows], self._eval_embeddings
         predictions, converged = _fit_predict(self.recipe, train_x, labels, eval_x, len(self.eval_labels), seed, self.config)

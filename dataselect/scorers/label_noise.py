@@ -13,7 +13,8 @@ Learning: Estimating Uncertainty in Dataset Labels", JAIR).
    (cleanlab's ``confident_learning`` filter), without the prune-by-noise-rate calibration.
 
 Features: ``"tfidf"`` (default; sublinear TF-IDF of hashed words, more accurate on topical
-labels) or ``"embeddings"`` (the pool's row-aligned embeddings). TF-IDF needs a ``text`` column
+labels), ``"embeddings"`` (the pool's row-aligned embeddings) or ``"tfidf+embeddings"`` (both
+models' out-of-fold probabilities averaged). TF-IDF needs a ``text`` column
 in the batch, which the caller knows to provide because ``needs_text`` is True for it. Hashed
 words instead of a fitted vocabulary: the same model (AUROC 0.9957 against 0.9956 on the 20
 Newsgroups benchmark, 0.894 against 0.889 on Amazon) at a tenth of the featurisation time.
@@ -164,9 +165,11 @@ class LabelNoise(Scorer):
 
     @dataclass
     class Config:
-        # "tfidf" (needs a text column) or "embeddings". On the 20 Newsgroups benchmark tfidf
-        # ranks flips with AUROC 0.996 vs 0.981 and flags them at 86% vs 53% precision, so it
-        # discards far fewer clean records; embeddings scale to pools whose text won't fit in memory.
+        # "tfidf" (needs a text column), "embeddings", or "tfidf+embeddings": the two models'
+        # out-of-fold probabilities averaged on the same folds. The ensemble ranks Amazon's flips
+        # better (benchmarks/results/methods-*.md), yet as the default its selections lost on
+        # both dev splits (best grid mean 0.887 against 0.896), so tfidf stays the default.
+        # Embeddings alone scale to pools whose text won't fit in memory.
         features: str = "tfidf"
         # "logistic" or "lda"; None picks by features: logistic regression for tfidf (LDA would need
         # a vocabulary-sized dense covariance), LDA (PooledGaussianClassifier) for embeddings (on the
@@ -192,36 +195,55 @@ class LabelNoise(Scorer):
         require_top_label: bool = True
 
     @property
+    def _members(self) -> list[str]:
+        """The feature sets whose out-of-fold probabilities are averaged ("tfidf+embeddings": both)."""
+        members = self.config.features.split("+")
+        unknown = sorted(set(members) - {"tfidf", "embeddings"})
+        if unknown or len(set(members)) != len(members):
+            raise ValueError(f"label_noise: unknown features {self.config.features!r} (use 'tfidf', 'embeddings' or 'tfidf+embeddings')")
+        return members
+
+    @property
     def needs_embeddings(self) -> bool:  # type: ignore[override]
-        return self.config.features == "embeddings"
+        return "embeddings" in self._members
 
     @property
     def needs_text(self) -> bool:
-        return self.config.features == "tfidf"
+        return "tfidf" in self._members
 
-    def _features(self, batch: Batch, rows: np.ndarray):
-        if self.config.features == "embeddings":
+    def _features(self, batch: Batch, rows: np.ndarray, member: str):
+        if member == "embeddings":
             if batch.embeddings is None:
-                raise ValueError("label_noise with features='embeddings' needs Batch.embeddings")
+                raise ValueError(f"label_noise with features={self.config.features!r} needs Batch.embeddings")
             vectors = np.asarray(batch.embeddings, dtype=np.float32)
             return vectors if len(rows) == len(vectors) else vectors[rows]  # no copy when all are labelled
-        if self.config.features == "tfidf":
-            if TEXT not in batch.records.column_names:
-                raise ValueError("label_noise with features='tfidf' needs a 'text' column in the batch")
-            texts = batch.text_array if len(rows) == len(batch) else batch.text_array.take(rows)
-            # The idf over all rows is unsupervised: it leaks no label into the folds.
-            return ngrams.hashed_tfidf(texts, self.config.hashed_buckets)
-        raise ValueError(f"label_noise: unknown features {self.config.features!r} (use 'embeddings' or 'tfidf')")
+        if TEXT not in batch.records.column_names:
+            raise ValueError(f"label_noise with features={self.config.features!r} needs a 'text' column in the batch")
+        texts = batch.text_array if len(rows) == len(batch) else batch.text_array.take(rows)
+        # The idf over all rows is unsupervised: it leaks no label into the folds.
+        return ngrams.hashed_tfidf(texts, self.config.hashed_buckets)
 
-    def _classifier(self):
+    def _classifier(self, member: str):
         c = self.config
-        kind = c.classifier or ("lda" if c.features == "embeddings" else "logistic")
+        kind = c.classifier or ("lda" if member == "embeddings" else "logistic")
         if kind == "lda":
             return PooledGaussianClassifier(shrinkage="auto")
         if kind == "logistic":
             # saga visits rows in a seeded random order
             return LogisticRegression(C=c.C, solver=c.solver, max_iter=c.max_iter, tol=c.tol, random_state=c.seed)
         raise ValueError(f"label_noise: unknown classifier {kind!r} (use 'logistic' or 'lda')")
+
+    def _probabilities(self, batch: Batch, rows: np.ndarray, encoded: np.ndarray, folds, n_classes: int) -> np.ndarray:
+        """Out-of-fold ``p(k | x)`` of each feature set's model on the same folds, averaged."""
+        total = np.zeros((len(rows), n_classes))
+        for member in self._members:
+            model, features = self._classifier(member), self._features(batch, rows, member)
+            if isinstance(model, PooledGaussianClassifier):
+                total += model.out_of_fold_proba(features, encoded, folds)
+            else:
+                total += self._out_of_fold(model, features, encoded, folds, n_classes)
+            del features
+        return total / len(self._members)
 
     def _out_of_fold(self, model, features, encoded: np.ndarray, folds, n_classes: int) -> np.ndarray:
         """Out-of-fold ``p(k | x)``; each fold's model sees at most ``max_train_per_fold`` records."""
@@ -266,12 +288,7 @@ class LabelNoise(Scorer):
                 # folds only add fits: two halves, each scored by a model of `cap` records of the other.
                 n_splits = 2
             folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.config.seed)
-            model = self._classifier()
-            features = self._features(batch, rows)
-            if isinstance(model, PooledGaussianClassifier):
-                probabilities = model.out_of_fold_proba(features, encoded, folds)
-            else:
-                probabilities = self._out_of_fold(model, features, encoded, folds, len(classes))
+            probabilities = self._probabilities(batch, rows, encoded, folds, len(classes))
             flagged, confident_class, _ = confident_learning_issues(probabilities, encoded)
             given_p = probabilities[np.arange(len(rows)), encoded]
             argmax = probabilities.argmax(axis=1)

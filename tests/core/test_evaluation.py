@@ -76,18 +76,23 @@ def test_cached_tfidf_equals_tfidf_vectorizer_fitted_on_the_subset():
     counts = TfidfVectorizer(min_df=2, ngram_range=(1, 2), use_idf=False, norm=None).fit_transform(subset)
     term_frequency = np.sort(np.asarray(counts.sum(0)).ravel())[::-1]
     cut = next(m for m in range(40, len(term_frequency)) if term_frequency[m - 1] > term_frequency[m])
-    for max_features, rows, subset in ((None, rows, subset), (cut, rows, subset), (cut, np.arange(120), pool)):
-        config = Config(max_features=max_features)
-        counts = _TermCounts(pool, evaluation, config)
+    cases = [((1, 2), None, rows, subset), ((1, 2), cut, rows, subset), ((1, 2), cut, np.arange(120), pool)]
+    # A unigram recipe read from the 1-2-gram counts, with a cut-off inside the unigrams.
+    cases += [((1, 1), None, rows, subset), ((1, 1), 25, rows, subset), ((2, 2), None, np.arange(120), pool)]
+    counts = _TermCounts(pool, evaluation, Config())
+    for ngram_range, max_features, rows, subset in cases:
+        config = Config(max_features=max_features, ngram_range=ngram_range)
         pool_counts = counts.pool.copy()
-        ours_train, ours_eval = counts.tfidf(rows)
+        ours_train, ours_eval = counts.tfidf(rows, config)
         assert (counts.pool != pool_counts).nnz == 0  # the counts are left as they were for the next arm
-        sklearn = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=max_features, ngram_range=(1, 2), dtype=np.float32)
+        sklearn = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=max_features, ngram_range=ngram_range, dtype=np.float32)
         expected_train = sklearn.fit_transform(subset)
         expected_eval = sklearn.transform(evaluation)
         assert ours_train.shape == expected_train.shape
         np.testing.assert_allclose(ours_train.toarray(), expected_train.toarray(), atol=1e-6)
         np.testing.assert_allclose(ours_eval.toarray(), expected_eval.toarray(), atol=1e-6)
+    with pytest.raises(ValueError, match="outside the counted range"):
+        counts.tfidf(rows, Config(ngram_range=(1, 3)))
 
 
 def test_clean_selection_beats_random_and_full_on_a_noisy_pool(clean_and_noisy):
