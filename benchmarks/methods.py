@@ -569,7 +569,7 @@ def choose_model(ctx: Context, config: BenchConfig, log: Callable[[str], None]) 
     rows = []
     base = ctx.evaluator
     base_oracle = ctx.oracle
-    for rank, ngram_range in enumerate(config.ngram_grid):
+    for ngram_range in config.ngram_grid:
         for c in config.model_c_grid:
             options = {"ngram_range": ngram_range, "C": c}
             ctx.evaluator, ctx.oracle = base.with_model(**options), base_oracle.with_model(**options)
@@ -578,9 +578,10 @@ def choose_model(ctx: Context, config: BenchConfig, log: Callable[[str], None]) 
                 arms[f"random {seed}"] = train(ctx, list(ctx.evaluator.pool_ids[ctx.evaluator.random_rows(ctx.k, seed)]), "random", seed)
                 arms[f"oracle {seed}"] = split_accuracy(ctx, ctx.oracle.train_rows(ctx.oracle.random_rows(ctx.k, seed), "oracle", seed))
             mean = float(np.mean([d for d, _ in arms.values()]))
-            rows.append({"options": options, "rank": rank, **{name: dev for name, (dev, _) in arms.items()}, "mean dev": mean})
+            rows.append({"options": options, **{name: dev for name, (dev, _) in arms.items()}, "mean dev": mean})
             log(f"  {_model_name(options)}: mean dev {mean:.3f}")
-    best = max(rows, key=lambda r: (round(r["mean dev"], 4), -r["options"]["C"], -r["rank"]))["options"]
+    grid_position = config.ngram_grid.index  # ties: the earlier (wider) range
+    best = max(rows, key=lambda r: (round(r["mean dev"], 4), -r["options"]["C"], -grid_position(r["options"]["ngram_range"])))["options"]
     ctx.evaluator, ctx.oracle = base.with_model(**best), base_oracle.with_model(**best)
     return best, rows
 
@@ -879,7 +880,7 @@ def render_corpus(result: dict[str, Any], quick: bool, winner: str | None) -> st
 
     pool_defaults = {name: dataclasses.asdict(SCORERS[name].Config()) for name in DEFAULT_POOL_SCORERS}
     c_rows = result["model_rows"]
-    c_columns = [c for c in c_rows[0] if c not in ("options", "rank", "mean dev")] if c_rows else []
+    c_columns = [c for c in c_rows[0] if c not in ("options", "mean dev")] if c_rows else []
     lines = [
         *_protocol(result, quick),
         *_targets(result),

@@ -209,7 +209,7 @@ class _TermCounts:
         self.eval = counter.transform(eval_texts)
         self.counted_range = counter.ngram_range
         # Words per column, so a narrower n-gram range reads a subset of these columns.
-        self.order = pc.count_substring(counter.feature_names, " ").to_numpy(zero_copy_only=False) + 1
+        self.order = (pc.count_substring(counter.feature_names, " ").to_numpy(zero_copy_only=False) + 1).astype(np.int8)
 
     def tfidf(self, rows: np.ndarray, config: Config) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """TF-IDF of the subset ``rows`` (sorted, distinct) and of the evaluation set, as if

@@ -236,15 +236,16 @@ class LabelNoise(Scorer):
 
     def _probabilities(self, batch: Batch, rows: np.ndarray, encoded: np.ndarray, folds, n_classes: int) -> np.ndarray:
         """Out-of-fold ``p(k | x)`` of each feature set's model on the same folds, averaged."""
+        members = self._members
         total = np.zeros((len(rows), n_classes))
-        for member in self._members:
+        for member in members:
             model, features = self._classifier(member), self._features(batch, rows, member)
             if isinstance(model, PooledGaussianClassifier):
                 total += model.out_of_fold_proba(features, encoded, folds)
             else:
                 total += self._out_of_fold(model, features, encoded, folds, n_classes)
             del features
-        return total / len(self._members)
+        return total / len(members)
 
     def _out_of_fold(self, model, features, encoded: np.ndarray, folds, n_classes: int) -> np.ndarray:
         """Out-of-fold ``p(k | x)``; each fold's model sees at most ``max_train_per_fold`` records."""
