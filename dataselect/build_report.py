@@ -42,6 +42,10 @@ class ReportConfig:
     # when asked for, so the report stays a small part of a large build (at 100k real-text
     # records the sweep alone ran for over 10 minutes).
     analysis_max_records: int = 20_000
+    # The KL reduction compares n-gram distributions over 10k hashed buckets; each is estimated
+    # from a seeded sample of at most this many texts (as DSIR fits its raw distribution on a
+    # sample), so the metric costs the same at 100k or 1M records.
+    kl_max_texts: int = 20_000
 
     def resolved(self, n_records: int) -> tuple[tuple[float, ...], bool]:
         """(budgets, ablation) for a pool of ``n_records``."""
@@ -100,6 +104,11 @@ def _flags(decisions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"duplicate": duplicate, "junk": junk}, index=decisions.index)
 
 
+def _at_most(rows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """``rows``, or a sorted seeded sample of ``limit`` of them."""
+    return rows if len(rows) <= limit else np.sort(rng.choice(rows, limit, replace=False))
+
+
 def evaluate_build(
     decisions: pd.DataFrame,
     pool: pd.DataFrame,
@@ -135,10 +144,10 @@ def evaluate_build(
         label_free = {
             "kl_reduction": kl_reductions(
                 {
-                    name: [pool_texts[i] for i in np.flatnonzero(mask)]
+                    name: [pool_texts[i] for i in _at_most(np.flatnonzero(mask), config.kl_max_texts, rng)]
                     for name, mask in (("selected", selected_mask), ("random", random_mask))
                 },
-                pool_texts,
+                [pool_texts[i] for i in _at_most(np.arange(len(pool_texts)), config.kl_max_texts, rng)],
                 target_texts,
             ),
             "embedding_distance": {
@@ -223,7 +232,7 @@ def evaluate_build(
 
 class _Plots:
     """Figures rendered on one background thread, one at a time in submission order (matplotlib's
-    Agg canvas, no pyplot), while the caller trains the arms and computes the metrics: the saga
+    Agg canvas, no pyplot), while the caller trains the arms and computes the metrics: the model
     fits run without the GIL, and the plotting takes the core they or the metrics leave idle."""
 
     def __enter__(self) -> "_Plots":

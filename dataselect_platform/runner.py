@@ -1,9 +1,10 @@
-"""The build runner: launches the build plan's named jobs on a Dagster instance, stage by stage.
+"""The build runner: launches the build plan's named jobs on a Dagster instance, wave by wave.
 
 Every run goes through ``execute_job`` on the job of the code location, tagged with its
 ``dagster/partition``, so the UI's Runs page lists what a build ran under the platform's job
-names. Runs go to a pool of ``max_concurrent`` worker processes, a stage's runs (one per shard,
-or one per asset group of a global step) up to ``max_concurrent`` at a time (workers are forked
+names. Runs go to a pool of ``max_concurrent`` worker processes, a wave's runs (one per shard,
+or one per asset group of a global step, for a stage and any that start with it; see
+``jobs.build_plan.waves``) up to ``max_concurrent`` at a time (workers are forked
 from a fork server that imported the code location once; each opens the same instance); with
 ``max_concurrent=1`` every run executes in this process. Inputs and the embedding settings
 reach the runs as resource run config, so every run records where its data came from.
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 from dataselect.threads import cores, limited
 from dataselect_platform import fork_server
-from jobs.build_plan import BUILD_PLAN, BuildSettings
+from jobs.build_plan import BUILD_PLAN, BuildSettings, waves
 
 EXECUTORS = ("in_process", "multiprocess", "ray")
 STAGE_TAG = "dataselect/stage"
@@ -230,7 +231,8 @@ def run_plan(
     strict: bool = False,
     progress=None,
 ) -> BuildOutcome:
-    """Run ``BUILD_PLAN`` on ``instance``: each stage's runs, per shard concurrently, then the next stage."""
+    """Run ``BUILD_PLAN`` on ``instance``, wave by wave (a stage, or stages that start together):
+    a wave's runs (per shard, or per asset group) concurrently, then the next wave."""
     from dataselect.ingest import list_landing_files
     from platform_assets.partitions import shards
 
@@ -242,13 +244,13 @@ def run_plan(
     live = sorted(files)
     pool = None
     try:
-        for step in BUILD_PLAN:
-            runs = step.runs(settings, live)
+        for wave in waves(BUILD_PLAN):
+            runs = [(step, key, assets) for step in wave for key, assets in step.runs(settings, live)]
             # Side-by-side runs share the cores; a lone run has them all (see dataselect.threads).
             threads = max(1, cores() // min(max_concurrent, len(runs))) if max_concurrent > 1 else None
             requests = [
                 RunRequest(step.job, key, {**base_config, **step.run_config(settings, assets)}, assets, threads, step.stage)
-                for key, assets in runs
+                for step, key, assets in runs
             ]
             if max_concurrent > 1 and len(requests) > 1 and pool is None:
                 pool = ProcessPoolExecutor(
@@ -257,9 +259,9 @@ def run_plan(
                     initializer=_init_worker,
                     initargs=(instance.get_ref(), os.getpid()),
                 )
-            stage = progress.stage(step, len(requests)) if progress else None
+            stages = {step.stage: progress.stage(step, sum(r.stage == step.stage for r in requests)) for step in wave} if progress else {}
             # Global steps go to the pool too once it exists: its workers have the code location imported.
-            results = _run_stage(instance, requests, pool, max_concurrent, strict, stage)
+            results = _run_wave(instance, requests, pool, max_concurrent, strict, stages)
             outcome.runs.extend(results)
             failed = [r for r in results if not r.success]
             for run in failed:
@@ -267,11 +269,13 @@ def run_plan(
                     outcome.failed.append(
                         {"file": files[run.partition], "shard": run.partition, "job": run.job, "run_id": run.run_id, "error": run.error}
                     )
-            if failed and (strict or not step.per_shard):
-                first = failed[0]
+            # A failed global run ends the build; a failed shard only drops out (unless strict).
+            fatal = [r for r in failed if strict or r.partition is None]
+            if fatal:
+                first = fatal[0]
                 where = f" [{first.partition}]" if first.partition else ""
                 checks = "".join(f"; blocking check {c}" for c in first.failed_checks)
-                outcome.stopped = f"{step.job}{where} failed in run {first.run_id}: {first.error}{checks}"
+                outcome.stopped = f"{first.job}{where} failed in run {first.run_id}: {first.error}{checks}"
                 break
             if failed:
                 dropped = [r.partition for r in failed]
@@ -305,9 +309,10 @@ def _create_pools(instance) -> None:
                 raise
 
 
-def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, strict: bool, stage) -> list[RunOutcome]:
-    """The stage's runs, at most ``max_concurrent`` at a time in the pool (one at a time in this
-    process without one); with ``strict``, none is started after a failure."""
+def _run_wave(instance, requests: list[RunRequest], pool, max_concurrent: int, strict: bool, stages: dict) -> list[RunOutcome]:
+    """The runs of one wave, at most ``max_concurrent`` at a time in the pool (one at a time in this
+    process without one), in the order of ``requests``; with ``strict``, none is started after a
+    failure. ``stages`` holds the progress of each of the wave's stages, by name."""
 
     def launch(request: RunRequest) -> Future:
         if pool is not None:
@@ -319,15 +324,21 @@ def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, 
             future.set_exception(error)
         return future
 
+    def show(stage: str) -> None:
+        if stage in stages:
+            queued = 0 if stop else sum(r.stage == stage for r in waiting)
+            stages[stage].update(queued=queued, running=sum(r.stage == stage for r in running.values()))
+
     limit = max_concurrent if pool is not None else 1
-    waiting, running, results, stop = list(requests), {}, [], False
+    # Global runs first: they are short, and the next wave needs them as much as the shards.
+    waiting = sorted(requests, key=lambda r: r.partition is not None)
+    running, results, stop = {}, {}, False
     retried: set[int] = set()  # requests already launched a second time
     while waiting or running:
         while waiting and not stop and len(running) < limit:
             request = waiting.pop(0)
-            if stage:
-                stage.update(queued=len(waiting), running=len(running) + 1)
             running[launch(request)] = request
+            show(request.stage)
         if not running:
             break
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -343,17 +354,17 @@ def _run_stage(instance, requests: list[RunRequest], pool, max_concurrent: int, 
                 # in the instance, so the UI shows both.
                 retried.add(id(request))
                 waiting.insert(0, request)
-                if stage:
-                    stage.retrying(result)
+                if request.stage in stages:
+                    stages[request.stage].retrying(result)
                 continue
-            results.append(result)
+            results[id(request)] = result
             stop = stop or (strict and not result.success)
-            if stage:
-                stage.done(result)
-                stage.update(queued=0 if stop else len(waiting), running=len(running))
-    if stage:
+            if request.stage in stages:
+                stages[request.stage].done(result)
+            show(request.stage)
+    for stage in stages.values():
         stage.close()
-    return sorted(results, key=lambda r: r.partition or "")
+    return [results[id(r)] for r in requests if id(r) in results]
 
 
 def default_concurrency() -> int:

@@ -2,8 +2,10 @@
 
 ``dataselect build``, the tests and the benchmarks run this plan through
 ``dataselect_platform.runner``; the landing sensor and the schedule launch the same jobs.
-Each stage waits for the one before it: the models are fit on every shard's records and
-embeddings, and the selection needs every shard's scores.
+Each stage waits for the one before it (the models are fit on every shard's records and
+embeddings, and the selection needs every shard's scores), unless it is marked
+``with_previous``: it then shares the slots of the stage before it, as embedding the target
+reference, which needs nothing from the pool, shares those of the shards' ingest.
 """
 
 from dataclasses import dataclass, field
@@ -30,6 +32,8 @@ class Step:
     # A global step's asset selections that run side by side, one run each (they must not depend
     # on one another); empty: the whole job in one run.
     side_by_side: tuple[tuple[str, ...], ...] = ()
+    # Starts with the step before it and shares its run slots: it needs nothing that step makes.
+    with_previous: bool = False
 
     def run_config(self, settings: BuildSettings, assets: list[str] | None = None) -> dict:
         """The run config of one of the step's runs, for its asset selection ``assets`` (None: all)."""
@@ -69,8 +73,20 @@ _FITS_SIDE_BY_SIDE = tuple(
 
 BUILD_PLAN = (
     Step("ingest + embed", shard_embed_job.name, per_shard=True),
-    Step("embed target", model_fit_job.name, per_shard=False, side_by_side=(("target_reference",),)),
+    Step("embed target", model_fit_job.name, per_shard=False, side_by_side=(("target_reference",),), with_previous=True),
     Step("fit models", model_fit_job.name, per_shard=False, side_by_side=_FITS_SIDE_BY_SIDE),
     Step("score", shard_score_job.name, per_shard=True),
     Step("select + report", selection_build_job.name, per_shard=False),
 )
+
+
+def waves(plan: tuple[Step, ...] = BUILD_PLAN) -> list[tuple[Step, ...]]:
+    """The plan's steps in the groups that run together: a wave's runs share the run slots, and
+    the next wave starts once all of them have ended."""
+    grouped: list[list[Step]] = []
+    for step in plan:
+        if step.with_previous and grouped:
+            grouped[-1].append(step)
+        else:
+            grouped.append([step])
+    return [tuple(group) for group in grouped]

@@ -37,9 +37,9 @@ import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.covariance import ledoit_wolf_shrinkage
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.model_selection import StratifiedKFold
 
 from dataselect import ngrams
@@ -179,9 +179,16 @@ class LabelNoise(Scorer):
         n_folds: int = 5  # cross-validation folds for out-of-fold probabilities
         # Logistic regression only:
         C: float = 10.0  # inverse L2 strength; weak regularisation suits unit-norm/tf-idf rows
-        solver: str = "saga"  # scikit-learn solver; saga is ~10x faster than lbfgs on sparse tf-idf
-        max_iter: int = 200  # solver epochs/iterations
-        tol: float = 1e-2  # stopping tolerance: probabilities only need to rank (AUROC unchanged vs 1e-3)
+        # "sgd": a fixed number of SGD epochs on the same penalised log loss (alpha = 1 / (C * n)),
+        # or a LogisticRegression solver ("saga" is ~10x faster than lbfgs on sparse tf-idf). None
+        # picks by features: sgd for tfidf (flipped-label AUROC 0.9961 / 0.8933 on the methods
+        # benchmark's 20 Newsgroups / Amazon pools vs 0.9957 / 0.8937 for saga, in a third of the
+        # fit time at 100k records), saga for embeddings (5 SGD epochs on the dense unit vectors:
+        # AUROC 0.924 vs 0.964 on 3k newsgroups).
+        solver: str | None = None
+        epochs: int = 5  # sgd
+        max_iter: int = 200  # other solvers' epochs/iterations
+        tol: float = 1e-2  # their stopping tolerance: probabilities only need to rank (AUROC unchanged vs 1e-3)
         hashed_buckets: int = 2**18  # tfidf: hashed word buckets (few collisions at a pool's vocabulary)
         # Training records per fold's model (a seeded sample of the other folds); None: all of them.
         max_train_per_fold: int | None = 20_000
@@ -224,14 +231,18 @@ class LabelNoise(Scorer):
         # The idf over all rows is unsupervised: it leaks no label into the folds.
         return ngrams.hashed_tfidf(texts, self.config.hashed_buckets)
 
-    def _classifier(self, member: str):
+    def _classifier(self, member: str, n_train: int):
         c = self.config
         kind = c.classifier or ("lda" if member == "embeddings" else "logistic")
         if kind == "lda":
             return PooledGaussianClassifier(shrinkage="auto")
         if kind == "logistic":
-            # saga visits rows in a seeded random order
-            return LogisticRegression(C=c.C, solver=c.solver, max_iter=c.max_iter, tol=c.tol, random_state=c.seed)
+            # Both visit rows in a seeded random order. LogisticRegression minimises C * sum(loss)
+            # + |w|^2 / 2, SGD mean(loss) + alpha * |w|^2 / 2: the same optimum at alpha = 1 / (C * n).
+            solver = c.solver or ("saga" if member == "embeddings" else "sgd")
+            if solver == "sgd":
+                return SGDClassifier(loss="log_loss", alpha=1.0 / (c.C * n_train), max_iter=c.epochs, tol=None, random_state=c.seed)
+            return LogisticRegression(C=c.C, solver=solver, max_iter=c.max_iter, tol=c.tol, random_state=c.seed)
         raise ValueError(f"label_noise: unknown classifier {kind!r} (use 'logistic' or 'lda')")
 
     def _probabilities(self, batch: Batch, rows: np.ndarray, encoded: np.ndarray, folds, n_classes: int) -> np.ndarray:
@@ -239,15 +250,15 @@ class LabelNoise(Scorer):
         members = self._members
         total = np.zeros((len(rows), n_classes))
         for member in members:
-            model, features = self._classifier(member), self._features(batch, rows, member)
+            model, features = self._classifier(member, len(rows)), self._features(batch, rows, member)
             if isinstance(model, PooledGaussianClassifier):
                 total += model.out_of_fold_proba(features, encoded, folds)
-            else:
-                total += self._out_of_fold(model, features, encoded, folds, n_classes)
+            else:  # one model per fold, its penalty scaled to the fold's training rows
+                total += self._out_of_fold(member, features, encoded, folds, n_classes)
             del features
         return total / len(members)
 
-    def _out_of_fold(self, model, features, encoded: np.ndarray, folds, n_classes: int) -> np.ndarray:
+    def _out_of_fold(self, member: str, features, encoded: np.ndarray, folds, n_classes: int) -> np.ndarray:
         """Out-of-fold ``p(k | x)``; each fold's model sees at most ``max_train_per_fold`` records."""
         cap = self.config.max_train_per_fold
         rng = np.random.default_rng(self.config.seed)
@@ -258,13 +269,13 @@ class LabelNoise(Scorer):
             splits.append((train, test))
 
         def fold(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            fitted = clone(model).fit(features[train], encoded[train])
+            fitted = self._classifier(member, len(train)).fit(features[train], encoded[train])
             out = np.zeros((len(test), n_classes))
             out[:, fitted.classes_] = fitted.predict_proba(features[test])  # a class absent from training gets 0
             return test, out
 
         probabilities = np.zeros((len(encoded), n_classes))
-        # Folds on threads, one per core: saga runs without the GIL.
+        # Folds on threads, one per core: SGD and saga run without the GIL.
         for test, out in Parallel(n_jobs=available(), backend="threading")(delayed(fold)(train, test) for train, test in splits):
             probabilities[test] = out
         return probabilities

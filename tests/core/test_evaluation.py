@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import SGDClassifier
 
 from dataselect.evaluation import (
     ABLATION_COLUMNS,
@@ -319,3 +320,33 @@ def test_tfidf_recipe_on_real_newsgroups(newsgroups_records):
     assert 0.55 < result.accuracy < 0.9
     assert result.converged
     assert len(result.per_class_recall) == 20
+
+
+@pytest.mark.newsgroups
+def test_sgd_solver_trains_the_same_model_as_sklearn_on_the_subsets_tfidf(newsgroups_records):
+    """The default solver is SGDClassifier on the log loss, alpha = 1 / (C * n), 5 epochs: the same
+    model as one trained on TfidfVectorizer's features; saga, trained to convergence, lands close by."""
+    rng = np.random.default_rng(1)
+    train_all = [r for r in newsgroups_records if r["split"] == "train"]
+    test_all = [r for r in newsgroups_records if r["split"] == "test"]
+    train = [train_all[i] for i in rng.choice(len(train_all), 1200, replace=False)]
+    test = [test_all[i] for i in rng.choice(len(test_all), 800, replace=False)]
+    pool = pd.DataFrame(
+        {"id": [str(i) for i in range(len(train))], "text": [r["text"] for r in train], "label": [r["label"] for r in train]}
+    )
+    eval_set = pd.DataFrame({"text": [r["text"] for r in test], "label": [r["label"] for r in test]})
+    evaluator = ArmEvaluator(pool, eval_set)
+    assert evaluator.config.solver == "sgd"
+    sgd = evaluator.train_rows(np.arange(len(pool)), arm="all")
+
+    vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=100_000, ngram_range=(1, 2), dtype=np.float32)
+    reference = SGDClassifier(loss="log_loss", alpha=1 / (10.0 * len(train)), max_iter=5, tol=None, random_state=0)
+    reference.fit(vectorizer.fit_transform(pool["text"]), pool["label"])
+    reference_correct = reference.predict(vectorizer.transform(eval_set["text"])) == eval_set["label"].to_numpy()
+    # Same features up to float32 rounding, same row order: (nearly) the same predictions.
+    assert np.mean(reference_correct == sgd.correct) > 0.98
+    assert abs(reference_correct.mean() - sgd.accuracy) < 0.01
+
+    saga = evaluator.with_model(solver="saga").train_rows(np.arange(len(pool)), arm="all")
+    assert saga.converged and abs(saga.accuracy - sgd.accuracy) < 0.05
+    assert 0.55 < sgd.accuracy < 0.9

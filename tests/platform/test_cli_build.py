@@ -18,7 +18,7 @@ from dagster import DagsterInstance, DagsterRunStatus, SensorResult, SkipReason,
 
 from dataselect.demo import write_demo
 from dataselect_platform.runner import STAGE_TAG
-from jobs.build_plan import BUILD_PLAN, BuildSettings
+from jobs.build_plan import BUILD_PLAN, BuildSettings, waves
 from resources import InputsResource
 from sensors import landing_sensor
 from tests.platform.helpers import ROOT
@@ -88,11 +88,15 @@ def test_build_runs_the_named_jobs_concurrently_and_the_sensor_skips_what_it_ing
         spans = sorted((r.start_time, r.end_time) for r in runs if r.dagster_run.tags.get(STAGE_TAG) == step.stage)
         if len(spans) > 1:
             assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), (step.stage, spans)
-    # Stages did not: every run of a stage started after the previous stage's runs had ended.
-    for before, after in zip(BUILD_PLAN, BUILD_PLAN[1:]):
-        assert max(r.end_time for r in runs if r.dagster_run.tags.get(STAGE_TAG) == before.stage) <= min(
-            r.start_time for r in runs if r.dagster_run.tags.get(STAGE_TAG) == after.stage
-        )
+    # Waves did not: every run of a wave started after the previous wave's runs had ended ...
+    stage_runs = {step.stage: [r for r in runs if r.dagster_run.tags.get(STAGE_TAG) == step.stage] for step in BUILD_PLAN}
+    plan_waves = waves(BUILD_PLAN)
+    assert [len(w) for w in plan_waves] == [2, 1, 1, 1]  # embedding the target starts with the shards' ingest
+    for before, after in zip(plan_waves, plan_waves[1:]):
+        assert max(r.end_time for s in before for r in stage_runs[s.stage]) <= min(r.start_time for s in after for r in stage_runs[s.stage])
+    # ... while the stages of one wave ran side by side: the target run started before a shard's run ended.
+    first, alongside = plan_waves[0]
+    assert min(r.start_time for r in stage_runs[alongside.stage]) < max(r.end_time for r in stage_runs[first.stage])
 
     # `dagster dev` on this home: the landing sensor requests nothing for the files the CLI ingested ...
     instance = DagsterInstance.from_config(str(home))
