@@ -330,7 +330,7 @@ def _run_wave(instance, requests: list[RunRequest], pool, max_concurrent: int, s
             stages[stage].update(queued=queued, running=sum(r.stage == stage for r in running.values()))
 
     limit = max_concurrent if pool is not None else 1
-    # Global runs first: they are short, and the next wave needs them as much as the shards.
+    # Global runs first: short, and the next wave needs them; they then overlap the shards' runs.
     waiting = sorted(requests, key=lambda r: r.partition is not None)
     running, results, stop = {}, {}, False
     retried: set[int] = set()  # requests already launched a second time
