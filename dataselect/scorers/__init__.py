@@ -36,9 +36,9 @@ SCORERS: dict[str, type[Scorer]] = {
 }
 
 # The default recipe (chosen on the benchmarks' dev splits, see benchmarks/README.md).
-# Fused relevance = embedding relevance + n-gram relevance + DSIR (see SelectionConfig's default
-# weights); label noise is a hard filter. label_prior estimates the target's label mix, which
-# top_k follows as per-label quotas.
+# Fused relevance = embedding relevance + n-gram relevance + DSIR, plus half a weight on the
+# label's out-of-fold probability (see SelectionConfig's default weights). label_prior estimates
+# the target's label mix, which top_k follows as per-label quotas.
 DEFAULT_SHARD_SCORERS = ["heuristics", "embeddable", "minhash", "dsir", "relevance", "ngram_relevance", "label_prior"]
 DEFAULT_POOL_SCORERS = ["unique_id", "exact_dup", "near_dup", "semdedup", "label_noise"]
 
