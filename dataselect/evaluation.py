@@ -47,6 +47,7 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import normalize
 
+from dataselect.linear import logistic_regression
 from dataselect.records import ID, LABEL, TEXT
 from dataselect.term_counts import TermCounts
 from dataselect.threads import available
@@ -296,11 +297,8 @@ def _fit_predict(
 
 
 def _linear_model(config: Config, n_train: int, seed: int) -> LogisticRegression | SGDClassifier:
-    """The TF-IDF recipe's classifier. LogisticRegression minimises C * sum(loss) + |w|^2 / 2 and
-    SGDClassifier mean(loss) + alpha * |w|^2 / 2: the same optimum at alpha = 1 / (C * n)."""
-    if config.solver == "sgd":
-        return SGDClassifier(loss="log_loss", alpha=1.0 / (config.C * n_train), max_iter=config.epochs, tol=None, random_state=seed)
-    return LogisticRegression(C=config.C, solver=config.solver, tol=config.tol, max_iter=config.max_iter, random_state=seed)
+    """The TF-IDF recipe's classifier (see :func:`dataselect.linear.logistic_regression`)."""
+    return logistic_regression(config.C, n_train, config.solver, epochs=config.epochs, tol=config.tol, max_iter=config.max_iter, seed=seed)
 
 
 def _score(

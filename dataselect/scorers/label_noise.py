@@ -39,10 +39,10 @@ from joblib import Parallel, delayed
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.covariance import ledoit_wolf_shrinkage
-from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.model_selection import StratifiedKFold
 
 from dataselect import ngrams
+from dataselect.linear import logistic_regression
 from dataselect.records import LABEL, TEXT
 from dataselect.scorers.base import Batch, Scorer
 from dataselect.threads import available
@@ -237,11 +237,7 @@ class LabelNoise(Scorer):
         if kind == "lda":
             return PooledGaussianClassifier(shrinkage="auto")
         if kind == "logistic":
-            # Both visit rows in a seeded random order. LogisticRegression minimises C * sum(loss)
-            # + |w|^2 / 2, SGD mean(loss) + alpha * |w|^2 / 2: the same optimum at alpha = 1 / (C * n).
-            if c.solver == "sgd":
-                return SGDClassifier(loss="log_loss", alpha=1.0 / (c.C * n_train), max_iter=c.epochs, tol=None, random_state=c.seed)
-            return LogisticRegression(C=c.C, solver=c.solver, max_iter=c.max_iter, tol=c.tol, random_state=c.seed)
+            return logistic_regression(c.C, n_train, c.solver, epochs=c.epochs, tol=c.tol, max_iter=c.max_iter, seed=c.seed)
         raise ValueError(f"label_noise: unknown classifier {kind!r} (use 'logistic' or 'lda')")
 
     def _probabilities(self, batch: Batch, rows: np.ndarray, encoded: np.ndarray, folds, n_classes: int) -> np.ndarray:
