@@ -18,6 +18,7 @@ import pandas as pd
 
 from dataselect import evaluation, metrics, report
 from dataselect import records as cols
+from dataselect.pool_terms import PoolTerms
 from dataselect.scorers import SCORERS
 from dataselect.scorers.dsir import kl_reductions
 from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, hard_filter_names
@@ -119,9 +120,11 @@ def evaluate_build(
     eval_set: pd.DataFrame | None = None,
     previous: dict[str, Any] | None = None,
     config: ReportConfig | None = None,
+    pool_terms: PoolTerms | None = None,
 ) -> BuildEvaluation:
-    """Everything the report shows. ``pool`` (id, text, label) and ``pool_embeddings`` are row-aligned
-    with the non-quarantined rows of ``decisions``; ``previous`` is the prior build's summary."""
+    """Everything the report shows. ``pool`` (id, text, label), ``pool_embeddings`` and ``pool_terms``
+    (the pool's term counts when counted beforehand, else None) are row-aligned with the
+    non-quarantined rows of ``decisions``; ``previous`` is the prior build's summary."""
     config = config or ReportConfig()
     started = time.perf_counter()
     good = decisions[decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
@@ -176,10 +179,10 @@ def evaluate_build(
 
         labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
         if labelled:
-            embeddings_kwargs = {}
+            features = {"pool_terms": pool_terms}
             if config.recipe == "embedding_probe":
-                embeddings_kwargs = {"pool_embeddings": pool_embeddings, "eval_embeddings": eval_set.attrs.get("embeddings")}
-            evaluator = evaluation.ArmEvaluator(pool, eval_set, config.recipe, **embeddings_kwargs)
+                features = {"pool_embeddings": pool_embeddings, "eval_embeddings": eval_set.attrs.get("embeddings")}
+            evaluator = evaluation.ArmEvaluator(pool, eval_set, config.recipe, **features)
             arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed)
             summary.update(report.summarize(arms))
             summary["headline"] = evaluation.headline_rows(arms)

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 from joblib import Parallel, delayed
@@ -48,6 +49,7 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import normalize
 
 from dataselect.linear import logistic_regression
+from dataselect.pool_terms import PoolTerms
 from dataselect.records import ID, LABEL, TEXT
 from dataselect.term_counts import TermCounts
 from dataselect.threads import available
@@ -208,14 +210,23 @@ class _TermCounts:
     in the pool is rarer in every subset, so no subset vectorizer could keep it.
     """
 
-    def __init__(self, pool_texts: Sequence[str], eval_texts: Sequence[str], config: Config):
-        # CountVectorizer's matrix, 3x faster (see dataselect.term_counts): min_df as in the recipe.
-        counter = TermCounts(pool_texts, tuple(config.ngram_range), config.min_df)
-        self.pool = counter.matrix
-        self.eval = counter.transform(eval_texts)
-        self.counted_range = counter.ngram_range
+    def __init__(self, pool_texts: Sequence[str], eval_texts: Sequence[str], config: Config, pool_terms: PoolTerms | None = None):
+        """``pool_terms``: the pool's counts counted beforehand (:mod:`dataselect.pool_terms`), with the
+        recipe's n-gram range and min_df; None counts them here."""
+        if pool_terms is None:
+            # CountVectorizer's matrix, 3x faster (see dataselect.term_counts): min_df as in the recipe.
+            counter = TermCounts(pool_texts, tuple(config.ngram_range), config.min_df)
+            self.pool, names, self.counted_range = counter.matrix, counter.feature_names, counter.ngram_range
+            self.eval = counter.transform(eval_texts)
+        else:
+            if (tuple(pool_terms.ngram_range), pool_terms.min_df) != (tuple(config.ngram_range), config.min_df):
+                raise ValueError(f"pool terms counted with {pool_terms.ngram_range}, min_df {pool_terms.min_df}: not this recipe's")
+            if pool_terms.matrix.shape[0] != len(pool_texts):
+                raise ValueError(f"pool terms have {pool_terms.matrix.shape[0]} rows for a pool of {len(pool_texts)}")
+            self.pool, names, self.counted_range = pool_terms.matrix, pool_terms.feature_names, tuple(pool_terms.ngram_range)
+            self.eval = _counts_on(names, eval_texts, self.counted_range)
         # Words per column, so a narrower n-gram range reads a subset of these columns.
-        self.order = (pc.count_substring(counter.feature_names, " ").to_numpy(zero_copy_only=False) + 1).astype(np.int8)
+        self.order = (pc.count_substring(names, " ").to_numpy(zero_copy_only=False) + 1).astype(np.int8)
 
     def tfidf(self, rows: np.ndarray, config: Config) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """TF-IDF of the subset ``rows`` (sorted, distinct) and of the evaluation set, as if
@@ -252,6 +263,19 @@ class _TermCounts:
         weighted.data += 1.0  # sublinear tf
         weighted.data *= idf[weighted.indices]
         return normalize(weighted, norm="l2", copy=False) if weighted.shape[1] else weighted
+
+
+def _counts_on(columns: pa.Array, texts: Sequence[str], ngram_range: tuple[int, int]) -> sp.csr_matrix:
+    """``CountVectorizer(vocabulary=columns).transform(texts)`` for alphabetical ``columns``: the
+    texts' own counts, their terms looked up among the columns (terms not there are dropped)."""
+    own = TermCounts(texts, ngram_range, min_df=1)
+    column_of = pc.fill_null(pc.index_in(own.feature_names, value_set=columns), -1).to_numpy(zero_copy_only=False)
+    counts = own.matrix.tocoo()
+    found = column_of[counts.col] >= 0
+    rows, cols = counts.row[found], column_of[counts.col[found]]
+    matrix = sp.csr_matrix((counts.data[found], (rows, cols)), shape=(len(texts), len(columns)), dtype=np.float32)
+    matrix.sort_indices()
+    return matrix
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -351,6 +375,7 @@ class ArmEvaluator:
 
     Build one per report and call :meth:`evaluate_arms`, :meth:`budget_sweep` and
     :meth:`ablation` on it, so tokenisation and the full-pool model are paid for once.
+    ``pool_terms`` (TF-IDF recipe) are the pool's term counts counted beforehand, row-aligned with ``pool``.
     """
 
     def __init__(
@@ -361,6 +386,7 @@ class ArmEvaluator:
         pool_embeddings: np.ndarray | None = None,
         eval_embeddings: np.ndarray | None = None,
         config: Config | None = None,
+        pool_terms: PoolTerms | None = None,
     ):
         self.config = config or Config()
         self.recipe = recipe
@@ -375,7 +401,7 @@ class ArmEvaluator:
             raise ValueError("every evaluation record needs a label")
         started = time.perf_counter()
         if recipe == "tfidf_logreg":
-            self._counts = _TermCounts(pool[TEXT].tolist(), eval_set[TEXT].tolist(), self.config)
+            self._counts = _TermCounts(pool[TEXT].tolist(), eval_set[TEXT].tolist(), self.config, pool_terms)
         else:
             if len(pool_embeddings) != len(pool) or len(eval_embeddings) != len(eval_set):
                 raise ValueError("embeddings must be row-aligned with pool and eval_set")

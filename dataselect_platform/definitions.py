@@ -9,14 +9,24 @@ from dagster import Definitions, definitions
 from jobs import all_jobs, retraining_schedule
 from platform_assets.checks import all_checks
 from platform_assets.embeddings import embeddings
-from platform_assets.evaluation import evaluation_report
+from platform_assets.evaluation import evaluation_features, evaluation_report
 from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.scoring import model_assets, quality_scores
 from platform_assets.selection import filtered_set
 from resources import make_resources
 from sensors import automation_sensor, landing_sensor
 
-all_assets = [raw_pool, target_reference, evaluation_set, embeddings, *model_assets, quality_scores, filtered_set, evaluation_report]
+all_assets = [
+    raw_pool,
+    target_reference,
+    evaluation_set,
+    embeddings,
+    *model_assets,
+    quality_scores,
+    filtered_set,
+    evaluation_features,
+    evaluation_report,
+]
 
 
 @definitions

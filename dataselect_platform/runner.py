@@ -246,6 +246,8 @@ def run_plan(
     try:
         for wave in waves(BUILD_PLAN):
             runs = [(step, key, assets) for step in wave for key, assets in step.runs(settings, live)]
+            if not runs:  # e.g. the report's step of a build without a report
+                continue
             # Side-by-side runs share the cores; a lone run has them all (see dataselect.threads).
             threads = max(1, cores() // min(max_concurrent, len(runs))) if max_concurrent > 1 else None
             requests = [

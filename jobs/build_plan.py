@@ -52,11 +52,11 @@ class Step:
         per-shard step, one per asset group for a global one (selection None: all of the job's assets)."""
         if self.per_shard:
             return [(key, None) for key in shards]
-        if self.side_by_side:
-            return [(None, list(group)) for group in self.side_by_side]
+        groups = self.side_by_side or (None,)
         if self.job == selection_build_job.name and not settings.with_report:
-            return [(None, ["filtered_set"])]
-        return [(None, None)]
+            # The selection alone, in the step that makes it; steps that only serve the report are skipped.
+            return [(None, ["filtered_set"])] if any(group is None or "filtered_set" in group for group in groups) else []
+        return [(None, None if group is None else list(group)) for group in groups]
 
 
 # The model fits are independent of one another once the target is embedded: two runs share the
@@ -76,7 +76,9 @@ BUILD_PLAN = (
     Step("embed target", model_fit_job.name, per_shard=False, side_by_side=(("target_reference",),), with_previous=True),
     Step("fit models", model_fit_job.name, per_shard=False, side_by_side=_FITS_SIDE_BY_SIDE),
     Step("score", shard_score_job.name, per_shard=True),
-    Step("select + report", selection_build_job.name, per_shard=False),
+    # Counting the pool's terms for the report needs nothing from the selection: it runs beside it.
+    Step("select", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_set", "filtered_set"), ("evaluation_features",))),
+    Step("report", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_report",),)),
 )
 
 

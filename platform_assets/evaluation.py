@@ -1,4 +1,8 @@
-"""evaluation_report: does the selection beat random subsets of the same size, and the full pool?"""
+"""evaluation_report: does the selection beat random subsets of the same size, and the full pool?
+
+evaluation_features counts the pool's terms for the report's TF-IDF arms; it needs nothing from
+the selection, so a build runs it beside filtered_set.
+"""
 
 import numpy as np
 import pandas as pd
@@ -12,20 +16,67 @@ from dagster import (
 )
 from pydantic import Field
 
+from dataselect import pool_terms
 from dataselect import records as cols
 from dataselect.build_report import DEFAULT_BUDGETS, ReportConfig, comparison_record, evaluate_build
+from dataselect.evaluation import Config as RecipeConfig
 from dataselect.report import headline_markdown, write_report
 from dataselect.selection import SelectionConfig
-from dataselect.storage import exists, read_json, read_parquet, write_json
+from dataselect.storage import exists, parquet_metadata, read_json, read_parquet, write_json
 from dataselect.tuning import split_evaluation, tune_table
-from platform_assets.ingest import evaluation_set, target_reference
+from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.lineage import upstream_materialization
 from platform_assets.metadata import png_markdown
-from platform_assets.partitions import GPU_POOL
+from platform_assets.partitions import GPU_POOL, shards
 from platform_assets.selection import filtered_set
-from resources import EmbeddingResource, StorageResource
+from resources import EmbeddingResource, InputsResource, StorageResource
 
 _DEFAULTS = ReportConfig()
+_RECIPE = RecipeConfig()  # the report's fixed recipe: its n-gram range and min_df are what is counted
+
+
+class EvaluationFeaturesConfig(Config):
+    max_records: int = Field(
+        250_000,
+        description="Count the terms beside filtered_set for pools of at most this many records. Both steps hold the "
+        "whole pool's text and n-gram matrices, so above it the report counts them itself, after filtered_set's memory is freed.",
+    )
+
+
+def _pool_terms_fingerprint(shard_fingerprints: dict[str, str]) -> str:
+    return pool_terms.pool_fingerprint(shard_fingerprints, _RECIPE.ngram_range, _RECIPE.min_df)
+
+
+@asset(
+    deps=[raw_pool],
+    automation_condition=AutomationCondition.eager(),
+    group_name="evaluate",
+    kinds={"python", "parquet"},
+    description="The report recipe's word n-gram counts of every pool record (CountVectorizer's matrix), counted "
+    "while filtered_set runs so the report does not; skipped without a labelled evaluation file.",
+)
+def evaluation_features(
+    context: AssetExecutionContext, config: EvaluationFeaturesConfig, inputs: InputsResource, storage: StorageResource
+) -> MaterializeResult:
+    keys = sorted(k for k in context.instance.get_dynamic_partitions(shards.name) if k in storage.shard_files("raw_pool"))
+    if inputs.evaluation() is None:
+        return MaterializeResult(metadata={"skipped": "no evaluation file: the report trains no arms"})
+    n_records = sum(storage.read_shard("raw_pool", k, [cols.ID]).num_rows for k in keys)
+    if n_records > config.max_records:
+        return MaterializeResult(metadata={"skipped": f"{n_records:,} pool records, above max_records: the report counts them itself"})
+    shard_fingerprints = {k: parquet_metadata(storage.shard_file("raw_pool", k))["fingerprint"] for k in keys}
+    texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
+    counted = pool_terms.count(texts, _RECIPE.ngram_range, _RECIPE.min_df, _pool_terms_fingerprint(shard_fingerprints))
+    pool_terms.write(storage.path("evaluation_features"), counted)
+    return MaterializeResult(
+        metadata={
+            "fingerprint": counted.fingerprint,
+            "dagster/row_count": counted.matrix.shape[0],
+            "terms": counted.matrix.shape[1],
+            "nonzeros": int(counted.matrix.nnz),
+            "shards": len(keys),
+        }
+    )
 
 
 class EvaluationConfig(Config):
@@ -44,7 +95,7 @@ class EvaluationConfig(Config):
 
 
 @asset(
-    deps=[filtered_set, target_reference, evaluation_set],
+    deps=[filtered_set, target_reference, evaluation_set, evaluation_features],
     automation_condition=AutomationCondition.eager(),
     group_name="evaluate",
     kinds={"scikit-learn", "html"},
@@ -75,6 +126,10 @@ def evaluation_report(
         eval_set = split_evaluation(eval_set)[1]  # the recipe was chosen on the tune half: report on the rest
     if eval_set is not None and config.recipe == "embedding_probe":
         eval_set.attrs["embeddings"] = embedding.get_embedder().embed(eval_set[cols.TEXT].tolist())
+    # The counts evaluation_features made of exactly these shards, if it did; otherwise counted here.
+    counted = None
+    if eval_set is not None and config.recipe == "tfidf_logreg":
+        counted = pool_terms.read(storage.path("evaluation_features"), _pool_terms_fingerprint(manifest["input_shards"]))
 
     previous_path = storage.path("builds", "latest_evaluation.json")
     previous = read_json(previous_path) if exists(previous_path) else None
@@ -96,6 +151,7 @@ def evaluation_report(
             config.ablation,
             config.regression_tolerance,
         ),
+        counted,
     )
     result.summary["build_id"] = build_id
     if tuned:
@@ -120,6 +176,7 @@ def evaluation_report(
                 }
             ),
             **({"tune_grid": MetadataValue.md(tune_table(tuned["grid"]))} if tuned else {}),
+            "pool_term_counts": "read from evaluation_features" if counted is not None else "counted in this step",
             "label_free_metrics": MetadataValue.json(result.summary["label_free"]),
             "build_comparison": MetadataValue.json(comparison or {"note": "first build"}),
             "plots": MetadataValue.md("\n\n".join(png_markdown(name, png) for name, png in result.figures.items())),

@@ -24,6 +24,7 @@ from dagster import AssetCheckEvaluation, DagsterInstance, ExecuteInProcessResul
 from dataselect.ingest import list_landing_files  # noqa: E402
 from dataselect_platform.definitions import all_assets, all_checks  # noqa: E402
 from dataselect_platform.runner import BuildInputs, RunRequest, execute_run, run_plan  # noqa: E402
+from jobs import selection_build_job  # noqa: E402
 from jobs.build_plan import BUILD_PLAN, BuildSettings  # noqa: E402
 from platform_assets.partitions import shards  # noqa: E402
 from resources import EmbeddingResource, make_resources  # noqa: E402
@@ -143,17 +144,18 @@ class PlatformBuild:
         self.results.extend(results)
         return results
 
-    def select_and_report(self, selection_config: dict, report_config: dict | None = None) -> RunEvents:
-        """The plan's last step again, e.g. on another budget."""
+    def select_and_report(self, selection_config: dict, report_config: dict | None = None) -> list[RunEvents]:
+        """The plan's selection and report steps again (e.g. on another budget), one run after another."""
         settings = BuildSettings(seed=selection_config.get("seed", 0), selection=selection_config, report=report_config or FAST_REPORT)
-        step = BUILD_PLAN[-1]
         base = {"resources": self.inputs.resources_config(), "execution": {"config": {"in_process": {}}}}
-        [(_, assets)] = step.runs(settings, [])
-        outcome = execute_run(self.instance, RunRequest(step.job, None, {**base, **step.run_config(settings, assets)}, assets))
-        assert outcome.success, f"{step.job} failed: {outcome.error} {outcome.failed_checks}"
-        result = RunEvents.read(self.instance, outcome.run_id)
-        self.results.append(result)
-        return result
+        runs = []
+        for step in (s for s in BUILD_PLAN if s.job == selection_build_job.name):
+            for _, assets in step.runs(settings, []):
+                outcome = execute_run(self.instance, RunRequest(step.job, None, {**base, **step.run_config(settings, assets)}, assets))
+                assert outcome.success, f"{step.job} {assets} failed: {outcome.error} {outcome.failed_checks}"
+                runs.append(RunEvents.read(self.instance, outcome.run_id))
+        self.results.extend(runs)
+        return runs
 
     def build_paths(self, build_id: str) -> dict[str, Path]:
         build = Path(self.store) / "builds" / build_id

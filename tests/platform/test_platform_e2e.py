@@ -71,6 +71,7 @@ def test_every_asset_materializes_with_its_checks_passing(demo_build):
         **{k: 1 for k in DEFAULT_MODEL_KEYS},
         "filtered_set": 1,
         "evaluation_set": 1,
+        "evaluation_features": 1,
         "evaluation_report": 1,
     }
     evaluations = [e for r in demo_build.first_build_results for e in check_evaluations(r)]
@@ -142,6 +143,20 @@ def test_report_beats_random(demo_build):
     report_meta = latest_metadata(demo_build.instance, "evaluation_report")
     assert report_meta["build_id"] == demo_build.build_id
     assert Path(report_meta["report_html"]) == paths["report"]
+    # The report's TF-IDF arms read the pool's term counts that evaluation_features made beside
+    # filtered_set, one row per pool record the report trains on.
+    assert report_meta["pool_term_counts"] == "read from evaluation_features"
+    assert latest_metadata(demo_build.instance, "evaluation_features")["dagster/row_count"] == summary["n_pool"]
+
+
+@pytest.mark.slow
+def test_pool_term_counts_are_left_to_the_report_above_max_records(demo_build):
+    before = latest_metadata(demo_build.instance, "evaluation_features")["fingerprint"]
+    demo_build.run(["evaluation_features"], run_config={"ops": {"evaluation_features": {"config": {"max_records": 100}}}})
+    meta = latest_metadata(demo_build.instance, "evaluation_features")
+    n_pool = json.loads(demo_build.build_paths(demo_build.build_id)["summary"].read_text())["n_pool"]
+    assert meta["skipped"] == f"{n_pool:,} pool records, above max_records: the report counts them itself"
+    assert "fingerprint" not in meta and before
 
 
 @pytest.mark.slow
@@ -164,7 +179,7 @@ def test_same_config_and_seed_rebuild_is_byte_identical(demo_build):
 @pytest.mark.slow
 def test_changed_budget_gives_a_new_build_and_a_comparison(demo_build):
     quick_report = {**FAST_REPORT, "budgets": []}  # the budget sweep adds nothing to what this test checks
-    result = demo_build.select_and_report({"budget": BUDGET / 2, "seed": SEED}, quick_report)
+    runs = demo_build.select_and_report({"budget": BUDGET / 2, "seed": SEED}, quick_report)
     new_id = latest_metadata(demo_build.instance, "filtered_set")["build_id"]
     assert new_id != demo_build.build_id
     new_paths, old_paths = demo_build.build_paths(new_id), demo_build.build_paths(demo_build.build_id)
@@ -179,7 +194,7 @@ def test_changed_budget_gives_a_new_build_and_a_comparison(demo_build):
     assert comparison["n_added"] == len(new_selected - old_selected)
     assert comparison["n_removed"] == len(old_selected - new_selected)
     assert latest_metadata(demo_build.instance, "evaluation_report")["build_comparison"] == comparison
-    assert {e.check_name for e in check_evaluations(result)} >= {"no_regression_vs_previous_build", "filtered_set_valid"}
+    assert {e.check_name for r in runs for e in check_evaluations(r)} >= {"no_regression_vs_previous_build", "filtered_set_valid"}
 
 
 @pytest.mark.slow
@@ -232,10 +247,8 @@ def test_dataselect_build_command(demo_build, tmp_path):
 def test_a_selection_that_loses_to_the_full_pool_fails_the_warn_check(demo_build):
     # The least relevant records over all labels (no per-label quotas, which would keep the
     # target's labels): far from the target, so the full pool wins beyond the interval.
-    result = demo_build.select_and_report(
-        {"budget": BUDGET, "seed": SEED, "weights": {"relevance.score": -1.0}, "label_quota_column": None}
-    )
-    check = next(e for e in check_evaluations(result) if e.check_name == "selection_not_worse_than_full_pool")
+    runs = demo_build.select_and_report({"budget": BUDGET, "seed": SEED, "weights": {"relevance.score": -1.0}, "label_quota_column": None})
+    check = next(e for r in runs for e in check_evaluations(r) if e.check_name == "selection_not_worse_than_full_pool")
     assert check.passed is False and check.severity.value == "WARN"
     assert "loses to the full pool" in check.description
     verdict = latest_metadata(demo_build.instance, "evaluation_report")["summary"]["verdict"]
@@ -247,8 +260,8 @@ def test_tune_chooses_on_the_tune_half_and_reports_on_the_held_out_half(demo_bui
     from dataselect.selection import SelectionConfig
     from dataselect.tuning import grid, split_evaluation
 
-    result = demo_build.select_and_report({"budget": BUDGET, "seed": SEED, "tune": True})
-    assert result.success
+    runs = demo_build.select_and_report({"budget": BUDGET, "seed": SEED, "tune": True})
+    assert all(r.success for r in runs)
     meta = latest_metadata(demo_build.instance, "filtered_set")
     tuned = meta["manifest"]["config"]["tune"]
     rows = tuned["grid"]

@@ -85,7 +85,9 @@ def webserver(tmp_path_factory):
         build.run(["target_reference", *DEFAULT_MODEL_KEYS])
         for key in build.keys:
             build.run(["quality_scores"], key)
-        build.run(["filtered_set", "evaluation_set"], run_config={"ops": {"filtered_set": {"config": {"budget": 0.1}}}})
+        build.run(
+            ["filtered_set", "evaluation_set", "evaluation_features"], run_config={"ops": {"filtered_set": {"config": {"budget": 0.1}}}}
+        )
 
     port = _free_port()
     env = {
