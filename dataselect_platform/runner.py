@@ -251,7 +251,9 @@ def run_plan(
             # Side-by-side runs share the cores; a lone run has them all (see dataselect.threads).
             threads = max(1, cores() // min(max_concurrent, len(runs))) if max_concurrent > 1 else None
             requests = [
-                RunRequest(step.job, key, {**base_config, **step.run_config(settings, assets)}, assets, threads, step.stage)
+                RunRequest(
+                    step.job, key, {**base_config, **step.run_config(settings, assets, outcome.build_id)}, assets, threads, step.stage
+                )
                 for step, key, assets in runs
             ]
             if max_concurrent > 1 and len(requests) > 1 and pool is None:

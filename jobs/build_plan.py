@@ -35,15 +35,18 @@ class Step:
     # Starts with the step before it and shares its run slots: it needs nothing that step makes.
     with_previous: bool = False
 
-    def run_config(self, settings: BuildSettings, assets: list[str] | None = None) -> dict:
-        """The run config of one of the step's runs, for its asset selection ``assets`` (None: all)."""
+    def run_config(self, settings: BuildSettings, assets: list[str] | None = None, build_id: str | None = None) -> dict:
+        """The run config of one of the step's runs, for its asset selection ``assets`` (None: all).
+        ``build_id``: the build the selection step made, which a report in another run evaluates (the
+        report would otherwise read the newest filtered_set, another build's when two run at once)."""
         ops = {}
         if self.job == model_fit_job.name:
             ops = {key: {"config": {"seed": settings.seed}} for key in DEFAULT_MODEL_KEYS}
         if self.job == selection_build_job.name:
             ops = {"filtered_set": {"config": {"seed": settings.seed, **settings.selection}}}
-            if settings.with_report and settings.report is not None:
-                ops["evaluation_report"] = {"config": settings.report}
+            report = {**(settings.report or {}), **({"build_id": build_id} if build_id else {})}
+            if settings.with_report and (settings.report is not None or report):
+                ops["evaluation_report"] = {"config": report}
         ops = {key: config for key, config in ops.items() if assets is None or key in assets}
         return {"ops": ops} if ops else {}
 

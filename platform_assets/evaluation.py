@@ -10,6 +10,7 @@ from dagster import (
     AssetExecutionContext,
     AutomationCondition,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -92,6 +93,11 @@ class EvaluationConfig(Config):
         description=f"Rebuild the selection with each scorer left out; unset: on for pools of at most {_DEFAULTS.analysis_max_records:,} records.",
     )
     regression_tolerance: float = Field(_DEFAULTS.regression_tolerance, description="Accuracy drop vs the previous build that warns.")
+    build_id: str | None = Field(
+        None,
+        description="The filtered_set build to evaluate; unset: the one this run made, else the current materialization. "
+        "The build runner sets it, since its report runs after the selection's run.",
+    )
 
 
 @asset(
@@ -109,9 +115,10 @@ def evaluation_report(
     storage: StorageResource,
     embedding: EmbeddingResource,
 ) -> MaterializeResult:
-    event = upstream_materialization(context, filtered_set.key)
-    build_id = event.metadata["build_id"].value
+    build_id = config.build_id or upstream_materialization(context, filtered_set.key).metadata["build_id"].value
     build = storage.path("builds", build_id)
+    if not exists(build / "manifest.json"):
+        raise Failure(f"build {build_id!r} is not in the store {storage.root}: nothing to evaluate", allow_retries=False)
     decisions = read_parquet(build / "decisions.parquet").to_pandas()
     manifest = read_json(build / "manifest.json")
     keys = sorted(manifest["input_shards"])

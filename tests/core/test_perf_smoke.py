@@ -169,7 +169,7 @@ def test_end_to_end_harness_times_the_cli_and_reads_the_event_log(tmp_path):
 
     assert {"raw_pool", "embeddings", "quality_scores", "filtered_set", "evaluation_report"} <= set(cold["stages"])
     overheads = cold["overheads"]
-    assert overheads["runs"] == sum(len(step.runs(BuildSettings(), ["synthetic-00000"])) for step in BUILD_PLAN) == 6
+    assert overheads["runs"] == sum(len(step.runs(BuildSettings(), ["synthetic-00000"])) for step in BUILD_PLAN) == 8
     assert 0 < overheads["runs_span"] < cold["seconds"]
     text = (tmp_path / "perf.md").read_text()
     assert "| synthetic | 300 |" in text and "median per-run overhead" in text

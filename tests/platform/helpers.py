@@ -148,11 +148,13 @@ class PlatformBuild:
         """The plan's selection and report steps again (e.g. on another budget), one run after another."""
         settings = BuildSettings(seed=selection_config.get("seed", 0), selection=selection_config, report=report_config or FAST_REPORT)
         base = {"resources": self.inputs.resources_config(), "execution": {"config": {"in_process": {}}}}
-        runs = []
+        runs, build_id = [], None
         for step in (s for s in BUILD_PLAN if s.job == selection_build_job.name):
             for _, assets in step.runs(settings, []):
-                outcome = execute_run(self.instance, RunRequest(step.job, None, {**base, **step.run_config(settings, assets)}, assets))
+                config = {**base, **step.run_config(settings, assets, build_id)}
+                outcome = execute_run(self.instance, RunRequest(step.job, None, config, assets))
                 assert outcome.success, f"{step.job} {assets} failed: {outcome.error} {outcome.failed_checks}"
+                build_id = build_id or outcome.build_id
                 runs.append(RunEvents.read(self.instance, outcome.run_id))
         self.results.extend(runs)
         return runs

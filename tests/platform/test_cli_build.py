@@ -83,6 +83,10 @@ def test_build_runs_the_named_jobs_concurrently_and_the_sensor_skips_what_it_ing
     launched = [(r.dagster_run.tags.get(STAGE_TAG), r.dagster_run.job_name, r.dagster_run.tags.get("dagster/partition")) for r in runs]
     assert sorted(launched, key=str) == sorted(expected, key=str)  # the platform's jobs, not __ephemeral_asset_job__
     assert {r.dagster_run.status for r in runs} == {DagsterRunStatus.SUCCESS}
+    # The report's run evaluates the build the selection's run made, named in its config (the newest
+    # filtered_set may be another build's when two builds share the instance).
+    [report] = [r for r in runs if r.dagster_run.tags.get(STAGE_TAG) == "report"]
+    assert report.dagster_run.run_config["ops"]["evaluation_report"]["config"]["build_id"] == summary["build_id"]
     # The runs of one stage with several ran at the same time: some run started before another had ended.
     for step in BUILD_PLAN:
         spans = sorted((r.start_time, r.end_time) for r in runs if r.dagster_run.tags.get(STAGE_TAG) == step.stage)
