@@ -322,7 +322,11 @@ def _fit_predict(
 
 def _linear_model(config: Config, n_train: int, seed: int) -> LogisticRegression | SGDClassifier:
     """The TF-IDF recipe's classifier (see :func:`dataselect.linear.logistic_regression`)."""
-    return logistic_regression(config.C, n_train, config.solver, epochs=config.epochs, tol=config.tol, max_iter=config.max_iter, seed=seed)
+    # Threads over its classes too: when the last arm left is the full pool's, it still uses every core.
+    n_jobs = config.n_jobs or available()
+    return logistic_regression(
+        config.C, n_train, config.solver, epochs=config.epochs, tol=config.tol, max_iter=config.max_iter, seed=seed, n_jobs=n_jobs
+    )
 
 
 def _score(

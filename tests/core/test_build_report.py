@@ -64,11 +64,12 @@ def test_large_pools_skip_the_sweep_and_ablation_unless_asked_and_say_so():
     def report(**options):
         return evaluate_build(decisions, pool, vectors, target, vectors[:4], config, eval_set, None, ReportConfig(**options))
 
-    small = report(random_seeds=(1, 2))  # 50 records: under the default limit, everything runs
+    small = report(random_seeds=(1, 2, 3))  # 50 records: under the default limit, everything runs
+    assert [len(small.summary["arms"][arm]["seeds"]) for arm in ("random", "stratified_random")] == [3, 2]
     assert {"budget_sweep", "ablation"} <= set(small.tables) and "skipped_analyses" not in small.summary
-    large = report(random_seeds=(1, 2), analysis_max_records=49)
+    large = report(random_seeds=(1, 2, 3), analysis_max_records=49)
     assert not {"budget_sweep", "ablation"} & set(large.tables)
     assert "above 49 records (this pool: 50)" in large.summary["skipped_analyses"]
     assert large.summary["headline_numbers"] == small.summary["headline_numbers"]  # the headline is unchanged
-    asked = report(random_seeds=(1, 2), analysis_max_records=49, budgets=(0.2,), ablation=True)
+    asked = report(random_seeds=(1, 2, 3), analysis_max_records=49, budgets=(0.2,), ablation=True)
     assert {"budget_sweep", "ablation"} <= set(asked.tables) and "skipped_analyses" not in asked.summary

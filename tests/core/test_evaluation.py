@@ -129,10 +129,14 @@ def test_evaluation_is_deterministic(clean_and_noisy):
                 seed_result.pop("fit_seconds")
         assert a == b
     np.testing.assert_array_equal(first["selected"].correct, second["selected"].correct)
-    # Two threads train the same models as one.
-    threaded = ArmEvaluator(pool, eval_set, config=Config(n_jobs=2)).evaluate_arms([f"n{i}" for i in range(100)], include_full=False)
-    assert [r.accuracy for r in threaded["random"].results] == [r.accuracy for r in first["random"].results]
-    assert threaded["stratified_random"].accuracy == first["stratified_random"].accuracy
+    # Two threads (over arms, and over one arm's one-vs-rest classes) train the same models as one.
+    one, two = (
+        ArmEvaluator(pool, eval_set, config=Config(n_jobs=n)).evaluate_arms([f"n{i}" for i in range(100)], include_full=True)
+        for n in (1, 2)
+    )
+    assert [r.accuracy for r in two["random"].results] == [r.accuracy for r in one["random"].results]
+    assert two["stratified_random"].accuracy == one["stratified_random"].accuracy
+    np.testing.assert_array_equal(two["full"].correct, one["full"].correct)
 
 
 def test_random_arms_draw_same_size_from_independent_streams(evaluator):
