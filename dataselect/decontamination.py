@@ -27,11 +27,20 @@ DEFAULT_MIN_OVERLAP = 0.2
 
 def ngram_keys(texts: Sequence[str | None], n: int = DEFAULT_NGRAM) -> tuple[np.ndarray, np.ndarray]:
     """(text index, n-gram key) of every word n-gram of every text."""
-    pieces = map_chunks(lambda piece: (len(piece), *window_keys(piece, n)), list(texts))
+    return _per_text(map_chunks(lambda piece: _keys_of(piece, n), list(texts)))
+
+
+def _keys_of(texts: Sequence[str | None], n: int) -> tuple[int, np.ndarray, np.ndarray]:
+    rows, keys = window_keys(texts, n)
+    return len(texts), rows, (keys >> np.uint64(1)).view(np.int64)  # int64 keys: numpy's and pandas' fast paths
+
+
+def _per_text(pieces: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated (text index, value) of :func:`map_chunks` pieces ``(texts in the piece, text
+    index in the piece, value)``, the indices offset to the whole sequence's."""
     firsts = np.cumsum([0] + [size for size, _, _ in pieces[:-1]])
     rows = [rows + first for first, (_, rows, _) in zip(firsts, pieces)]
-    keys = np.concatenate([np.zeros(0, np.uint64), *[k for _, _, k in pieces]])
-    return np.concatenate([np.zeros(0, np.int64), *rows]), (keys >> np.uint64(1)).view(np.int64)  # int64 keys: numpy's fast paths
+    return np.concatenate([np.zeros(0, np.int64), *rows]), np.concatenate([np.zeros(0, np.int64), *[v for _, _, v in pieces]])
 
 
 def contamination(
@@ -55,11 +64,19 @@ def contamination(
     per_eval = np.bincount(eval_rows, minlength=len(eval_texts))
     if size == 0 or len(eval_keys) == 0:
         return {"keep": keep, "reason": reason, "overlap": overlap}
-    rows, keys = ngram_keys(pool_texts, n)
-    # A hash lookup: a binary search per pool n-gram (tens of millions of them) is 5x slower.
-    position = pd.Index(eval_keys).get_indexer(keys)
-    hit = position >= 0
-    pairs = np.unique(np.stack([rows[hit], position[hit]], axis=1), axis=0)  # distinct (pool record, n-gram)
+    # A hash lookup (a binary search per pool n-gram is 5x slower), chunk by chunk on the threads
+    # that hash the n-grams: only the hits are kept, never the pool's tens of millions of keys.
+    lookup = pd.Index(eval_keys)
+    lookup.get_indexer(eval_keys[:1])  # builds the hash table before the threads share it
+
+    def hits(piece) -> tuple[int, np.ndarray, np.ndarray]:
+        size, rows, keys = _keys_of(piece, n)
+        position = lookup.get_indexer(keys)
+        found = position >= 0
+        return size, rows[found], position[found]
+
+    rows, positions = _per_text(map_chunks(hits, list(pool_texts)))
+    pairs = np.unique(np.stack([rows, positions], axis=1), axis=0)  # distinct (pool record, n-gram)
     if len(pairs) == 0:
         return {"keep": keep, "reason": reason, "overlap": overlap}
     record_owner, shared = np.unique(np.stack([pairs[:, 0], eval_rows[pairs[:, 1]]], axis=1), axis=0, return_counts=True)
