@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field
@@ -225,8 +226,7 @@ class _TermCounts:
                 raise ValueError(f"pool terms have {pool_terms.matrix.shape[0]} rows for a pool of {len(pool_texts)}")
             self.pool, names, self.counted_range = pool_terms.matrix, pool_terms.feature_names, tuple(pool_terms.ngram_range)
             self.eval = _counts_on(names, eval_texts, self.counted_range)
-        # Words per column, so a narrower n-gram range reads a subset of these columns.
-        self.order = (pc.count_substring(names, " ").to_numpy(zero_copy_only=False) + 1).astype(np.int8)
+        self._names = names
 
     def tfidf(self, rows: np.ndarray, config: Config) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """TF-IDF of the subset ``rows`` (sorted, distinct) and of the evaluation set, as if
@@ -253,6 +253,12 @@ class _TermCounts:
         if not self.counted_range[0] <= low <= high <= self.counted_range[1]:
             raise ValueError(f"ngram_range {ngram_range} is outside the counted range {self.counted_range}")
         return (self.order >= low) & (self.order <= high)
+
+    @functools.cached_property
+    def order(self) -> np.ndarray:
+        """Words per column, so a narrower n-gram range reads a subset of these columns (counted
+        only then: over a large pool's million names it costs a fraction of a second)."""
+        return (pc.count_substring(self._names, " ").to_numpy(zero_copy_only=False) + 1).astype(np.int8)
 
     @staticmethod
     def _weigh(counts: sp.csr_matrix, keep: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:

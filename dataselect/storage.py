@@ -196,20 +196,27 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(read_bytes(path))
 
 
-def write_parquet(path: str | os.PathLike, table: pa.Table, metadata: dict[str, str] | None = None) -> UPath:
-    """Write ``table`` atomically; ``metadata`` lands in the Parquet schema metadata."""
+def write_parquet(path: str | os.PathLike, table: pa.Table, metadata: dict[str, str] | None = None, use_dictionary: bool = True) -> UPath:
+    """Write ``table`` atomically; ``metadata`` lands in the Parquet schema metadata. ``use_dictionary``
+    False suits columns of many distinct numbers, where dictionary pages only cost time."""
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", use_dictionary=use_dictionary)
     return atomic_write_bytes(path, sink.getvalue())
 
 
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
     with as_path(path).open("rb") as handle:
         return pq.read_table(handle, columns=columns)
+
+
+def parquet_num_rows(path: str | os.PathLike) -> int:
+    """Rows of a Parquet file, from its footer (no column is read)."""
+    with as_path(path).open("rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
 
 
 def parquet_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -23,7 +23,7 @@ from dataselect.build_report import DEFAULT_BUDGETS, ReportConfig, comparison_re
 from dataselect.evaluation import Config as RecipeConfig
 from dataselect.report import headline_markdown, write_report
 from dataselect.selection import SelectionConfig
-from dataselect.storage import exists, parquet_metadata, read_json, read_parquet, write_json
+from dataselect.storage import exists, parquet_metadata, parquet_num_rows, read_json, read_parquet, write_json
 from dataselect.tuning import split_evaluation, tune_table
 from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.lineage import upstream_materialization
@@ -62,7 +62,7 @@ def evaluation_features(
     keys = sorted(k for k in context.instance.get_dynamic_partitions(shards.name) if k in storage.shard_files("raw_pool"))
     if inputs.evaluation() is None:
         return MaterializeResult(metadata={"skipped": "no evaluation file: the report trains no arms"})
-    n_records = sum(storage.read_shard("raw_pool", k, [cols.ID]).num_rows for k in keys)
+    n_records = sum(parquet_num_rows(storage.shard_file("raw_pool", k)) for k in keys)
     if n_records > config.max_records:
         return MaterializeResult(metadata={"skipped": f"{n_records:,} pool records, above max_records: the report counts them itself"})
     shard_fingerprints = {k: parquet_metadata(storage.shard_file("raw_pool", k))["fingerprint"] for k in keys}
@@ -152,11 +152,11 @@ def evaluation_report(
         eval_set,
         previous,
         ReportConfig(
-            config.recipe,
-            tuple(config.random_seeds),
-            None if config.budgets is None else tuple(config.budgets),
-            config.ablation,
-            config.regression_tolerance,
+            recipe=config.recipe,
+            random_seeds=tuple(config.random_seeds),
+            budgets=None if config.budgets is None else tuple(config.budgets),
+            ablation=config.ablation,
+            regression_tolerance=config.regression_tolerance,
         ),
         counted,
     )
