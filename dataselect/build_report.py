@@ -51,6 +51,10 @@ class ReportConfig:
     # sample), so the metric costs the same at 100k or 1M records.
     kl_max_texts: int = 20_000
 
+    def __post_init__(self):
+        if not self.random_seeds:
+            raise ValueError("random_seeds is empty: the random arm needs at least one seed")
+
     def resolved(self, n_records: int) -> tuple[tuple[float, ...], bool]:
         """(budgets, ablation) for a pool of ``n_records``."""
         small = n_records <= self.analysis_max_records

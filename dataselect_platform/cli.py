@@ -4,7 +4,8 @@
 on a Dagster instance (``DAGSTER_HOME``, else one under ``--out``), per-shard runs up to
 ``--max-concurrent`` at a time, as the UI or the sensor would have launched them. Progress goes
 to stderr; the last line on stdout is a JSON object with the output paths, the record counts and
-any landing files that could not be built. It exits non-zero when a file failed.
+any landing files that could not be built. It exits non-zero when a file failed or a run of the
+selection or the report did.
 """
 
 import argparse
@@ -42,7 +43,6 @@ def run_build(
     Path(home).mkdir(parents=True, exist_ok=True)
     from dagster import DagsterInstance
 
-    from dataselect.storage import read_json
     from dataselect_platform.progress import BuildProgress, say
     from dataselect_platform.runner import BuildInputs, Execution, default_concurrency, run_plan
     from jobs.build_plan import BuildSettings
@@ -64,19 +64,27 @@ def run_build(
     started = time.perf_counter()
     with DagsterInstance.get() as instance:
         outcome = run_plan(instance, inputs, settings, execution, max_concurrent=concurrency, strict=strict, progress=BuildProgress(quiet))
+    return build_summary(outcome, store, home, time.perf_counter() - started)
+
+
+def build_summary(outcome, store: Path, home: str, seconds: float) -> dict:
+    """The CLI's last stdout line for a :class:`~dataselect_platform.runner.BuildOutcome`."""
+    from dataselect.storage import read_json
+
     summary: dict = {"build_id": outcome.build_id}
     if outcome.build_id:
         build = store / "builds" / outcome.build_id
         manifest = read_json(build / "manifest.json")
+        # The report's files only when this build's report was written (its run may have failed).
+        report = _report_files(build, outcome.stopped)
         summary.update(
             selected=str(build / "selected.parquet"),
             decisions=str(build / "decisions.parquet"),
             manifest=str(build / "manifest.json"),
-            report=str(build / "report" / "report.html"),
-            summary=str(build / "report" / "summary.json"),
+            **{name: str(path) for name, path in report.items()},
             counts={k: manifest["counts"][k] for k in ("raw", "selected", "rejected", "quarantined")},
             # Does the selection beat random and the full pool on the evaluation set (None: no labelled eval)?
-            verdict=_verdict(build / "report" / "summary.json"),
+            verdict=_verdict(report["summary"]) if report else None,
         )
         if "tune" in manifest["config"]:
             summary["tune"] = {k: manifest["config"]["tune"][k] for k in ("chosen", "held_out_accuracy", "default_held_out_accuracy")}
@@ -86,9 +94,20 @@ def run_build(
         **({"stopped": outcome.stopped} if outcome.stopped else {}),
         runs=len(outcome.runs),
         dagster_home=home,
-        seconds=round(time.perf_counter() - started, 1),
+        seconds=round(seconds, 1),
     )
     return summary
+
+
+def _report_files(build: Path, stopped: str | None) -> dict[str, Path]:
+    files = {"report": build / "report" / "report.html", "summary": build / "report" / "summary.json"}
+    return {} if stopped or not all(path.exists() for path in files.values()) else files
+
+
+def exit_code(result: dict) -> int:
+    """0 only for a build that ran every stage on every landing file: a stopped build (a failed
+    selection or report run) or a file left out is a failure, whatever it did make."""
+    return 0 if result["build_id"] and not result["failed_files"] and not result.get("stopped") else 1
 
 
 def _verdict(summary_path: Path) -> dict | None:
@@ -193,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             **run_options,
         )
     print(json.dumps(result), flush=True)
-    return 0 if result["build_id"] and not result["failed_files"] else 1
+    return exit_code(result)
 
 
 def run() -> None:

@@ -25,6 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+from dataselect.memory import release_freed_memory
 from dataselect.threads import cores, limited
 from dataselect_platform import fork_server
 from jobs.build_plan import BUILD_PLAN, BuildSettings, waves
@@ -161,7 +162,10 @@ def _alive(pid: int) -> bool:
 
 
 def _execute_in_worker(request: RunRequest) -> RunOutcome:
-    return execute_run(_worker_instance, request)
+    try:
+        return execute_run(_worker_instance, request)
+    finally:
+        release_freed_memory()  # the next run in this worker, or the one beside it, gets the pages back
 
 
 def execute_run(instance, request: RunRequest) -> RunOutcome:

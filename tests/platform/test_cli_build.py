@@ -161,6 +161,28 @@ def test_unreadable_files_are_listed_and_the_readable_ones_built(demo, tmp_path)
     assert f"blocking check evaluation_set_disjoint: 1 evaluation records whose id is also in the pool: {planted}" in done.stderr
 
 
+def test_a_failed_report_run_fails_the_build_and_no_report_is_claimed(demo, tmp_path):
+    """The selection is built, then the report's run fails (here: no random seeds to compare with; in
+    a 1M-record build it was the report's worker killed for memory): the CLI's summary names the run,
+    lists no report or verdict, and the command exits non-zero."""
+    from dagster import instance_for_test
+
+    from dataselect_platform.cli import build_summary, exit_code
+    from dataselect_platform.runner import BuildInputs, run_plan
+
+    store, home = tmp_path / "store", tmp_path / "home"
+    home.mkdir()
+    inputs = BuildInputs(str(demo.landing), str(demo.reference), str(demo.evaluation), str(store), {"backend": "static"})
+    with instance_for_test(temp_dir=str(home)) as instance:
+        outcome = run_plan(instance, inputs, BuildSettings(selection={"budget": 0.1}, report={"random_seeds": []}))
+    summary = build_summary(outcome, store, str(home), 1.0)
+    assert summary["build_id"] and Path(summary["selected"]).exists() and summary["counts"]["selected"] > 0
+    assert "selection_build_job failed" in summary["stopped"] and "random_seeds is empty" in summary["stopped"]
+    assert "report" not in summary and "summary" not in summary and summary["verdict"] is None
+    assert exit_code(summary) == 1
+    assert exit_code({**summary, "stopped": None}) == 0 and exit_code({**summary, "stopped": None, "failed_files": ["x"]}) == 1
+
+
 def test_strict_stops_at_the_first_unreadable_file(demo, tmp_path):
     landing = Path(shutil.copytree(demo.landing, tmp_path / "landing"))
     first = landing / "aaa-not-gzip.jsonl.gz"  # sorts before the demo shards: the first run
