@@ -1,0 +1,105 @@
+"""Where the evaluation report's time goes, on a store that ``benchmarks.perf`` built (library-only).
+
+``python -m benchmarks.report_cost [--store benchmarks/work/perf/builds/realtext-100000-0/store]``
+
+Reads the newest build of the store as the ``evaluation_report`` asset does, then times (1) the
+whole of :func:`dataselect.build_report.evaluate_build`, wall clock and CPU (user + system of this
+process, every thread), and (2) each of its TF-IDF arms alone on one thread: featurising the arm
+from the pool's term counts, then fitting the fixed recipe. Writes ``benchmarks/results/report_cost.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import dataselect  # noqa: F401  (the build's memory defaults)
+from dataselect import evaluation, pool_terms
+from dataselect import records as cols
+from dataselect.build_report import ReportConfig, evaluate_build, record_keys
+from dataselect.selection import SelectionConfig
+from dataselect.storage import read_json, read_parquet
+from platform_assets.evaluation import _pool_terms_fingerprint
+from resources import StorageResource
+
+REPO = Path(__file__).resolve().parents[1]
+STORE = REPO / "benchmarks" / "work" / "perf" / "builds" / "realtext-100000-0" / "store"
+RESULTS = REPO / "benchmarks" / "results" / "report_cost.md"
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(store_root: Path) -> list[tuple[str, int, float, float]]:
+    """(part, training records, wall s, CPU s) rows."""
+    store = StorageResource(root=str(store_root))
+    build = sorted((p for p in store.path("builds").iterdir() if (p / "manifest.json").exists()), key=lambda p: p.stat().st_mtime)[-1]
+    rows = []
+    wall, cpu = time.perf_counter(), _cpu()
+    decisions = read_parquet(build / "decisions.parquet").to_pandas()
+    manifest = read_json(build / "manifest.json")
+    keys = sorted(manifest["input_shards"])
+    pool = pd.concat([store.read_shard("raw_pool", k, [cols.ID, cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
+    vectors = np.concatenate([store.read_embeddings(k) for k in keys])
+    target, target_vectors = store.read_target()
+    eval_set = read_parquet(store.path("reference", "evaluation.parquet")).to_pandas()
+    counted = pool_terms.read(store.path("evaluation_features"), _pool_terms_fingerprint(manifest["input_shards"]))
+    if counted is None:
+        raise SystemExit(f"{store_root}: no evaluation_features matching the build (run benchmarks.perf on a labelled pool first)")
+    rows.append(("read the build, pool, embeddings and term counts", len(pool), time.perf_counter() - wall, _cpu() - cpu))
+
+    wall, cpu = time.perf_counter(), _cpu()
+    selection = SelectionConfig(**manifest["config"]["selection"])
+    texts = target.column(cols.TEXT).to_pylist()
+    evaluate_build(decisions, pool, vectors, texts, target_vectors, selection, eval_set, None, ReportConfig(), counted)
+    rows.append(("evaluate_build (arms on threads, metrics, plots)", len(pool), time.perf_counter() - wall, _cpu() - cpu))
+
+    # Each arm alone, on one thread: what its fit costs in CPU.
+    good = decisions[decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
+    keyed = pool.assign(**{cols.ID: record_keys(good).to_numpy()})
+    evaluator = evaluation.ArmEvaluator(keyed, eval_set, config=evaluation.Config(n_jobs=1), pool_terms=counted)
+    selected = evaluator.rows_of(keyed.loc[(good[cols.STATUS] == cols.SELECTED).to_numpy(), cols.ID])
+    arms = [("selected", selected), ("one random arm", evaluator.random_rows(len(selected), 101))]
+    arms += [("one stratified arm", evaluator.stratified_rows(len(selected), 101)), ("full pool", np.arange(evaluator.n_pool))]
+    for name, arm_rows in arms:
+        wall, cpu = time.perf_counter(), _cpu()
+        evaluator.train_rows(arm_rows, name)
+        rows.append((f"arm: {name}, alone on one thread", len(arm_rows), time.perf_counter() - wall, _cpu() - cpu))
+    return rows
+
+
+def write_markdown(store_root: Path, rows: list[tuple[str, int, float, float]], path: Path = RESULTS) -> str:
+    lines = [
+        "# Where the evaluation report's time goes (`python -m benchmarks.report_cost`, library-only)",
+        "",
+        f"Store: `{store_root.relative_to(REPO) if store_root.is_relative_to(REPO) else store_root}` (its newest build), "
+        f"{time.strftime('%Y-%m-%d')}, 2 CPU cores. The default report (random arm: 5 seeds; stratified: 2; the full pool) "
+        "with the pool's term counts from `evaluation_features`. CPU = user + system seconds of the process, every thread.",
+        "",
+        "| part | records | wall s | CPU s |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {n:,} | {wall:.1f} | {cpu:.1f} |" for name, n, wall, cpu in rows],
+        "",
+    ]
+    text = "\n".join(lines)
+    path.write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=STORE)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    print(write_markdown(args.store.resolve(), measure(args.store), args.results))
+
+
+if __name__ == "__main__":
+    main()
