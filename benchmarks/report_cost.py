@@ -16,15 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 import dataselect  # noqa: F401  (the build's memory defaults)
-from dataselect import evaluation, pool_terms
+from dataselect import evaluation
 from dataselect import records as cols
 from dataselect.build_report import ReportConfig, evaluate_build, record_keys
-from dataselect.selection import SelectionConfig
-from dataselect.storage import read_json, read_parquet
-from platform_assets.evaluation import _pool_terms_fingerprint
+from platform_assets.evaluation import read_build, stored_pool_terms
 from resources import StorageResource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,31 +37,24 @@ def _cpu() -> float:
 def measure(store_root: Path) -> list[tuple[str, int, float, float]]:
     """(part, training records, wall s, CPU s) rows."""
     store = StorageResource(root=str(store_root))
-    build = sorted((p for p in store.path("builds").iterdir() if (p / "manifest.json").exists()), key=lambda p: p.stat().st_mtime)[-1]
+    newest = sorted((p for p in store.path("builds").iterdir() if (p / "manifest.json").exists()), key=lambda p: p.stat().st_mtime)[-1]
     rows = []
     wall, cpu = time.perf_counter(), _cpu()
-    decisions = read_parquet(build / "decisions.parquet").to_pandas()
-    manifest = read_json(build / "manifest.json")
-    keys = sorted(manifest["input_shards"])
-    pool = pd.concat([store.read_shard("raw_pool", k, [cols.ID, cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
-    vectors = np.concatenate([store.read_embeddings(k) for k in keys])
-    target, target_vectors = store.read_target()
-    eval_set = read_parquet(store.path("reference", "evaluation.parquet")).to_pandas()
-    counted = pool_terms.read(store.path("evaluation_features"), _pool_terms_fingerprint(manifest["input_shards"]))
-    if counted is None:
-        raise SystemExit(f"{store_root}: no evaluation_features matching the build (run benchmarks.perf on a labelled pool first)")
-    rows.append(("read the build, pool, embeddings and term counts", len(pool), time.perf_counter() - wall, _cpu() - cpu))
+    build = read_build(store, newest.name)  # as the evaluation_report asset reads it
+    counted = stored_pool_terms(store, build.manifest)
+    if counted is None or build.eval_set is None:
+        raise SystemExit(f"{store_root}: no labelled evaluation set or no matching evaluation_features (run benchmarks.perf on realtext)")
+    rows.append(("read the build, pool, embeddings and term counts", len(build.pool), time.perf_counter() - wall, _cpu() - cpu))
 
     wall, cpu = time.perf_counter(), _cpu()
-    selection = SelectionConfig(**manifest["config"]["selection"])
-    texts = target.column(cols.TEXT).to_pylist()
-    evaluate_build(decisions, pool, vectors, texts, target_vectors, selection, eval_set, None, ReportConfig(), counted)
-    rows.append(("evaluate_build (arms on threads, metrics, plots)", len(pool), time.perf_counter() - wall, _cpu() - cpu))
+    inputs = (build.decisions, build.pool, build.pool_vectors, build.target_texts, build.target_vectors, build.selection)
+    evaluate_build(*inputs, build.eval_set, None, ReportConfig(), counted)
+    rows.append(("evaluate_build (arms on threads, metrics, plots)", len(build.pool), time.perf_counter() - wall, _cpu() - cpu))
 
     # Each arm alone, on one thread: what its fit costs in CPU.
-    good = decisions[decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
-    keyed = pool.assign(**{cols.ID: record_keys(good).to_numpy()})
-    evaluator = evaluation.ArmEvaluator(keyed, eval_set, config=evaluation.Config(n_jobs=1), pool_terms=counted)
+    good = build.decisions[build.decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
+    keyed = build.pool.assign(**{cols.ID: record_keys(good).to_numpy()})
+    evaluator = evaluation.ArmEvaluator(keyed, build.eval_set, config=evaluation.Config(n_jobs=1), pool_terms=counted)
     selected = evaluator.rows_of(keyed.loc[(good[cols.STATUS] == cols.SELECTED).to_numpy(), cols.ID])
     arms = [("selected", selected), ("one random arm", evaluator.random_rows(len(selected), 101))]
     arms += [("one stratified arm", evaluator.stratified_rows(len(selected), 101)), ("full pool", np.arange(evaluator.n_pool))]

@@ -4,6 +4,8 @@ evaluation_features counts the pool's terms for the report's TF-IDF arms; it nee
 the selection, so a build runs it beside filtered_set.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 from dagster import (
@@ -80,6 +82,49 @@ def evaluation_features(
     )
 
 
+class BuildToEvaluate(NamedTuple):
+    """What the report reads of one build: its decisions, manifest and selection config, the pool it chose from."""
+
+    decisions: pd.DataFrame
+    manifest: dict
+    pool: pd.DataFrame  # id, text, label of the build's shards' records, in shard order
+    pool_vectors: np.ndarray
+    target_texts: list[str]
+    target_vectors: np.ndarray
+    eval_set: pd.DataFrame | None  # after --tune, only the half no recipe was chosen on
+    selection: SelectionConfig  # the one that made the build (the tuned one after --tune)
+
+
+def read_build(storage: StorageResource, build_id: str) -> BuildToEvaluate:
+    build = storage.path("builds", build_id)
+    if not exists(build / "manifest.json"):
+        raise Failure(f"build {build_id!r} is not in the store {storage.root}: nothing to evaluate", allow_retries=False)
+    manifest = read_json(build / "manifest.json")
+    keys = sorted(manifest["input_shards"])
+    pool = pd.concat([storage.read_shard("raw_pool", k, [cols.ID, cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
+    target, target_vectors = storage.read_target()
+    eval_set = read_parquet(storage.path("reference", "evaluation.parquet")).to_pandas()
+    eval_set = eval_set if len(eval_set) else None
+    tuned = manifest["config"].get("tune")
+    if tuned and eval_set is not None:
+        eval_set = split_evaluation(eval_set)[1]  # the recipe was chosen on the tune half: report on the rest
+    return BuildToEvaluate(
+        read_parquet(build / "decisions.parquet").to_pandas(),
+        manifest,
+        pool,
+        np.concatenate([storage.read_embeddings(k) for k in keys]),
+        target.column(cols.TEXT).to_pylist(),
+        target_vectors,
+        eval_set,
+        SelectionConfig(**(tuned or manifest["config"])["selection"]),
+    )
+
+
+def stored_pool_terms(storage: StorageResource, manifest: dict) -> pool_terms.PoolTerms | None:
+    """The term counts evaluation_features made of exactly the build's shards, if it did."""
+    return pool_terms.read(storage.path("evaluation_features"), _pool_terms_fingerprint(manifest["input_shards"]))
+
+
 class EvaluationConfig(Config):
     recipe: str = Field(_DEFAULTS.recipe, description="tfidf_logreg | embedding_probe (fixed; only the subset varies)")
     random_seeds: list[int] = Field(list(_DEFAULTS.random_seeds), description="Independent seeds of the random arms (≥ 5).")
@@ -116,27 +161,13 @@ def evaluation_report(
     embedding: EmbeddingResource,
 ) -> MaterializeResult:
     build_id = config.build_id or upstream_materialization(context, filtered_set.key).metadata["build_id"].value
-    build = storage.path("builds", build_id)
-    if not exists(build / "manifest.json"):
-        raise Failure(f"build {build_id!r} is not in the store {storage.root}: nothing to evaluate", allow_retries=False)
-    decisions = read_parquet(build / "decisions.parquet").to_pandas()
-    manifest = read_json(build / "manifest.json")
-    keys = sorted(manifest["input_shards"])
-    pool = pd.concat([storage.read_shard("raw_pool", k, [cols.ID, cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
-    pool_vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
-    target, target_vectors = storage.read_target()
-    eval_set = read_parquet(storage.path("reference", "evaluation.parquet")).to_pandas()
-    eval_set = eval_set if len(eval_set) else None
+    inputs = read_build(storage, build_id)
+    build, decisions, manifest, eval_set = storage.path("builds", build_id), inputs.decisions, inputs.manifest, inputs.eval_set
     tuned = manifest["config"].get("tune")
-    selection = SelectionConfig(**(tuned or manifest["config"])["selection"])
-    if tuned and eval_set is not None:
-        eval_set = split_evaluation(eval_set)[1]  # the recipe was chosen on the tune half: report on the rest
     if eval_set is not None and config.recipe == "embedding_probe":
         eval_set.attrs["embeddings"] = embedding.get_embedder().embed(eval_set[cols.TEXT].tolist())
     # The counts evaluation_features made of exactly these shards, if it did; otherwise counted here.
-    counted = None
-    if eval_set is not None and config.recipe == "tfidf_logreg":
-        counted = pool_terms.read(storage.path("evaluation_features"), _pool_terms_fingerprint(manifest["input_shards"]))
+    counted = stored_pool_terms(storage, manifest) if eval_set is not None and config.recipe == "tfidf_logreg" else None
 
     previous_path = storage.path("builds", "latest_evaluation.json")
     previous = read_json(previous_path) if exists(previous_path) else None
@@ -144,11 +175,11 @@ def evaluation_report(
         previous = previous.get("previous")
     result = evaluate_build(
         decisions,
-        pool,
-        pool_vectors,
-        target.column(cols.TEXT).to_pylist(),
-        target_vectors,
-        selection,
+        inputs.pool,
+        inputs.pool_vectors,
+        inputs.target_texts,
+        inputs.target_vectors,
+        inputs.selection,
         eval_set,
         previous,
         ReportConfig(
