@@ -14,7 +14,7 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 from dataselect import records as cols
 from dataselect.embedding import represented
 from dataselect.selection import SelectionConfig, passes_hard_filters
-from dataselect.storage import parquet_metadata, read_parquet
+from dataselect.storage import parquet_metadata, parquet_num_rows, read_parquet
 from platform_assets.embeddings import embeddings
 from platform_assets.evaluation import evaluation_report
 from platform_assets.expectations import validate
@@ -56,7 +56,7 @@ def embeddings_valid(context: AssetCheckExecutionContext, storage: StorageResour
     key = context.partition_key
     vectors = storage.read_embeddings(key)
     ids = read_parquet(storage.shard_file("embeddings", key), [cols.ID]).column(cols.ID).to_pylist()
-    expected_rows = storage.read_shard("raw_pool", key, [cols.ID]).num_rows
+    expected_rows = parquet_num_rows(storage.shard_file("raw_pool", key))
     expected_dim = int(parquet_metadata(storage.shard_file("embeddings", key)).get("dim", vectors.shape[1]))
     frame = pd.DataFrame(
         {
@@ -95,7 +95,7 @@ def embeddings_valid(context: AssetCheckExecutionContext, storage: StorageResour
 def quality_scores_valid(context: AssetCheckExecutionContext, storage: StorageResource) -> AssetCheckResult:
     key = context.partition_key
     table = storage.read_shard("quality_scores", key)
-    expected_rows = storage.read_shard("raw_pool", key, [cols.ID]).num_rows
+    expected_rows = parquet_num_rows(storage.shard_file("raw_pool", key))
     numeric = [
         f.name for f in table.schema if (f.name.endswith(".score") or f.name.endswith(".probability") or f.name.endswith(".log_weight"))
     ]

@@ -16,7 +16,7 @@ from dataselect import records as cols
 from dataselect.pipeline import make_scorers, pool_sample, records_fingerprint, score_shard
 from dataselect.scorers import DEFAULT_SHARD_SCORERS, SCORERS
 from dataselect.scorers.base import Batch
-from dataselect.storage import parquet_metadata, write_parquet
+from dataselect.storage import parquet_metadata, parquet_num_rows, write_parquet
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool, target_reference
 from platform_assets.partitions import GPU_POOL, shards
@@ -49,7 +49,7 @@ def fitted_model_asset(scorer_name: str) -> AssetsDefinition:
     def _fit(context: AssetExecutionContext, config: FitConfig, storage: StorageResource) -> MaterializeResult:
         keys = sorted(storage.shard_files("raw_pool"))
         columns = [cols.ID, cols.TEXT, cols.CONTENT_HASH, cols.LABEL]
-        total = sum(storage.read_shard("raw_pool", k, [cols.ID]).num_rows for k in keys)
+        total = sum(parquet_num_rows(storage.shard_file("raw_pool", k)) for k in keys)
         shard_data = (
             (storage.read_shard("raw_pool", k, columns), storage.read_embeddings(k) if scorer_class.needs_embeddings else None)
             for k in keys
