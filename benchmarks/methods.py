@@ -61,6 +61,7 @@ from dataselect.corruption import (
 )
 from dataselect.embedding import StaticEmbedder
 from dataselect.evaluation import ArmEvaluator
+from dataselect.evaluation import Config as EvaluationConfig
 from dataselect.pipeline import make_scorers, pool_sample, score_pool, score_shard
 from dataselect.scorers import DEFAULT_POOL_SCORERS, DEFAULT_SHARD_SCORERS
 from dataselect.scorers.base import Batch
@@ -87,11 +88,15 @@ class BenchConfig:
     throughput_runs: int = 3  # DSIR vs data-selection, median of this many
     corpora: tuple[str, ...] = CORPORA
     # The evaluation recipe's hyper-parameters, chosen on dev: C, word n-grams up to 2 or unigrams
-    # (TF-IDF on the pool's 1-2-gram counts either way), and the solver (5 SGD epochs, the
-    # report's default, or saga to convergence).
+    # (TF-IDF on the pool's 1-2-gram counts either way), and the solver (SGD for the report's
+    # default epochs, or saga to convergence).
     model_c_grid: tuple[float, ...] = (1.0, 10.0, 100.0)
     ngram_grid: tuple[tuple[int, int], ...] = ((1, 2), (1, 1))
     solver_grid: tuple[str, ...] = ("sgd", "saga")
+    # SGD epochs of the report's own recipe (evaluation.Config): the fewest at which no arm's dev
+    # accuracy falls more than report_epochs_tolerance below the most epochs' (choose_report_epochs).
+    report_epochs_grid: tuple[int, ...] = (2, 3, 5)
+    report_epochs_tolerance: float = 0.01
     grid_limit: int | None = None  # run only the first this many dev-grid recipes (quick mode)
     workers: int = 2  # corpora run in parallel processes
     color: dict[str, Any] = field(default_factory=dict)  # CoLoR-Filter config overrides (none: its defaults)
@@ -109,6 +114,7 @@ def quick_config() -> BenchConfig:
         model_c_grid=(10.0,),
         ngram_grid=((1, 2),),
         solver_grid=("sgd",),
+        report_epochs_grid=(2, 5),
         grid_limit=3,  # the rows share selection_row with the methods table; three keep the path covered
         workers=1,
         fit_sample_size=500,
@@ -592,6 +598,49 @@ def choose_model(ctx: Context, config: BenchConfig, log: Callable[[str], None]) 
     return best, rows
 
 
+def report_epochs_rows(ctx: Context, config: BenchConfig, selected: list[str]) -> list[dict[str, Any]]:
+    """Dev accuracy of the report's recipe (``evaluation.Config``'s n-gram range, C and SGD) at each
+    epoch count of the grid, on the arms a report trains: the default recipe's selection, budget-sized
+    random draws and clean oracle samples (means of two seeds), and the full pool; with the full pool's fit seconds."""
+    report = EvaluationConfig()
+    options = {"ngram_range": report.ngram_range, "C": report.C, "solver": "sgd"}
+    rows = []
+    for epochs in config.report_epochs_grid:
+        evaluator, oracle = ctx.evaluator.with_model(**options, epochs=epochs), ctx.oracle.with_model(**options, epochs=epochs)
+        seeds = config.random_seeds[:2]
+        started = time.perf_counter()
+        full = _dev_accuracy(ctx, evaluator, np.arange(evaluator.n_pool), "full")
+        rows.append(
+            {
+                "epochs": epochs,
+                "full": full,
+                "full_seconds": time.perf_counter() - started,
+                "selected": _dev_accuracy(ctx, evaluator, evaluator.rows_of(selected), "selected"),
+                "random": float(np.mean([_dev_accuracy(ctx, evaluator, evaluator.random_rows(ctx.k, s), "random", s) for s in seeds])),
+                "oracle": float(np.mean([_dev_accuracy(ctx, oracle, oracle.random_rows(ctx.k, s), "oracle", s) for s in seeds])),
+            }
+        )
+    return rows
+
+
+def _dev_accuracy(ctx: Context, model: ArmEvaluator, rows: np.ndarray, arm: str, seed: int = 0) -> float:
+    return split_accuracy(ctx, model.train_rows(rows, arm, seed))[0]
+
+
+REPORT_ARMS = ("selected", "random", "oracle", "full")
+
+
+def choose_report_epochs(per_corpus: dict[str, list[dict[str, Any]]], tolerance: float) -> int:
+    """The fewest epochs at which no arm's dev accuracy falls more than ``tolerance`` below its
+    accuracy at the most epochs, on any corpus (the same guard as label noise's AUROC within 0.01)."""
+    most = {c: max(rows, key=lambda r: r["epochs"]) for c, rows in per_corpus.items()}
+    for epochs in sorted({r["epochs"] for rows in per_corpus.values() for r in rows}):
+        rows = [(c, r) for c, corpus_rows in per_corpus.items() for r in corpus_rows if r["epochs"] == epochs]
+        if all(r[arm] >= most[c][arm] - tolerance for c, r in rows for arm in REPORT_ARMS):
+            return epochs
+    raise ValueError("no epoch counts measured")
+
+
 def detector_quality(ctx: Context) -> dict[str, Any]:
     """Recall/precision of the duplicate detectors and AUROC of the label-noise scores."""
     frame, truth = ctx.frame, ctx.truth.loc[ctx.frame[cols.ID]].reset_index()
@@ -690,6 +739,7 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
     methods_rows.append(oracle_row(ctx, config.random_seeds))
     default_row, decisions = run_default(ctx, scores, timer, config)
     methods_rows.append(default_row)
+    report_epochs = report_epochs_rows(ctx, config, selected_ids(decisions))
     log(f"[{corpus}]   default recipe: dev {default_row['dev']:.3f} test {default_row['test']:.3f}")
     grid_rows = []
     for recipe in dev_grid(config.seed)[: config.grid_limit]:
@@ -711,6 +761,7 @@ def run_corpus(config: BenchConfig, corpus: str, path: str | Path | None, log: C
         "k": k,
         "model": model,
         "model_rows": model_rows,
+        "report_epochs": report_epochs,
         "methods": methods_rows,
         "grid": grid_rows,
         "tune": tuned,
@@ -738,7 +789,8 @@ def run(config: BenchConfig, paths: dict[str, str | Path] | None = None, log: Ca
     for row in grid:
         row["mean"] = float(np.mean([row[corpus] for corpus in per_corpus]))
     winner = max(grid, key=lambda row: row["mean"])["recipe"] if grid else None
-    return {"config": config, "corpora": per_corpus, "grid": grid, "winner": winner}
+    epochs = choose_report_epochs({c: r["report_epochs"] for c, r in per_corpus.items()}, config.report_epochs_tolerance)
+    return {"config": config, "corpora": per_corpus, "grid": grid, "winner": winner, "report_epochs": epochs}
 
 
 def compute_scores(
@@ -918,8 +970,8 @@ def render_corpus(result: dict[str, Any], quick: bool, winner: str | None) -> st
         "## Evaluation recipe: n-gram range, C and solver (chosen on dev)",
         "",
         "Dev accuracy of budget-sized arms that no selection recipe shapes (random draws, the clean oracle); the best mean wins "
-        "(ties: the smaller C, then 1-2-grams, then SGD). *sgd*: 5 epochs of SGD on the same penalised log loss (the report's "
-        "default); *saga*: to convergence.",
+        f"(ties: the smaller C, then 1-2-grams, then SGD). *sgd*: {EvaluationConfig().epochs} epochs of SGD on the same penalised "
+        "log loss (the report's default, chosen in `methods.md`); *saga*: to convergence.",
         "",
         "| recipe | " + " | ".join(c_columns) + " | mean dev |",
         "|---|" + "---:|" * (len(c_columns) + 1),
@@ -958,6 +1010,34 @@ def render_corpus(result: dict[str, Any], quick: bool, winner: str | None) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def report_epochs_section(result: dict[str, Any]) -> list[str]:
+    """How many SGD epochs the report's recipe trains, chosen on dev, and what that does to each arm and to the margins a verdict reads."""
+    report = EvaluationConfig()
+    chosen, tolerance = result["report_epochs"], result["config"].report_epochs_tolerance
+    lines = [
+        "",
+        f"## The report's recipe: SGD epochs (dev accuracy; chosen: **{chosen}**)",
+        "",
+        f"The report trains every arm with `evaluation.Config` ({report.ngram_range[0]}-{report.ngram_range[1]}-grams, C={report.C:g}, SGD), "
+        "and its full-pool arm's fit grows with the pool. Rule: the fewest epochs at which no arm's dev accuracy falls more than "
+        f"{tolerance:g} below its accuracy at the most epochs, on either corpus. Arms: the default recipe's selection, random "
+        "and clean-oracle draws of the budget (means of two seeds), the full pool. *sel − full*, *sel − random*: the margins a "
+        "build's verdict reads.",
+        "",
+        "| corpus | epochs | selected | random | oracle | full | sel − full | sel − random | full-pool fit s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for corpus, corpus_result in result["corpora"].items():
+        for r in corpus_result["report_epochs"]:
+            lines.append(
+                f"| {TITLES[corpus]} | {r['epochs']} | {r['selected']:.3f} | {r['random']:.3f} | {r['oracle']:.3f} | {r['full']:.3f} "
+                f"| {r['selected'] - r['full']:+.3f} | {r['selected'] - r['random']:+.3f} | {r['full_seconds']:.1f} |"
+            )
+    agrees = report.epochs == chosen
+    lines += ["", f"`evaluation.Config().epochs` = {report.epochs}: {'agrees' if agrees else '**does not agree**'} with the rule.", ""]
+    return lines
 
 
 def render_summary(result: dict[str, Any], quick: bool) -> str:
@@ -1015,6 +1095,7 @@ def render_summary(result: dict[str, Any], quick: bool) -> str:
         + ".",
         "",
     ]
+    lines += report_epochs_section(result)
     lines += [
         "",
         "## `--tune` (held-out half of the test split; the default recipe on the same half)",

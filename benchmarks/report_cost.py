@@ -2,10 +2,12 @@
 
 ``python -m benchmarks.report_cost [--store benchmarks/work/perf/builds/realtext-100000-0/store]``
 
-Reads the newest build of the store as the ``evaluation_report`` asset does, then times (1) the
-whole of :func:`dataselect.build_report.evaluate_build`, wall clock and CPU (user + system of this
-process, every thread), and (2) each of its TF-IDF arms alone on one thread: featurising the arm
-from the pool's term counts, then fitting the fixed recipe. Writes ``benchmarks/results/report_cost.md``.
+Reads the newest build of the store as the ``evaluation_report`` asset does (with the pool's term
+counts and the full pool's predictions that ``evaluation_features`` stored beside the selection),
+then times (1) the whole of :func:`dataselect.build_report.evaluate_build`, wall clock and CPU (user
++ system of this process, every thread), and (2) each of its TF-IDF arms alone on one thread:
+featurising the arm from the pool's term counts, then fitting the fixed recipe (the full pool's
+too, which the report reads instead when it was stored). Writes ``benchmarks/results/report_cost.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import dataselect  # noqa: F401  (the build's memory defaults)
 from dataselect import evaluation
 from dataselect import records as cols
 from dataselect.build_report import ReportConfig, evaluate_build, record_keys
-from platform_assets.evaluation import read_build, stored_pool_terms
+from platform_assets.evaluation import read_build, stored_full_pool_arm, stored_pool_terms
 from resources import StorageResource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,14 +44,16 @@ def measure(store_root: Path) -> list[tuple[str, int, float, float]]:
     wall, cpu = time.perf_counter(), _cpu()
     build = read_build(store, newest.name)  # as the evaluation_report asset reads it
     counted = stored_pool_terms(store, build.manifest)
+    full_pool = stored_full_pool_arm(store)
     if counted is None or build.eval_set is None:
         raise SystemExit(f"{store_root}: no labelled evaluation set or no matching evaluation_features (run benchmarks.perf on realtext)")
     rows.append(("read the build, pool, embeddings and term counts", len(build.pool), time.perf_counter() - wall, _cpu() - cpu))
 
     wall, cpu = time.perf_counter(), _cpu()
     inputs = (build.decisions, build.pool, build.pool_vectors, build.target_texts, build.target_vectors, build.selection)
-    evaluate_build(*inputs, build.eval_set, None, ReportConfig(), counted)
-    rows.append(("evaluate_build (arms on threads, metrics, plots)", len(build.pool), time.perf_counter() - wall, _cpu() - cpu))
+    summary = evaluate_build(*inputs, build.eval_set, None, ReportConfig(), counted, full_pool).summary
+    part = f"evaluate_build (arms on threads, metrics, plots; full-pool arm: {summary['full_pool_arm']})"
+    rows.append((part, len(build.pool), time.perf_counter() - wall, _cpu() - cpu))
 
     # Each arm alone, on one thread: what its fit costs in CPU.
     good = build.decisions[build.decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
@@ -71,7 +75,8 @@ def write_markdown(store_root: Path, rows: list[tuple[str, int, float, float]], 
         "",
         f"Store: `{store_root.relative_to(REPO) if store_root.is_relative_to(REPO) else store_root}` (its newest build), "
         f"{time.strftime('%Y-%m-%d')}, 2 CPU cores. The default report (random arm: 5 seeds; stratified: 2; the full pool) "
-        "with the pool's term counts from `evaluation_features`. CPU = user + system seconds of the process, every thread.",
+        "with the pool's term counts and the full pool's predictions from `evaluation_features`. CPU = user + system seconds "
+        "of the process, every thread. The arms alone are each trained here, the full pool's too.",
         "",
         "| part | records | wall s | CPU s |",
         "|---|---:|---:|---:|",

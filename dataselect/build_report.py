@@ -18,6 +18,7 @@ import pandas as pd
 
 from dataselect import evaluation, metrics, report
 from dataselect import records as cols
+from dataselect.full_pool_arm import FullPoolPredictions
 from dataselect.pool_terms import PoolTerms
 from dataselect.scorers import SCORERS
 from dataselect.scorers.dsir import kl_reductions
@@ -128,10 +129,12 @@ def evaluate_build(
     previous: dict[str, Any] | None = None,
     config: ReportConfig | None = None,
     pool_terms: PoolTerms | None = None,
+    full_pool: FullPoolPredictions | None = None,
 ) -> BuildEvaluation:
     """Everything the report shows. ``pool`` (id, text, label), ``pool_embeddings`` and ``pool_terms``
     (the pool's term counts when counted beforehand, else None) are row-aligned with the
-    non-quarantined rows of ``decisions``; ``previous`` is the prior build's summary."""
+    non-quarantined rows of ``decisions``; ``full_pool``: the full arm's predictions trained
+    beforehand from ``pool_terms`` (used when they match); ``previous`` is the prior build's summary."""
     config = config or ReportConfig()
     started = time.perf_counter()
     good = decisions[decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
@@ -186,13 +189,16 @@ def evaluate_build(
 
         labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
         if labelled:
-            features = {"pool_terms": pool_terms}
+            features = {"pool_terms": pool_terms, "full_pool": full_pool}
             if config.recipe == "embedding_probe":
                 features = {"pool_embeddings": pool_embeddings, "eval_embeddings": eval_set.attrs.get("embeddings")}
             evaluator = evaluation.ArmEvaluator(pool, eval_set, config.recipe, **features)
             stratified_seeds = config.random_seeds[: config.stratified_seeds]
             arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed, stratified_seeds)
             summary.update(report.summarize(arms))
+            summary["full_pool_arm"] = (
+                "stored predictions (trained beside the selection)" if evaluator.has_stored_full_pool() else "trained here"
+            )
             summary["headline"] = evaluation.headline_rows(arms)
             summary["verdict"] = evaluation.verdict(arms, evaluator.config)
             plots.submit("arm_accuracy", report.plot_arm_accuracy, summary["headline"])

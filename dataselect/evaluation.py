@@ -13,7 +13,7 @@ so any difference in held-out accuracy is caused by the data. Arms:
 Recipes (fixed; see :class:`Config` for the numbers):
 
 - ``"tfidf_logreg"``: word 1-2-gram TF-IDF (sublinear tf, min_df=2, at most 100k features)
-  fitted on the subset, then logistic regression (C=10), trained by 5 epochs of SGD
+  fitted on the subset, then logistic regression (C=10), trained by 3 epochs of SGD
   (``solver="sgd"``; ``"saga"`` trains it to convergence instead).
 - ``"embedding_probe"``: multinomial logistic regression on the unit-norm embeddings.
 
@@ -49,6 +49,8 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import normalize
 
+from dataselect import full_pool_arm
+from dataselect.full_pool_arm import FullPoolPredictions
 from dataselect.linear import logistic_regression
 from dataselect.pool_terms import PoolTerms
 from dataselect.records import ID, LABEL, TEXT
@@ -74,12 +76,14 @@ class Config:
     # 0.777 (measured), so 10 is the knee.
     C: float = 10.0
     # "sgd": the same penalised log loss (alpha = 1 / (C * n)), a fixed number of epochs (one-vs-
-    # rest). At 100k real-text records it trains the full pool in 13 s where saga took 45 s (16
-    # epochs), and on the methods benchmark's dev splits its arms are as accurate (see
-    # benchmarks/results/methods.md, "evaluation recipe"). "saga": multinomial, to tolerance
-    # ``tol`` (3e-3 matched 1e-3 and 1e-4 in accuracy on 1.1k and 5.7k docs in fewer epochs).
+    # rest). At 100k real-text records 5 epochs trained the full pool in 19 s where saga took 45 s
+    # (16 epochs); on the methods benchmark's dev splits its arms are as accurate (see the per-corpus
+    # "evaluation recipe" tables). Epochs: the fewest at which no arm loses more than 0.01 of dev
+    # accuracy against 5 (benchmarks/results/methods.md, "the report's recipe"); the full-pool fit
+    # costs in proportion. "saga": multinomial, to tolerance ``tol`` (3e-3 matched 1e-3 and 1e-4
+    # in accuracy on 1.1k and 5.7k docs in fewer epochs).
     solver: str = "sgd"
-    epochs: int = 5
+    epochs: int = 3
     tol: float = 3e-3
     max_iter: int = 1000
     # Embedding probe: dense and low-dimensional, so lbfgs is the fast solver there.
@@ -385,7 +389,9 @@ class ArmEvaluator:
 
     Build one per report and call :meth:`evaluate_arms`, :meth:`budget_sweep` and
     :meth:`ablation` on it, so tokenisation and the full-pool model are paid for once.
-    ``pool_terms`` (TF-IDF recipe) are the pool's term counts counted beforehand, row-aligned with ``pool``.
+    ``pool_terms`` (TF-IDF recipe) are the pool's term counts counted beforehand, row-aligned with ``pool``;
+    ``full_pool``: the full pool's predictions trained beforehand from them (:mod:`dataselect.full_pool_arm`),
+    used for the full arm when their fingerprint is this evaluator's and they cover every evaluation text.
     """
 
     def __init__(
@@ -397,6 +403,7 @@ class ArmEvaluator:
         eval_embeddings: np.ndarray | None = None,
         config: Config | None = None,
         pool_terms: PoolTerms | None = None,
+        full_pool: FullPoolPredictions | None = None,
     ):
         self.config = config or Config()
         self.recipe = recipe
@@ -418,6 +425,9 @@ class ArmEvaluator:
             self._pool_embeddings = _unit_rows(pool_embeddings)
             self._eval_embeddings = _unit_rows(eval_embeddings)
         self.featurise_seconds = time.perf_counter() - started
+        self._pool_terms_fingerprint = pool_terms.fingerprint if pool_terms is not None else None
+        self._eval_texts = eval_set[TEXT].tolist()
+        self._full_pool = full_pool
         # Same rows + same seed = same model: the sweep, the headline arms and the ablation
         # often ask for the same subset (the full pool always), so fit it once.
         self._results: dict[tuple[str, int], ArmResult] = {}
@@ -454,8 +464,18 @@ class ArmEvaluator:
         return dataclasses.replace(self._results[key], arm=arm)
 
     def _train_rows(self, rows: np.ndarray, seed: int) -> ArmResult:
+        stored = self._stored_full_pool() if seed == 0 and np.array_equal(rows, np.arange(self.n_pool)) else None
+        rows, labels = self._labelled(rows)
+        predictions, seconds, converged = stored if stored is not None else self._fit_predict_rows(rows, labels, seed)
+        return _score("", self.recipe, predictions, self.eval_labels, labels, seed, seconds, converged, self.config)
+
+    def _labelled(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``rows`` without the unlabelled ones, and their labels."""
         rows = rows[np.array([label is not None for label in self.pool_labels[rows]], dtype=bool)]
-        labels = self.pool_labels[rows].astype(str) if rows.size else np.array([], dtype=object)
+        return rows, self.pool_labels[rows].astype(str) if rows.size else np.array([], dtype=object)
+
+    def _fit_predict_rows(self, rows: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, float, bool]:
+        """Predictions on the evaluation set of the recipe trained on labelled ``rows``, seconds, converged."""
         started = time.perf_counter()
         if rows.size == 0 or len(np.unique(labels)) < 2:
             train_x = eval_x = None
@@ -464,8 +484,37 @@ class ArmEvaluator:
         else:
             train_x, eval_x = self._pool_embeddings[rows], self._eval_embeddings
         predictions, converged = _fit_predict(self.recipe, train_x, labels, eval_x, len(self.eval_labels), seed, self.config)
-        seconds = time.perf_counter() - started
-        return _score("", self.recipe, predictions, self.eval_labels, labels, seed, seconds, converged, self.config)
+        return predictions, time.perf_counter() - started, converged
+
+    # ---- the full pool's arm, trained ahead of the report
+    def full_pool_fingerprint(self) -> str | None:
+        """What stored full-pool predictions must carry to stand for this evaluator's full arm
+        (None: the pool's terms were counted here, so there is nothing to tie them to)."""
+        if self._pool_terms_fingerprint is None or self.recipe != "tfidf_logreg":
+            return None
+        # Threads and the bootstrap do not change the model.
+        settings = {k: v for k, v in asdict(self.config).items() if k not in ("n_jobs", "n_bootstrap", "confidence")}
+        return full_pool_arm.fingerprint(self._pool_terms_fingerprint, self.recipe, settings)
+
+    def predict_full_pool(self) -> FullPoolPredictions:
+        """Train the full arm (every labelled row, seed 0) and keep its prediction per evaluation text."""
+        if self.full_pool_fingerprint() is None:
+            raise ValueError("full-pool predictions are stored only for the TF-IDF recipe on pool terms counted beforehand")
+        rows, labels = self._labelled(np.arange(self.n_pool))
+        predictions, seconds, converged = self._fit_predict_rows(rows, labels, 0)
+        by_text = dict(zip(full_pool_arm.text_digests(self._eval_texts), predictions.tolist()))
+        return FullPoolPredictions(self.full_pool_fingerprint(), by_text, seconds, converged)
+
+    def has_stored_full_pool(self) -> bool:
+        """Whether the full arm is scored from stored predictions rather than trained."""
+        return self._stored_full_pool() is not None
+
+    def _stored_full_pool(self) -> tuple[np.ndarray, float, bool] | None:
+        stored = self._full_pool
+        if stored is None or stored.fingerprint != self.full_pool_fingerprint():
+            return None
+        predictions = stored.for_texts(self._eval_texts)
+        return None if predictions is None else (predictions, stored.fit_seconds, stored.converged)
 
     # ---- random subsets
     def random_rows(self, k: int, seed: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """evaluation_report: does the selection beat random subsets of the same size, and the full pool?
 
-evaluation_features counts the pool's terms for the report's TF-IDF arms; it needs nothing from
-the selection, so a build runs it beside filtered_set.
+evaluation_features counts the pool's terms for the report's TF-IDF arms and trains the full
+pool's arm from them; neither needs anything from the selection, so a build runs it beside
+filtered_set, on the core the selection leaves idle.
 """
 
 from typing import NamedTuple
@@ -19,10 +20,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from dataselect import pool_terms
+from dataselect import full_pool_arm, pool_terms
 from dataselect import records as cols
 from dataselect.build_report import DEFAULT_BUDGETS, ReportConfig, comparison_record, evaluate_build
+from dataselect.evaluation import ArmEvaluator
 from dataselect.evaluation import Config as RecipeConfig
+from dataselect.ingest import read_reference
 from dataselect.report import headline_markdown, write_report
 from dataselect.selection import SelectionConfig
 from dataselect.storage import exists, parquet_metadata, parquet_num_rows, read_json, read_parquet, write_json
@@ -44,6 +47,11 @@ class EvaluationFeaturesConfig(Config):
         description="Count the terms beside filtered_set for pools of at most this many records. Both steps hold the "
         "whole pool's text and n-gram matrices, so above it the report counts them itself, after filtered_set's memory is freed.",
     )
+    full_pool_arm: bool = Field(
+        True,
+        description="Also train the report's full-pool arm (the TF-IDF recipe on every labelled pool record) and store its "
+        "predictions on the evaluation texts, so the report does not train it. Off: the report trains it.",
+    )
 
 
 def _pool_terms_fingerprint(shard_fingerprints: dict[str, str]) -> str:
@@ -54,32 +62,47 @@ def _pool_terms_fingerprint(shard_fingerprints: dict[str, str]) -> str:
     deps=[raw_pool],
     automation_condition=AutomationCondition.eager(),
     group_name="evaluate",
-    kinds={"python", "parquet"},
-    description="The report recipe's word n-gram counts of every pool record (CountVectorizer's matrix), counted "
-    "while filtered_set runs so the report does not; skipped without a labelled evaluation file.",
+    kinds={"python", "parquet", "scikit-learn"},
+    description="The report recipe's word n-gram counts of every pool record (CountVectorizer's matrix) and the full "
+    "pool's arm trained from them, made while filtered_set runs so the report does not; skipped without a labelled "
+    "evaluation file.",
 )
 def evaluation_features(
     context: AssetExecutionContext, config: EvaluationFeaturesConfig, inputs: InputsResource, storage: StorageResource
 ) -> MaterializeResult:
     keys = sorted(k for k in context.instance.get_dynamic_partitions(shards.name) if k in storage.shard_files("raw_pool"))
-    if inputs.evaluation() is None:
+    eval_path = inputs.evaluation()
+    if eval_path is None:
         return MaterializeResult(metadata={"skipped": "no evaluation file: the report trains no arms"})
     n_records = sum(parquet_num_rows(storage.shard_file("raw_pool", k)) for k in keys)
     if n_records > config.max_records:
         return MaterializeResult(metadata={"skipped": f"{n_records:,} pool records, above max_records: the report counts them itself"})
     shard_fingerprints = {k: parquet_metadata(storage.shard_file("raw_pool", k))["fingerprint"] for k in keys}
-    texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
-    counted = pool_terms.count(texts, _RECIPE.ngram_range, _RECIPE.min_df, _pool_terms_fingerprint(shard_fingerprints))
+    pool = pd.concat([storage.read_shard("raw_pool", k, [cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
+    counted = pool_terms.count(pool[cols.TEXT].tolist(), _RECIPE.ngram_range, _RECIPE.min_df, _pool_terms_fingerprint(shard_fingerprints))
     pool_terms.write(storage.path("evaluation_features"), counted)
-    return MaterializeResult(
-        metadata={
-            "fingerprint": counted.fingerprint,
-            "dagster/row_count": counted.matrix.shape[0],
-            "terms": counted.matrix.shape[1],
-            "nonzeros": int(counted.matrix.nnz),
-            "shards": len(keys),
-        }
-    )
+    metadata = {
+        "fingerprint": counted.fingerprint,
+        "dagster/row_count": counted.matrix.shape[0],
+        "terms": counted.matrix.shape[1],
+        "nonzeros": int(counted.matrix.nnz),
+        "shards": len(keys),
+        "full_pool_arm": _train_full_pool_arm(pool, read_reference(eval_path).records.to_pandas(), counted, storage)
+        if config.full_pool_arm
+        else "off: the report trains it",
+    }
+    return MaterializeResult(metadata=metadata)
+
+
+def _train_full_pool_arm(pool: pd.DataFrame, eval_set: pd.DataFrame, counted: pool_terms.PoolTerms, storage: StorageResource) -> str:
+    """Train the report's full-pool arm and store its predictions; what happened, in words."""
+    if not len(eval_set) or eval_set[cols.LABEL].isna().any() or pool[cols.LABEL].isna().all():
+        return "not trained: the report needs every evaluation record and some pool records labelled"
+    # Row positions as ids: a shard's ids may repeat in another, and the arm takes every row anyway.
+    pool = pool.assign(**{cols.ID: np.arange(len(pool)).astype(str)})
+    stored = ArmEvaluator(pool, eval_set, "tfidf_logreg", pool_terms=counted).predict_full_pool()
+    full_pool_arm.write(storage.path("evaluation_features"), stored)
+    return f"trained on {int(pool[cols.LABEL].notna().sum()):,} labelled records in {stored.fit_seconds:.1f} s"
 
 
 class BuildToEvaluate(NamedTuple):
@@ -125,6 +148,11 @@ def stored_pool_terms(storage: StorageResource, manifest: dict) -> pool_terms.Po
     return pool_terms.read(storage.path("evaluation_features"), _pool_terms_fingerprint(manifest["input_shards"]))
 
 
+def stored_full_pool_arm(storage: StorageResource) -> full_pool_arm.FullPoolPredictions | None:
+    """The full-pool predictions evaluation_features stored, if any (the report's evaluator checks they are its own)."""
+    return full_pool_arm.read(storage.path("evaluation_features"))
+
+
 class EvaluationConfig(Config):
     recipe: str = Field(_DEFAULTS.recipe, description="tfidf_logreg | embedding_probe (fixed; only the subset varies)")
     random_seeds: list[int] = Field(list(_DEFAULTS.random_seeds), description="Independent seeds of the random arms (≥ 5).")
@@ -168,6 +196,7 @@ def evaluation_report(
         eval_set.attrs["embeddings"] = embedding.get_embedder().embed(eval_set[cols.TEXT].tolist())
     # The counts evaluation_features made of exactly these shards, if it did; otherwise counted here.
     counted = stored_pool_terms(storage, manifest) if eval_set is not None and config.recipe == "tfidf_logreg" else None
+    full_pool = stored_full_pool_arm(storage) if counted is not None else None
 
     previous_path = storage.path("builds", "latest_evaluation.json")
     previous = read_json(previous_path) if exists(previous_path) else None
@@ -190,6 +219,7 @@ def evaluation_report(
             regression_tolerance=config.regression_tolerance,
         ),
         counted,
+        full_pool,
     )
     result.summary["build_id"] = build_id
     if tuned:
@@ -215,6 +245,7 @@ def evaluation_report(
             ),
             **({"tune_grid": MetadataValue.md(tune_table(tuned["grid"]))} if tuned else {}),
             "pool_term_counts": "read from evaluation_features" if counted is not None else "counted in this step",
+            "full_pool_arm": result.summary.get("full_pool_arm", "not trained"),
             "label_free_metrics": MetadataValue.json(result.summary["label_free"]),
             "build_comparison": MetadataValue.json(comparison or {"note": "first build"}),
             "plots": MetadataValue.md("\n\n".join(png_markdown(name, png) for name, png in result.figures.items())),

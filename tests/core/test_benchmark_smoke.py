@@ -9,7 +9,17 @@ import math
 
 import pytest
 
-from benchmarks.methods import dev_grid, main, prepare_corpus, quick_config, render_corpus, render_summary, run, run_dev
+from benchmarks.methods import (
+    choose_report_epochs,
+    dev_grid,
+    main,
+    prepare_corpus,
+    quick_config,
+    render_corpus,
+    render_summary,
+    run,
+    run_dev,
+)
 from benchmarks.newsgroups import PoolConfig, build_benchmark, code_fingerprint, write_build_inputs
 
 
@@ -97,6 +107,25 @@ def test_quick_run_detectors_and_report(quick_result):
     assert "| **default recipe** |" in markdown and "## Detector quality" in markdown and "## Dev grid" in markdown
     summary = render_summary(quick_result, quick=True)
     assert "| 20 Newsgroups (target sci.*) |" in summary and "| Multi-domain sentiment (target kitchen) |" in summary
+    # The report's epochs: one row per grid value and corpus, each arm a real dev accuracy.
+    assert [r["epochs"] for r in result["report_epochs"]] == [2, 5]
+    assert all(0.0 < r[arm] <= 1.0 for r in result["report_epochs"] for arm in ("selected", "random", "oracle", "full"))
+    assert quick_result["report_epochs"] in (2, 5) and "## The report's recipe: SGD epochs" in summary
+
+
+def test_report_epochs_rule_takes_the_fewest_that_lose_at_most_the_tolerance_on_every_arm():
+    def row(epochs, selected, full, random=0.7, oracle=0.9):
+        return {"epochs": epochs, "selected": selected, "random": random, "oracle": oracle, "full": full}
+
+    corpora = {
+        "a": [row(2, 0.90, 0.80), row(3, 0.90, 0.83), row(5, 0.89, 0.84)],
+        "b": [row(2, 0.80, 0.80), row(3, 0.79, 0.79), row(5, 0.80, 0.80)],
+    }
+    # 2 epochs: a's full pool loses 0.04. 3: every arm within 0.01 below (gains do not count against it).
+    assert choose_report_epochs(corpora, 0.01) == 3
+    corpora["b"][1]["oracle"] = 0.88  # 3 epochs now loses 0.02 on b's oracle
+    assert choose_report_epochs(corpora, 0.01) == 5
+    assert choose_report_epochs(corpora, 0.05) == 2
 
 
 def test_dev_only_run_never_featurises_test(newsgroups_dir, tmp_path):

@@ -146,7 +146,12 @@ def test_report_beats_random(demo_build):
     # The report's TF-IDF arms read the pool's term counts that evaluation_features made beside
     # filtered_set, one row per pool record the report trains on.
     assert report_meta["pool_term_counts"] == "read from evaluation_features"
-    assert latest_metadata(demo_build.instance, "evaluation_features")["dagster/row_count"] == summary["n_pool"]
+    features_meta = latest_metadata(demo_build.instance, "evaluation_features")
+    assert features_meta["dagster/row_count"] == summary["n_pool"]
+    # The full pool's arm was trained there too, and the report scored its stored predictions.
+    assert features_meta["full_pool_arm"].startswith("trained on ")
+    assert report_meta["full_pool_arm"] == summary["full_pool_arm"] == "stored predictions (trained beside the selection)"
+    assert summary["arms"]["full"]["n_train"] == int(features_meta["full_pool_arm"].split()[2].replace(",", ""))
 
 
 @pytest.mark.slow
