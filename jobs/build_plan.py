@@ -79,7 +79,7 @@ BUILD_PLAN = (
     Step("embed target", model_fit_job.name, per_shard=False, side_by_side=(("target_reference",),), with_previous=True),
     Step("fit models", model_fit_job.name, per_shard=False, side_by_side=_FITS_SIDE_BY_SIDE),
     Step("score", shard_score_job.name, per_shard=True),
-    # Counting the pool's terms for the report needs nothing from the selection: it runs beside it.
+    # Counting the pool's terms and training the full pool's arm for the report need nothing from the selection: they run beside it.
     Step("select", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_set", "filtered_set"), ("evaluation_features",))),
     Step("report", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_report",),)),
 )
