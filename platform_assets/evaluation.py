@@ -2,7 +2,7 @@
 
 evaluation_features counts the pool's terms for the report's TF-IDF arms and trains the full
 pool's arm from them; neither needs anything from the selection, so a build runs it beside
-filtered_set, on the core the selection leaves idle.
+filtered_set rather than after it.
 """
 
 from typing import NamedTuple
