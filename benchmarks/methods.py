@@ -604,10 +604,10 @@ def report_epochs_rows(ctx: Context, config: BenchConfig, selected: list[str]) -
     random draws and clean oracle samples (means of two seeds), and the full pool; with the full pool's fit seconds."""
     report = EvaluationConfig()
     options = {"ngram_range": report.ngram_range, "C": report.C, "solver": "sgd"}
+    seeds = config.random_seeds[:2]
     rows = []
     for epochs in config.report_epochs_grid:
         evaluator, oracle = ctx.evaluator.with_model(**options, epochs=epochs), ctx.oracle.with_model(**options, epochs=epochs)
-        seeds = config.random_seeds[:2]
         started = time.perf_counter()
         full = _dev_accuracy(ctx, evaluator, np.arange(evaluator.n_pool), "full")
         rows.append(

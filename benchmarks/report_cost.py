@@ -44,9 +44,9 @@ def measure(store_root: Path) -> list[tuple[str, int, float, float]]:
     wall, cpu = time.perf_counter(), _cpu()
     build = read_build(store, newest.name)  # as the evaluation_report asset reads it
     counted = stored_pool_terms(store, build.manifest)
-    full_pool = stored_full_pool_arm(store)
     if counted is None or build.eval_set is None:
         raise SystemExit(f"{store_root}: no labelled evaluation set or no matching evaluation_features (run benchmarks.perf on realtext)")
+    full_pool = stored_full_pool_arm(store)
     rows.append(("read the build, pool, embeddings and term counts", len(build.pool), time.perf_counter() - wall, _cpu() - cpu))
 
     wall, cpu = time.perf_counter(), _cpu()

@@ -464,7 +464,8 @@ class ArmEvaluator:
         return dataclasses.replace(self._results[key], arm=arm)
 
     def _train_rows(self, rows: np.ndarray, seed: int) -> ArmResult:
-        stored = self._stored_full_pool() if seed == 0 and np.array_equal(rows, np.arange(self.n_pool)) else None
+        whole_pool = seed == 0 and rows.size == self.n_pool and np.array_equal(rows, np.arange(self.n_pool))
+        stored = self._stored_full_pool() if whole_pool else None
         rows, labels = self._labelled(rows)
         predictions, seconds, converged = stored if stored is not None else self._fit_predict_rows(rows, labels, seed)
         return _score("", self.recipe, predictions, self.eval_labels, labels, seed, seconds, converged, self.config)
