@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ from dataselect.full_pool_arm import FullPoolPredictions
 from dataselect.pool_terms import PoolTerms
 from dataselect.scorers import SCORERS
 from dataselect.scorers.dsir import kl_reductions
-from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, decide, hard_filter_names
+from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, columns_read, decide, hard_filter_names
 
 # What decide() adds to the scores table (every column but the record's key).
 _ADDED_BY_DECIDE = [c for c in DECISION_COLUMNS if c not in (cols.ID, cols.SHARD, cols.ROW)]
@@ -70,29 +69,34 @@ class BuildEvaluation:
     figures: dict[str, bytes] = field(default_factory=dict)
 
 
-def split_decisions(decisions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Back to decide()'s inputs: the scored records and the quarantine."""
-    quarantined = decisions[cols.STATUS] == cols.QUARANTINED
-    scores = decisions.loc[~quarantined].drop(columns=[c for c in _ADDED_BY_DECIDE if c in decisions.columns])
-    quarantine = decisions.loc[quarantined, [cols.SHARD, cols.ROW, cols.ID, cols.REASON]].rename(columns={cols.REASON: cols.ERROR})
-    return scores.reset_index(drop=True), quarantine.reset_index(drop=True)
+class Reselection:
+    """The same build's selection again, from its decisions: at another budget (a
+    :class:`SelectionConfig` budget, counted against every raw record as the build counts it) or
+    with one scorer left out. Calls return record keys (see :func:`record_keys`). ``embeddings``
+    are row-aligned with the non-quarantined decisions.
 
+    The decisions are split back into decide()'s inputs once, and narrowed to the columns it
+    reads: a small pool's report reselects ~16 times, and copying every score column through
+    each time took most of it."""
 
-def reselect(
-    decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None, budget: float | None = None, without: str | None = None
-) -> list[str]:
-    """Record keys (see :func:`record_keys`) the same build would select at another ``budget`` (a
-    :class:`SelectionConfig` budget, counted against every raw record as the build counts it), or
-    with scorer ``without`` left out. ``embeddings`` are row-aligned with the non-quarantined decisions."""
-    scores, quarantine = split_decisions(decisions)
-    changes: dict[str, Any] = {}
-    if budget is not None:
-        changes["budget"] = budget
-    if without is not None:
-        changes["hard_filters"] = [f for f in hard_filter_names(scores.columns, config.hard_filters) if f != without]
-        changes["weights"] = {c: w for c, w in config.weights.items() if not c.startswith(f"{without}.")} or {cols.FUSED_SCORE: 1.0}
-    again = decide(scores, quarantine, dataclasses.replace(config, **changes), embeddings)
-    return record_keys(again.loc[again[cols.STATUS] == cols.SELECTED]).tolist()
+    def __init__(self, decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None) -> None:
+        quarantined = decisions[cols.STATUS] == cols.QUARANTINED
+        scores = decisions.loc[~quarantined].drop(columns=[c for c in _ADDED_BY_DECIDE if c in decisions.columns])
+        self.scores = scores[columns_read(scores.columns, config)].reset_index(drop=True)
+        quarantine = decisions.loc[quarantined, [cols.SHARD, cols.ROW, cols.ID, cols.REASON]]
+        self.quarantine = quarantine.rename(columns={cols.REASON: cols.ERROR}).reset_index(drop=True)
+        self.config, self.embeddings = config, embeddings
+
+    def __call__(self, budget: float | None = None, without: str | None = None) -> list[str]:
+        changes: dict[str, Any] = {}
+        if budget is not None:
+            changes["budget"] = budget
+        if without is not None:
+            changes["hard_filters"] = [f for f in hard_filter_names(self.scores.columns, self.config.hard_filters) if f != without]
+            weights = {c: w for c, w in self.config.weights.items() if not c.startswith(f"{without}.")}
+            changes["weights"] = weights or {cols.FUSED_SCORE: 1.0}
+        again = decide(self.scores, self.quarantine, dataclasses.replace(self.config, **changes), self.embeddings)
+        return record_keys(again.loc[again[cols.STATUS] == cols.SELECTED]).tolist()
 
 
 def record_keys(frame: pd.DataFrame) -> pd.Series:
@@ -147,124 +151,105 @@ def evaluate_build(
     random_mask = np.zeros(len(good), bool)
     random_mask[rng.choice(len(good), size=min(len(selected_ids), len(good)), replace=False)] = True
 
-    # Plots render on a background thread while the arms train (the fits leave a core idle).
-    with _Plots() as plots:
-        score_columns = [c for c in good.columns if c.endswith(".score") or c == cols.FUSED_SCORE]
-        plots.submit("score_histograms", report.plot_score_histograms, good[score_columns], selected_mask)
-        plots.submit("embedding_projection", report.plot_embedding_projection, pool_embeddings, selected_mask, target_embeddings)
-        flags = _flags(decisions)
-        good_flags = flags[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()].reset_index(drop=True)
-        label_free = {
-            "kl_reduction": kl_reductions(
-                {
-                    name: [pool_texts[i] for i in _at_most(np.flatnonzero(mask), config.kl_max_texts, rng)]
-                    for name, mask in (("selected", selected_mask), ("random", random_mask))
-                },
-                [pool_texts[i] for i in _at_most(np.arange(len(pool_texts)), config.kl_max_texts, rng)],
-                target_texts,
-            ),
-            "embedding_distance": {
-                "selected": metrics.embedding_distance(pool_embeddings[selected_mask], target_embeddings),
-                "random": metrics.embedding_distance(pool_embeddings[random_mask], target_embeddings),
-                "full": metrics.embedding_distance(pool_embeddings, target_embeddings),
+    score_columns = [c for c in good.columns if c.endswith(".score") or c == cols.FUSED_SCORE]
+    flags = _flags(decisions)
+    good_flags = flags[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()].reset_index(drop=True)
+    label_free = {
+        "kl_reduction": kl_reductions(
+            {
+                name: [pool_texts[i] for i in _at_most(np.flatnonzero(mask), config.kl_max_texts, rng)]
+                for name, mask in (("selected", selected_mask), ("random", random_mask))
             },
-            "target_coverage": {
-                "selected": metrics.target_coverage(pool_embeddings[selected_mask], target_embeddings),
-                "random": metrics.target_coverage(pool_embeddings[random_mask], target_embeddings),
-            },
-            "diversity": {
-                "selected": metrics.diversity(pool_embeddings[selected_mask]),
-                "random": metrics.diversity(pool_embeddings[random_mask]),
-            },
-            "rates": {
-                "selected": metrics.rates(good_flags[selected_mask]),
-                "random": metrics.rates(good_flags[random_mask]),
-                "full_raw_pool": metrics.rates(flags),
-            },
-        }
-        tables: dict[str, pd.DataFrame] = {}
-        summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
-        # Who rejected how many (decontamination and the label rule included), next to the arms.
-        summary["rejections_by_reason"] = accounting(decisions)["rejections_by_reason"]
+            [pool_texts[i] for i in _at_most(np.arange(len(pool_texts)), config.kl_max_texts, rng)],
+            target_texts,
+        ),
+        "embedding_distance": {
+            "selected": metrics.embedding_distance(pool_embeddings[selected_mask], target_embeddings),
+            "random": metrics.embedding_distance(pool_embeddings[random_mask], target_embeddings),
+            "full": metrics.embedding_distance(pool_embeddings, target_embeddings),
+        },
+        "target_coverage": {
+            "selected": metrics.target_coverage(pool_embeddings[selected_mask], target_embeddings),
+            "random": metrics.target_coverage(pool_embeddings[random_mask], target_embeddings),
+        },
+        "diversity": {
+            "selected": metrics.diversity(pool_embeddings[selected_mask]),
+            "random": metrics.diversity(pool_embeddings[random_mask]),
+        },
+        "rates": {
+            "selected": metrics.rates(good_flags[selected_mask]),
+            "random": metrics.rates(good_flags[random_mask]),
+            "full_raw_pool": metrics.rates(flags),
+        },
+    }
+    tables: dict[str, pd.DataFrame] = {}
+    summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
+    # Who rejected how many (decontamination and the label rule included), next to the arms.
+    summary["rejections_by_reason"] = accounting(decisions)["rejections_by_reason"]
 
-        labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
-        if labelled:
-            features = {"pool_terms": pool_terms, "full_pool": full_pool}
-            if config.recipe == "embedding_probe":
-                features = {"pool_embeddings": pool_embeddings, "eval_embeddings": eval_set.attrs.get("embeddings")}
-            evaluator = evaluation.ArmEvaluator(pool, eval_set, config.recipe, **features)
-            stratified_seeds = config.random_seeds[: config.stratified_seeds]
-            arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed, stratified_seeds)
-            summary.update(report.summarize(arms))
-            summary["full_pool_arm"] = (
-                "stored predictions (trained beside the selection)" if evaluator.has_stored_full_pool() else "trained here"
+    labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
+    if labelled:
+        features = {"pool_terms": pool_terms, "full_pool": full_pool}
+        if config.recipe == "embedding_probe":
+            features = {"pool_embeddings": pool_embeddings, "eval_embeddings": eval_set.attrs.get("embeddings")}
+        evaluator = evaluation.ArmEvaluator(pool, eval_set, config.recipe, **features)
+        stratified_seeds = config.random_seeds[: config.stratified_seeds]
+        arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed, stratified_seeds)
+        summary.update(report.summarize(arms))
+        summary["full_pool_arm"] = (
+            "stored predictions (trained beside the selection)" if evaluator.has_stored_full_pool() else "trained here"
+        )
+        summary["headline"] = evaluation.headline_rows(arms)
+        summary["verdict"] = evaluation.verdict(arms, evaluator.config)
+        budgets, ablation = config.resolved(len(good))
+        if (not budgets and config.budgets is None) or (not ablation and config.ablation is None):
+            summary["skipped_analyses"] = (
+                f"budget sweep and ablation skipped by default above {config.analysis_max_records:,} records "
+                f"(this pool: {len(good):,}); set budgets / ablation in the report config to run them"
             )
-            summary["headline"] = evaluation.headline_rows(arms)
-            summary["verdict"] = evaluation.verdict(arms, evaluator.config)
-            plots.submit("arm_accuracy", report.plot_arm_accuracy, summary["headline"])
-            budgets, ablation = config.resolved(len(good))
-            if (not budgets and config.budgets is None) or (not ablation and config.ablation is None):
-                summary["skipped_analyses"] = (
-                    f"budget sweep and ablation skipped by default above {config.analysis_max_records:,} records "
-                    f"(this pool: {len(good):,}); set budgets / ablation in the report config to run them"
-                )
-            if budgets:
-                sweep = evaluator.budget_sweep(
-                    lambda budget: reselect(decisions, selection, pool_embeddings, budget=budget),
-                    budgets,
-                    config.random_seeds,
-                    True,
-                    True,
-                )
-                tables["budget_sweep"] = sweep
-                plots.submit("budget_curve", report.plot_budget_curve, sweep)
-            if ablation:
-                scorers = sorted(
-                    {c.split(".")[0] for c in good.columns if c.endswith(".keep")} | {c.split(".")[0] for c in selection.weights}
-                )
-                tables["ablation"] = evaluator.ablation(
-                    selected_ids,
-                    {s: (lambda s=s: reselect(decisions, selection, pool_embeddings, without=s)) for s in scorers},
-                )
-            summary["headline_numbers"] = {
-                "selected_accuracy": arms["selected"].accuracy,
-                "random_accuracy": arms["random"].accuracy,
-                "random_accuracy_hi": arms["random"].accuracy_hi,
-                "full_accuracy": arms["full"].accuracy if "full" in arms else None,
-            }
-        if previous is not None:
-            summary["build_comparison"] = evaluation.compare_builds(
-                previous.get("selected_ids", []),
-                good.loc[selected_mask, cols.ID].tolist(),
-                previous.get("metrics", {}),
-                _comparable(summary),
+        reselection = Reselection(decisions, selection, pool_embeddings) if budgets or ablation else None
+        if budgets:
+            tables["budget_sweep"] = evaluator.budget_sweep(
+                reselection,
+                budgets,
+                config.random_seeds,
+                True,
+                True,
             )
-            delta = summary["build_comparison"]["metric_deltas"].get("headline_numbers.selected_accuracy")
-            summary["build_comparison"]["regression"] = bool(delta and delta["delta"] < -config.regression_tolerance)
-        figures = plots.collect()
+        if ablation:
+            scorers = sorted({c.split(".")[0] for c in good.columns if c.endswith(".keep")} | {c.split(".")[0] for c in selection.weights})
+            tables["ablation"] = evaluator.ablation(
+                selected_ids,
+                {s: (lambda s=s: reselection(without=s)) for s in scorers},
+            )
+        summary["headline_numbers"] = {
+            "selected_accuracy": arms["selected"].accuracy,
+            "random_accuracy": arms["random"].accuracy,
+            "random_accuracy_hi": arms["random"].accuracy_hi,
+            "full_accuracy": arms["full"].accuracy if "full" in arms else None,
+        }
+    if previous is not None:
+        summary["build_comparison"] = evaluation.compare_builds(
+            previous.get("selected_ids", []),
+            good.loc[selected_mask, cols.ID].tolist(),
+            previous.get("metrics", {}),
+            _comparable(summary),
+        )
+        delta = summary["build_comparison"]["metric_deltas"].get("headline_numbers.selected_accuracy")
+        summary["build_comparison"]["regression"] = bool(delta and delta["delta"] < -config.regression_tolerance)
+    # Rendered last, on this thread: on a background thread (tried) matplotlib held the GIL
+    # the metrics' and fits' short numpy calls wait for, and the report took ~10% longer.
+    figures = {
+        "score_histograms": report.plot_score_histograms(good[score_columns], selected_mask),
+        "embedding_projection": report.plot_embedding_projection(pool_embeddings, selected_mask, target_embeddings),
+    }
+    if "headline" in summary:
+        figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
+    if "budget_sweep" in tables:
+        figures["budget_curve"] = report.plot_budget_curve(tables["budget_sweep"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["recipe"] = config.recipe
     return BuildEvaluation(summary, tables, figures)
-
-
-class _Plots:
-    """Figures rendered on one background thread, one at a time in submission order (matplotlib's
-    Agg canvas, no pyplot), while the caller trains the arms and computes the metrics: the model
-    fits run without the GIL, and the plotting takes the core they or the metrics leave idle."""
-
-    def __enter__(self) -> "_Plots":
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-plots")
-        self._futures: dict[str, Future] = {}
-        return self
-
-    def submit(self, name: str, plot, *args) -> None:
-        self._futures[name] = self._executor.submit(plot, *args)
-
-    def collect(self) -> dict[str, bytes]:
-        return {name: future.result() for name, future in self._futures.items()}
-
-    def __exit__(self, *exc_info) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _comparable(summary: dict[str, Any]) -> dict[str, Any]:

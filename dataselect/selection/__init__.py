@@ -1,6 +1,14 @@
 """Budgeted selection: fuse soft scores, apply hard filters, run a policy, record every decision."""
 
-from dataselect.selection.decisions import DECISION_COLUMNS, SAMPLE_WEIGHT, accounting, decide, hard_filter_names, passes_hard_filters
+from dataselect.selection.decisions import (
+    DECISION_COLUMNS,
+    SAMPLE_WEIGHT,
+    accounting,
+    columns_read,
+    decide,
+    hard_filter_names,
+    passes_hard_filters,
+)
 from dataselect.selection.fusion import fuse, missing_columns, normalize
 from dataselect.selection.policies import POLICIES, TASKS, SelectionConfig, run_policy
 
@@ -11,6 +19,7 @@ __all__ = [
     "SelectionConfig",
     "TASKS",
     "accounting",
+    "columns_read",
     "decide",
     "fuse",
     "hard_filter_names",

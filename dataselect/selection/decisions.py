@@ -51,6 +51,18 @@ def hard_filter_names(columns, hard_filters: list[str] | None) -> list[str]:
     return list(hard_filters)
 
 
+def columns_read(columns, config: SelectionConfig) -> list[str]:
+    """The columns of a scores table that :func:`decide` reads under ``config`` (or under the same
+    config with fewer weights or hard filters): the record's key and label, every hard filter's
+    keep and reason, the weighted scores and the policy's columns. Decisions made on just these
+    are the same; the rest are only copied through."""
+    policy = (config.log_weight_column, config.difficulty_column, config.label_quota_column)
+    return [
+        c for c in columns
+        if c in (ID, SHARD, ROW, LABEL, *policy) or c in config.weights or c.endswith((".keep", ".reason"))
+    ]  # fmt: skip
+
+
 def first_failed_filter(scores: pd.DataFrame, hard_filters: list[str] | None) -> np.ndarray:
     """Per record, the first applied hard filter whose ``<name>.keep`` is False, or None when it
     passes them all. A null keep (the scorer had no opinion) passes; filters not applied never fail."""
