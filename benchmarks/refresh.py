@@ -132,7 +132,7 @@ def _global_config(global_steps: tuple[str, ...], seed: int, label_noise_feature
     options = {"label_noise": {"features": label_noise_features}}
     ops = {"filtered_set": {"config": {"seed": seed, "pool_scorer_options": options}}}
     if "evaluation_report" in global_steps:
-        ops["evaluation_report"] = {"config": {"random_seeds": [101, 102, 103, 104, 105], "budgets": [0.1], "ablation": False}}
+        ops["evaluation_report"] = {"config": {"random_seeds": [101, 102, 103, 104, 105]}}
     return {"ops": ops}
 
 

@@ -1,13 +1,9 @@
-"""Evaluate one selection build: arms, budget sweep, ablation, label-free metrics, comparison.
-
-Works from a build's decisions table alone (it carries every score column), so the sweep and
-the ablation re-run :func:`dataselect.selection.decide` with a changed budget or with one
-scorer left out, instead of rescoring anything.
+"""Evaluate one selection build: the arms and their verdict, label-free metrics, the comparison with
+the previous build. The budget sweep and the ablation are :mod:`dataselect.build_analyses`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +17,7 @@ from dataselect.full_pool_arm import FullPoolPredictions
 from dataselect.pool_terms import PoolTerms
 from dataselect.scorers import SCORERS
 from dataselect.scorers.dsir import kl_reductions
-from dataselect.selection import DECISION_COLUMNS, SelectionConfig, accounting, columns_read, decide, hard_filter_names
-
-# What decide() adds to the scores table (every column but the record's key).
-_ADDED_BY_DECIDE = [c for c in DECISION_COLUMNS if c not in (cols.ID, cols.SHARD, cols.ROW)]
-
-
-DEFAULT_BUDGETS = (0.025, 0.05, 0.1, 0.2, 0.5)
+from dataselect.selection import SelectionConfig, accounting
 
 
 @dataclass
@@ -37,15 +27,7 @@ class ReportConfig:
     # The stratified arm draws with the first this many of them: it is the secondary baseline (the
     # verdict reads the random arm), and at 100k records its 3 more fits were a tenth of the report.
     stratified_seeds: int = 2
-    # The sweep's budgets; () skips it. None: DEFAULT_BUDGETS up to ``analysis_max_records``.
-    budgets: tuple[float, ...] | None = None
-    ablation: bool | None = None  # None: on up to ``analysis_max_records``
     regression_tolerance: float = 0.01  # accuracy drop vs the previous build that warns
-    # The sweep trains 8 models per budget (up to half the pool each) and the ablation one per
-    # scorer: about 4x and 1x the headline's training. Above this many records they run only
-    # when asked for, so the report stays a small part of a large build (at 100k real-text
-    # records the sweep alone ran for over 10 minutes).
-    analysis_max_records: int = 20_000
     # The KL reduction compares n-gram distributions over 10k hashed buckets; each is estimated
     # from a seeded sample of at most this many texts (as DSIR fits its raw distribution on a
     # sample), so the metric costs the same at 100k or 1M records.
@@ -55,48 +37,12 @@ class ReportConfig:
         if not self.random_seeds:
             raise ValueError("random_seeds is empty: the random arm needs at least one seed")
 
-    def resolved(self, n_records: int) -> tuple[tuple[float, ...], bool]:
-        """(budgets, ablation) for a pool of ``n_records``."""
-        small = n_records <= self.analysis_max_records
-        budgets = self.budgets if self.budgets is not None else (DEFAULT_BUDGETS if small else ())
-        return tuple(budgets), self.ablation if self.ablation is not None else small
-
 
 @dataclass
 class BuildEvaluation:
     summary: dict[str, Any]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, bytes] = field(default_factory=dict)
-
-
-class Reselection:
-    """The same build's selection again, from its decisions: at another budget (a
-    :class:`SelectionConfig` budget, counted against every raw record as the build counts it) or
-    with one scorer left out. Calls return record keys (see :func:`record_keys`). ``embeddings``
-    are row-aligned with the non-quarantined decisions.
-
-    The decisions are split back into decide()'s inputs once, and narrowed to the columns it
-    reads: a small pool's report reselects ~16 times, and copying every score column through
-    each time took most of it."""
-
-    def __init__(self, decisions: pd.DataFrame, config: SelectionConfig, embeddings: np.ndarray | None) -> None:
-        quarantined = decisions[cols.STATUS] == cols.QUARANTINED
-        scores = decisions.loc[~quarantined].drop(columns=[c for c in _ADDED_BY_DECIDE if c in decisions.columns])
-        self.scores = scores[columns_read(scores.columns, config)].reset_index(drop=True)
-        quarantine = decisions.loc[quarantined, [cols.SHARD, cols.ROW, cols.ID, cols.REASON]]
-        self.quarantine = quarantine.rename(columns={cols.REASON: cols.ERROR}).reset_index(drop=True)
-        self.config, self.embeddings = config, embeddings
-
-    def __call__(self, budget: float | None = None, without: str | None = None) -> list[str]:
-        changes: dict[str, Any] = {}
-        if budget is not None:
-            changes["budget"] = budget
-        if without is not None:
-            changes["hard_filters"] = [f for f in hard_filter_names(self.scores.columns, self.config.hard_filters) if f != without]
-            weights = {c: w for c, w in self.config.weights.items() if not c.startswith(f"{without}.")}
-            changes["weights"] = weights or {cols.FUSED_SCORE: 1.0}
-        again = decide(self.scores, self.quarantine, dataclasses.replace(self.config, **changes), self.embeddings)
-        return record_keys(again.loc[again[cols.STATUS] == cols.SELECTED]).tolist()
 
 
 def record_keys(frame: pd.DataFrame) -> pd.Series:
@@ -135,7 +81,8 @@ def evaluate_build(
     pool_terms: PoolTerms | None = None,
     full_pool: FullPoolPredictions | None = None,
 ) -> BuildEvaluation:
-    """Everything the report shows. ``pool`` (id, text, label), ``pool_embeddings`` and ``pool_terms``
+    """Everything the report shows (the budget sweep and the ablation are
+    :func:`dataselect.build_analyses.analyse_build`). ``pool`` (id, text, label), ``pool_embeddings`` and ``pool_terms``
     (the pool's term counts when counted beforehand, else None) are row-aligned with the
     non-quarantined rows of ``decisions``; ``full_pool``: the full arm's predictions trained
     beforehand from ``pool_terms`` (used when they match); ``previous`` is the prior build's summary."""
@@ -182,17 +129,12 @@ def evaluate_build(
             "full_raw_pool": metrics.rates(flags),
         },
     }
-    tables: dict[str, pd.DataFrame] = {}
     summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
     # Who rejected how many (decontamination and the label rule included), next to the arms.
     summary["rejections_by_reason"] = accounting(decisions)["rejections_by_reason"]
 
-    labelled = eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any()
-    if labelled:
-        features = {"pool_terms": pool_terms, "full_pool": full_pool}
-        if config.recipe == "embedding_probe":
-            features = {"pool_embeddings": pool_embeddings, "eval_embeddings": eval_set.attrs.get("embeddings")}
-        evaluator = evaluation.ArmEvaluator(pool, eval_set, config.recipe, **features)
+    if trains_arms(pool, eval_set):
+        evaluator = arm_evaluator(pool, eval_set, config.recipe, pool_embeddings, pool_terms, full_pool)
         stratified_seeds = config.random_seeds[: config.stratified_seeds]
         arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed, stratified_seeds)
         summary.update(report.summarize(arms))
@@ -201,27 +143,6 @@ def evaluate_build(
         )
         summary["headline"] = evaluation.headline_rows(arms)
         summary["verdict"] = evaluation.verdict(arms, evaluator.config)
-        budgets, ablation = config.resolved(len(good))
-        if (not budgets and config.budgets is None) or (not ablation and config.ablation is None):
-            summary["skipped_analyses"] = (
-                f"budget sweep and ablation skipped by default above {config.analysis_max_records:,} records "
-                f"(this pool: {len(good):,}); set budgets / ablation in the report config to run them"
-            )
-        reselection = Reselection(decisions, selection, pool_embeddings) if budgets or ablation else None
-        if budgets:
-            tables["budget_sweep"] = evaluator.budget_sweep(
-                reselection,
-                budgets,
-                config.random_seeds,
-                True,
-                True,
-            )
-        if ablation:
-            scorers = sorted({c.split(".")[0] for c in good.columns if c.endswith(".keep")} | {c.split(".")[0] for c in selection.weights})
-            tables["ablation"] = evaluator.ablation(
-                selected_ids,
-                {s: (lambda s=s: reselection(without=s)) for s in scorers},
-            )
         summary["headline_numbers"] = {
             "selected_accuracy": arms["selected"].accuracy,
             "random_accuracy": arms["random"].accuracy,
@@ -245,11 +166,31 @@ def evaluate_build(
     }
     if "headline" in summary:
         figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
-    if "budget_sweep" in tables:
-        figures["budget_curve"] = report.plot_budget_curve(tables["budget_sweep"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["recipe"] = config.recipe
-    return BuildEvaluation(summary, tables, figures)
+    return BuildEvaluation(summary, {}, figures)
+
+
+def trains_arms(pool: pd.DataFrame, eval_set: pd.DataFrame | None) -> bool:
+    """Whether there is anything to train and score: a labelled evaluation set and labelled pool records."""
+    return bool(eval_set is not None and len(eval_set) and cols.LABEL in pool and pool[cols.LABEL].notna().any())
+
+
+def arm_evaluator(
+    pool: pd.DataFrame,
+    eval_set: pd.DataFrame,
+    recipe: str,
+    pool_embeddings: np.ndarray,
+    pool_terms: PoolTerms | None,
+    full_pool: FullPoolPredictions | None,
+) -> evaluation.ArmEvaluator:
+    """The report's evaluator for ``recipe``: TF-IDF arms from the counted terms (and the stored
+    full-pool arm), or an embedding probe on the pool's and the evaluation set's embeddings."""
+    if recipe == "embedding_probe":
+        return evaluation.ArmEvaluator(
+            pool, eval_set, recipe, pool_embeddings=pool_embeddings, eval_embeddings=eval_set.attrs.get("embeddings")
+        )
+    return evaluation.ArmEvaluator(pool, eval_set, recipe, pool_terms=pool_terms, full_pool=full_pool)
 
 
 def _comparable(summary: dict[str, Any]) -> dict[str, Any]:

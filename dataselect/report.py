@@ -327,7 +327,13 @@ def render_html(
     return "\n".join(parts)
 
 
-def write_report(directory: str, summary: dict[str, Any], tables: dict[str, pd.DataFrame], figures: dict[str, bytes]) -> ReportPaths:
+def write_report(
+    directory: str,
+    summary: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    figures: dict[str, bytes],
+    title: str = "Data selection report",
+) -> ReportPaths:
     """Write ``<name>.png`` per figure, ``report.html`` and ``summary.json``, each atomically."""
     root = as_path(directory)
     figure_paths = {}
@@ -335,6 +341,6 @@ def write_report(directory: str, summary: dict[str, Any], tables: dict[str, pd.D
         figure_paths[name] = str(atomic_write_bytes(confined(root, f"{safe_name(name)}.png"), png))
     safe_summary = _json_safe(summary)
     json_path = write_json(confined(root, "summary.json"), safe_summary)
-    page = render_html(safe_summary, tables, figures)
+    page = render_html(safe_summary, tables, figures, title)
     html_path = atomic_write_bytes(confined(root, "report.html"), page.encode("utf-8"))
     return ReportPaths(html=str(html_path), summary_json=str(json_path), figures=figure_paths)

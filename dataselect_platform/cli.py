@@ -101,7 +101,10 @@ def build_summary(outcome, store: Path, home: str, seconds: float) -> dict:
 
 def _report_files(build: Path, stopped: str | None) -> dict[str, Path]:
     files = {"report": build / "report" / "report.html", "summary": build / "report" / "summary.json"}
-    return {} if stopped or not all(path.exists() for path in files.values()) else files
+    if stopped or not all(path.exists() for path in files.values()):
+        return {}
+    analyses = build / "analyses" / "report.html"  # the budget sweep and the ablation
+    return {**files, "analyses": analyses} if analyses.exists() else files
 
 
 def exit_code(result: dict) -> int:

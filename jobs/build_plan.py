@@ -21,7 +21,8 @@ class BuildSettings:
     seed: int = 0
     selection: dict = field(default_factory=dict)  # filtered_set config (budget, policy, ...); its seed defaults to ``seed``
     report: dict | None = None  # evaluation_report config; None = its defaults
-    with_report: bool = True  # False: the selection step builds filtered_set only
+    analyses: dict | None = None  # evaluation_analyses config; None = its defaults
+    with_report: bool = True  # False: the selection step builds filtered_set only (no report, no analyses)
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,10 @@ class Step:
             ops = {key: {"config": {"seed": settings.seed}} for key in DEFAULT_MODEL_KEYS}
         if self.job == selection_build_job.name:
             ops = {"filtered_set": {"config": {"seed": settings.seed, **settings.selection}}}
-            report = {**(settings.report or {}), **({"build_id": build_id} if build_id else {})}
-            if settings.with_report and (settings.report is not None or report):
-                ops["evaluation_report"] = {"config": report}
+            for key, config in (("evaluation_report", settings.report), ("evaluation_analyses", settings.analyses)):
+                merged = {**(config or {}), **({"build_id": build_id} if build_id else {})}
+                if settings.with_report and (config is not None or merged):
+                    ops[key] = {"config": merged}
         ops = {key: config for key, config in ops.items() if assets is None or key in assets}
         return {"ops": ops} if ops else {}
 
@@ -81,7 +83,8 @@ BUILD_PLAN = (
     Step("score", shard_score_job.name, per_shard=True),
     # Counting the pool's terms and training the full pool's arm for the report need nothing from the selection: they run beside it.
     Step("select", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_set", "filtered_set"), ("evaluation_features",))),
-    Step("report", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_report",),)),
+    # The budget sweep and the ablation need nothing from the report: they run beside it.
+    Step("report", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_report",), ("evaluation_analyses",))),
 )
 
 

@@ -2,13 +2,15 @@
 
 evaluation_features counts the pool's terms for the report's TF-IDF arms and trains the full
 pool's arm from them; neither needs anything from the selection, so a build runs it beside
-filtered_set rather than after it.
+filtered_set rather than after it. evaluation_analyses (the budget sweep and the ablation) needs
+nothing from the report, so a build runs it beside the report.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from dagster import (
     AssetExecutionContext,
     AutomationCondition,
@@ -22,22 +24,24 @@ from pydantic import Field
 
 from dataselect import full_pool_arm, pool_terms
 from dataselect import records as cols
-from dataselect.build_report import DEFAULT_BUDGETS, ReportConfig, comparison_record, evaluate_build
-from dataselect.evaluation import ArmEvaluator
+from dataselect.build_analyses import DEFAULT_BUDGETS, AnalysesConfig, analyse_build
+from dataselect.build_report import BuildEvaluation, ReportConfig, comparison_record, evaluate_build
+from dataselect.evaluation import ABLATION_COLUMNS, SWEEP_COLUMNS, ArmEvaluator
 from dataselect.evaluation import Config as RecipeConfig
 from dataselect.ingest import read_reference
 from dataselect.report import headline_markdown, write_report
 from dataselect.selection import SelectionConfig
-from dataselect.storage import exists, parquet_metadata, parquet_num_rows, read_json, read_parquet, write_json
+from dataselect.storage import exists, parquet_metadata, parquet_num_rows, read_json, read_parquet, write_json, write_parquet
 from dataselect.tuning import split_evaluation, tune_table
 from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.lineage import upstream_materialization
-from platform_assets.metadata import png_markdown
+from platform_assets.metadata import png_markdown, table_preview
 from platform_assets.partitions import GPU_POOL, shards
 from platform_assets.selection import filtered_set
 from resources import EmbeddingResource, InputsResource, StorageResource
 
 _DEFAULTS = ReportConfig()
+_ANALYSES = AnalysesConfig()
 _RECIPE = RecipeConfig()  # the report's fixed recipe: its n-gram range and min_df are what is counted
 
 
@@ -118,11 +122,16 @@ class BuildToEvaluate(NamedTuple):
     selection: SelectionConfig  # the one that made the build (the tuned one after --tune)
 
 
+def read_manifest(storage: StorageResource, build_id: str) -> dict:
+    path = storage.path("builds", build_id, "manifest.json")
+    if not exists(path):
+        raise Failure(f"build {build_id!r} is not in the store {storage.root}: nothing to evaluate", allow_retries=False)
+    return read_json(path)
+
+
 def read_build(storage: StorageResource, build_id: str) -> BuildToEvaluate:
     build = storage.path("builds", build_id)
-    if not exists(build / "manifest.json"):
-        raise Failure(f"build {build_id!r} is not in the store {storage.root}: nothing to evaluate", allow_retries=False)
-    manifest = read_json(build / "manifest.json")
+    manifest = read_manifest(storage, build_id)
     keys = sorted(manifest["input_shards"])
     pool = pd.concat([storage.read_shard("raw_pool", k, [cols.ID, cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
     target, target_vectors = storage.read_target()
@@ -153,18 +162,29 @@ def stored_full_pool_arm(storage: StorageResource) -> full_pool_arm.FullPoolPred
     return full_pool_arm.read(storage.path("evaluation_features"))
 
 
+class _Evaluated(NamedTuple):
+    build_id: str
+    build: BuildToEvaluate
+    counted: pool_terms.PoolTerms | None  # evaluation_features' term counts of the build's shards, if any
+    full_pool: full_pool_arm.FullPoolPredictions | None
+
+
+def _build_to_evaluate(
+    context: AssetExecutionContext, build_id: str | None, recipe: str, storage: StorageResource, embedding: EmbeddingResource
+) -> _Evaluated:
+    """The build the report (or the analyses) evaluates, with what evaluation_features made for it."""
+    build_id = build_id or upstream_materialization(context, filtered_set.key).metadata["build_id"].value
+    build = read_build(storage, build_id)
+    if build.eval_set is not None and recipe == "embedding_probe":
+        build.eval_set.attrs["embeddings"] = embedding.get_embedder().embed(build.eval_set[cols.TEXT].tolist())
+    # The counts evaluation_features made of exactly these shards, if it did; otherwise counted here.
+    counted = stored_pool_terms(storage, build.manifest) if build.eval_set is not None and recipe == "tfidf_logreg" else None
+    return _Evaluated(build_id, build, counted, stored_full_pool_arm(storage) if counted is not None else None)
+
+
 class EvaluationConfig(Config):
     recipe: str = Field(_DEFAULTS.recipe, description="tfidf_logreg | embedding_probe (fixed; only the subset varies)")
     random_seeds: list[int] = Field(list(_DEFAULTS.random_seeds), description="Independent seeds of the random arms (≥ 5).")
-    budgets: list[float] | None = Field(
-        None,
-        description=f"Budget sweep as pool fractions; [] skips it; unset: {list(DEFAULT_BUDGETS)} for pools of at most "
-        f"{_DEFAULTS.analysis_max_records:,} records, none above.",
-    )
-    ablation: bool | None = Field(
-        None,
-        description=f"Rebuild the selection with each scorer left out; unset: on for pools of at most {_DEFAULTS.analysis_max_records:,} records.",
-    )
     regression_tolerance: float = Field(_DEFAULTS.regression_tolerance, description="Accuracy drop vs the previous build that warns.")
     build_id: str | None = Field(
         None,
@@ -188,15 +208,9 @@ def evaluation_report(
     storage: StorageResource,
     embedding: EmbeddingResource,
 ) -> MaterializeResult:
-    build_id = config.build_id or upstream_materialization(context, filtered_set.key).metadata["build_id"].value
-    inputs = read_build(storage, build_id)
+    build_id, inputs, counted, full_pool = _build_to_evaluate(context, config.build_id, config.recipe, storage, embedding)
     build, decisions, manifest, eval_set = storage.path("builds", build_id), inputs.decisions, inputs.manifest, inputs.eval_set
     tuned = manifest["config"].get("tune")
-    if eval_set is not None and config.recipe == "embedding_probe":
-        eval_set.attrs["embeddings"] = embedding.get_embedder().embed(eval_set[cols.TEXT].tolist())
-    # The counts evaluation_features made of exactly these shards, if it did; otherwise counted here.
-    counted = stored_pool_terms(storage, manifest) if eval_set is not None and config.recipe == "tfidf_logreg" else None
-    full_pool = stored_full_pool_arm(storage) if counted is not None else None
 
     previous_path = storage.path("builds", "latest_evaluation.json")
     previous = read_json(previous_path) if exists(previous_path) else None
@@ -214,8 +228,6 @@ def evaluation_report(
         ReportConfig(
             recipe=config.recipe,
             random_seeds=tuple(config.random_seeds),
-            budgets=None if config.budgets is None else tuple(config.budgets),
-            ablation=config.ablation,
             regression_tolerance=config.regression_tolerance,
         ),
         counted,
@@ -251,5 +263,72 @@ def evaluation_report(
             "plots": MetadataValue.md("\n\n".join(png_markdown(name, png) for name, png in result.figures.items())),
             "report_html": MetadataValue.path(paths.html),
             "summary_json": MetadataValue.path(paths.summary_json),
+        }
+    )
+
+
+class EvaluationAnalysesConfig(Config):
+    recipe: str = Field(_DEFAULTS.recipe, description="The report's recipe (tfidf_logreg | embedding_probe), so the numbers compare.")
+    random_seeds: list[int] = Field(list(_ANALYSES.random_seeds), description="Seeds of the random arms at every budget.")
+    budgets: list[float] | None = Field(
+        None,
+        description=f"Budget sweep as pool fractions; [] skips it; unset: {list(DEFAULT_BUDGETS)} for pools of at most "
+        f"{_ANALYSES.max_records:,} records, none above.",
+    )
+    ablation: bool | None = Field(
+        None,
+        description=f"Rebuild the selection with each scorer left out; unset: on for pools of at most {_ANALYSES.max_records:,} records.",
+    )
+    build_id: str | None = Field(
+        None, description="The filtered_set build to analyse; unset: the one this run made, else the current materialization."
+    )
+
+
+@asset(
+    deps=[filtered_set, evaluation_set, evaluation_features],
+    automation_condition=AutomationCondition.eager(),
+    group_name="evaluate",
+    kinds={"scikit-learn", "html"},
+    description="The selection re-run at other budgets and with each scorer left out, each trained with the report's recipe "
+    "beside random sets of the same size: a budget curve and an ablation table. Runs beside evaluation_report; skipped by "
+    f"default above {_ANALYSES.max_records:,} pool records.",
+)
+def evaluation_analyses(
+    context: AssetExecutionContext, config: EvaluationAnalysesConfig, storage: StorageResource, embedding: EmbeddingResource
+) -> MaterializeResult:
+    settings = AnalysesConfig(
+        recipe=config.recipe,
+        random_seeds=tuple(config.random_seeds),
+        budgets=None if config.budgets is None else tuple(config.budgets),
+        ablation=config.ablation,
+    )
+    build_id = config.build_id or upstream_materialization(context, filtered_set.key).metadata["build_id"].value
+    counts = read_manifest(storage, build_id)["counts"]
+    n_pool = counts["raw"] - counts["quarantined"]
+    if settings.resolved(n_pool) == ((), False):  # nothing to run: the build's pool is not even read
+        result = BuildEvaluation({"n_pool": n_pool, "skipped": settings.skip_reason(n_pool) or "no budgets and no ablation asked for"})
+    else:
+        _, inputs, counted, full_pool = _build_to_evaluate(context, build_id, config.recipe, storage, embedding)
+        result = analyse_build(
+            inputs.decisions, inputs.pool, inputs.pool_vectors, inputs.selection, inputs.eval_set, settings, counted, full_pool
+        )
+    result.summary["build_id"] = build_id
+    folder = storage.path("builds", build_id, "analyses")
+    paths = write_report(str(folder), result.summary, result.tables, result.figures, "Budget sweep and ablation")
+    # Machine-readable beside the page; both tables every time (empty when not run), so a rerun
+    # that skips leaves no older table behind, nor an older budget curve.
+    for name, columns in (("budget_sweep", SWEEP_COLUMNS), ("ablation", ABLATION_COLUMNS)):
+        table = result.tables.get(name, pd.DataFrame(columns=columns))
+        write_parquet(folder / f"{name}.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    if "budget_curve" not in result.figures and exists(folder / "budget_curve.png"):
+        (folder / "budget_curve.png").unlink()
+    tables = {name: MetadataValue.md(table_preview(table, list(table.columns), limit=40)) for name, table in result.tables.items()}
+    return MaterializeResult(
+        metadata={
+            "build_id": build_id,
+            **({"skipped": result.summary["skipped"]} if "skipped" in result.summary else {}),
+            **tables,
+            "plots": MetadataValue.md("\n\n".join(png_markdown(name, png) for name, png in result.figures.items()) or "_none_"),
+            "analyses_html": MetadataValue.path(paths.html),
         }
     )

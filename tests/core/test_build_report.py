@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 from dataselect import records as cols
-from dataselect.build_report import Reselection, record_keys
+from dataselect.build_analyses import Reselection
+from dataselect.build_report import record_keys
 from dataselect.evaluation import ArmEvaluator
 from dataselect.selection import SelectionConfig, decide
 
@@ -90,6 +91,7 @@ def test_budget_sweep_uses_the_builds_count():
 
 
 def test_large_pools_skip_the_sweep_and_ablation_unless_asked_and_say_so():
+    from dataselect.build_analyses import AnalysesConfig, analyse_build
     from dataselect.build_report import ReportConfig, evaluate_build
 
     decisions, config, texts, labels = _build()
@@ -99,15 +101,21 @@ def test_large_pools_skip_the_sweep_and_ablation_unless_asked_and_say_so():
     eval_set = pd.DataFrame({cols.TEXT: [TOPICS[t] for t in TOPICS] * 3, cols.LABEL: list(TOPICS) * 3})
     target = list(TOPICS.values())
 
-    def report(**options):
-        return evaluate_build(decisions, pool, vectors, target, vectors[:4], config, eval_set, None, ReportConfig(**options))
+    def analyses(**options):
+        return analyse_build(decisions, pool, vectors, config, eval_set, AnalysesConfig(random_seeds=(1, 2, 3), **options))
 
-    small = report(random_seeds=(1, 2, 3))  # 50 records: under the default limit, everything runs
-    assert [len(small.summary["arms"][arm]["seeds"]) for arm in ("random", "stratified_random")] == [3, 2]
-    assert {"budget_sweep", "ablation"} <= set(small.tables) and "skipped_analyses" not in small.summary
-    large = report(random_seeds=(1, 2, 3), analysis_max_records=49)
-    assert not {"budget_sweep", "ablation"} & set(large.tables)
-    assert "above 49 records (this pool: 50)" in large.summary["skipped_analyses"]
-    assert large.summary["headline_numbers"] == small.summary["headline_numbers"]  # the headline is unchanged
-    asked = report(random_seeds=(1, 2, 3), analysis_max_records=49, budgets=(0.2,), ablation=True)
-    assert {"budget_sweep", "ablation"} <= set(asked.tables) and "skipped_analyses" not in asked.summary
+    small = analyses()  # 50 records: under the default limit, everything runs
+    assert {"budget_sweep", "ablation"} <= set(small.tables) and "skipped" not in small.summary
+    assert set(small.figures) == {"budget_curve"}
+    # The sweep's row at the build's budget is the report's own selected and random arms.
+    report = evaluate_build(decisions, pool, vectors, target, vectors[:4], config, eval_set, None, ReportConfig(random_seeds=(1, 2, 3)))
+    at_build = small.tables["budget_sweep"].set_index(["budget", "arm"])
+    assert at_build.loc[(config.budget, "selected"), "accuracy"] == report.summary["headline_numbers"]["selected_accuracy"]
+    assert at_build.loc[(config.budget, "random"), "accuracy"] == report.summary["headline_numbers"]["random_accuracy"]
+    large = analyses(max_records=49)
+    assert not large.tables and not large.figures
+    assert "above 49 records (this pool: 50)" in large.summary["skipped"]
+    asked = analyses(max_records=49, budgets=(0.2,), ablation=True)
+    assert {"budget_sweep", "ablation"} <= set(asked.tables) and "skipped" not in asked.summary
+    unlabelled = analyse_build(decisions, pool.assign(**{cols.LABEL: None}), vectors, config, eval_set)
+    assert not unlabelled.tables and unlabelled.summary["skipped"].startswith("no labelled evaluation set")

@@ -167,9 +167,9 @@ def test_end_to_end_harness_times_the_cli_and_reads_the_event_log(tmp_path):
     # Every run of the build plan ran on the single shard, and Dagster's own share was measured.
     from jobs.build_plan import BUILD_PLAN, BuildSettings
 
-    assert {"raw_pool", "embeddings", "quality_scores", "filtered_set", "evaluation_report"} <= set(cold["stages"])
+    assert {"raw_pool", "embeddings", "quality_scores", "filtered_set", "evaluation_report", "evaluation_analyses"} <= set(cold["stages"])
     overheads = cold["overheads"]
-    assert overheads["runs"] == sum(len(step.runs(BuildSettings(), ["synthetic-00000"])) for step in BUILD_PLAN) == 8
+    assert overheads["runs"] == sum(len(step.runs(BuildSettings(), ["synthetic-00000"])) for step in BUILD_PLAN) == 9
     assert 0 < overheads["runs_span"] < cold["seconds"]
     text = (tmp_path / "perf.md").read_text()
     assert "| synthetic | 300 |" in text and "median per-run overhead" in text

@@ -30,9 +30,11 @@ from platform_assets.partitions import shards  # noqa: E402
 from resources import EmbeddingResource, make_resources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-# A cheaper report than the default (no ablation, two budgets) keeps end-to-end tests short;
-# five random seeds is the minimum the evaluation asks for.
-FAST_REPORT = {"random_seeds": [101, 102, 103, 104, 105], "budgets": [0.1, 0.2], "ablation": False}
+# Five random seeds is the minimum the evaluation asks for; cheaper analyses than the default
+# (no ablation, two budgets) keep end-to-end tests short, and none at all where a test needs none.
+FAST_REPORT = {"random_seeds": [101, 102, 103, 104, 105]}
+FAST_ANALYSES = {"budgets": [0.1, 0.2], "ablation": False}
+NO_ANALYSES = {"budgets": [], "ablation": False}
 ALL_CHECK_NAMES = {spec.name for check in all_checks for spec in check.check_specs}
 
 
@@ -137,16 +139,17 @@ class PlatformBuild:
         self.results.append(result)
         return result
 
-    def build(self, seed: int, selection_config: dict, report_config: dict | None = None) -> list[RunEvents]:
+    def build(self, seed: int, selection_config: dict, analyses_config: dict | None = None) -> list[RunEvents]:
         """The whole build plan, as ``dataselect build`` runs it."""
-        settings = BuildSettings(seed=seed, selection=selection_config, report=report_config or FAST_REPORT)
+        settings = BuildSettings(seed=seed, selection=selection_config, report=FAST_REPORT, analyses=analyses_config or FAST_ANALYSES)
         results = build_with_plan(self.instance, self.inputs, settings)
         self.results.extend(results)
         return results
 
-    def select_and_report(self, selection_config: dict, report_config: dict | None = None) -> list[RunEvents]:
+    def select_and_report(self, selection_config: dict, analyses_config: dict | None = None) -> list[RunEvents]:
         """The plan's selection and report steps again (e.g. on another budget), one run after another."""
-        settings = BuildSettings(seed=selection_config.get("seed", 0), selection=selection_config, report=report_config or FAST_REPORT)
+        seed = selection_config.get("seed", 0)
+        settings = BuildSettings(seed=seed, selection=selection_config, report=FAST_REPORT, analyses=analyses_config or FAST_ANALYSES)
         base = {"resources": self.inputs.resources_config(), "execution": {"config": {"in_process": {}}}}
         runs, build_id = [], None
         for step in (s for s in BUILD_PLAN if s.job == selection_build_job.name):
@@ -167,4 +170,6 @@ class PlatformBuild:
             "manifest": build / "manifest.json",
             "report": build / "report" / "report.html",
             "summary": build / "report" / "summary.json",
+            "analyses": build / "analyses" / "report.html",
+            "budget_sweep": build / "analyses" / "budget_sweep.parquet",
         }

@@ -5,7 +5,7 @@ import dagster as dg
 from dataselect_platform.definitions import defs
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 
-GLOBAL_STEPS = ["filtered_set", "evaluation_features", "evaluation_report"]
+GLOBAL_STEPS = ["filtered_set", "evaluation_features", "evaluation_report", "evaluation_analyses"]
 
 
 def requested(result, keys):
@@ -32,7 +32,7 @@ def test_automation_rebuilds_selection_and_rescores_on_model_refit():
     materialized("quality_scores", "b")  # e.g. the sensor's ingest run for a changed shard
     rescored = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=everything_current.cursor)
     # The pool's term counts depend on raw_pool alone: new scores leave them as they are.
-    assert requested(rescored, ["quality_scores", *GLOBAL_STEPS]) == {"filtered_set": 1, "evaluation_report": 1}
+    assert requested(rescored, ["quality_scores", *GLOBAL_STEPS]) == {"filtered_set": 1, "evaluation_report": 1, "evaluation_analyses": 1}
 
     for key in GLOBAL_STEPS:
         materialized(key)

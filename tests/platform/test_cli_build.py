@@ -85,8 +85,16 @@ def test_build_runs_the_named_jobs_concurrently_and_the_sensor_skips_what_it_ing
     assert {r.dagster_run.status for r in runs} == {DagsterRunStatus.SUCCESS}
     # The report's run evaluates the build the selection's run made, named in its config (the newest
     # filtered_set may be another build's when two builds share the instance).
-    [report] = [r for r in runs if r.dagster_run.tags.get(STAGE_TAG) == "report"]
-    assert report.dagster_run.run_config["ops"]["evaluation_report"]["config"]["build_id"] == summary["build_id"]
+    # So does the run beside it that sweeps the budget and leaves each scorer out.
+    report_runs = {
+        next(iter(r.dagster_run.run_config["ops"])): r.dagster_run for r in runs if r.dagster_run.tags.get(STAGE_TAG) == "report"
+    }
+    assert sorted(report_runs) == ["evaluation_analyses", "evaluation_report"]
+    assert all(run.run_config["ops"][key]["config"]["build_id"] == summary["build_id"] for key, run in report_runs.items())
+    assert (
+        "Budget sweep" in Path(summary["analyses"]).read_text()
+        and Path(summary["report"]).parent.parent == Path(summary["analyses"]).parent.parent
+    )
     # The runs of one stage with several ran at the same time: some run started before another had ended.
     for step in BUILD_PLAN:
         spans = sorted((r.start_time, r.end_time) for r in runs if r.dagster_run.tags.get(STAGE_TAG) == step.stage)

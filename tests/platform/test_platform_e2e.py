@@ -29,7 +29,7 @@ from jobs.build_plan import BUILD_PLAN, BuildSettings
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 from tests.platform.helpers import (
     ALL_CHECK_NAMES,
-    FAST_REPORT,
+    NO_ANALYSES,
     ROOT,
     PlatformBuild,
     check_evaluations,
@@ -73,6 +73,7 @@ def test_every_asset_materializes_with_its_checks_passing(demo_build):
         "evaluation_set": 1,
         "evaluation_features": 1,
         "evaluation_report": 1,
+        "evaluation_analyses": 1,
     }
     evaluations = [e for r in demo_build.first_build_results for e in check_evaluations(r)]
     failed = [(e.check_name, e.partition, e.description) for e in evaluations if not e.passed]
@@ -152,6 +153,28 @@ def test_report_beats_random(demo_build):
     assert features_meta["full_pool_arm"].startswith("trained on ")
     assert report_meta["full_pool_arm"] == summary["full_pool_arm"] == "stored predictions (trained beside the selection)"
     assert summary["arms"]["full"]["n_train"] == int(features_meta["full_pool_arm"].split()[2].replace(",", ""))
+    # The budget sweep ran beside the report, on the same build and recipe: at the build's budget its
+    # selected and random arms are the report's own.
+    analyses_meta = latest_metadata(demo_build.instance, "evaluation_analyses")
+    assert analyses_meta["build_id"] == demo_build.build_id and "skipped" not in analyses_meta
+    assert Path(analyses_meta["analyses_html"]) == paths["analyses"] and "Budget sweep" in paths["analyses"].read_text()
+    sweep = pq.read_table(paths["budget_sweep"]).to_pandas().set_index(["budget", "arm"])
+    assert sorted(sweep.index.get_level_values("budget").unique()) == [0.1, 0.2, 1.0]  # FAST_ANALYSES, and the full pool
+    assert sweep.loc[(BUDGET, "selected"), "accuracy"] == headline["selected_accuracy"]
+    assert sweep.loc[(BUDGET, "random"), "accuracy"] == headline["random_accuracy"]
+    assert sweep.loc[(1.0, "full"), "accuracy"] == headline["full_accuracy"]
+
+
+@pytest.mark.slow
+def test_analyses_asked_for_nothing_skip_and_leave_no_older_table(demo_build):
+    paths = demo_build.build_paths(demo_build.build_id)
+    assert len(pq.read_table(paths["budget_sweep"])) > 0 and (paths["analyses"].parent / "budget_curve.png").exists()
+    config = {"build_id": demo_build.build_id, "budgets": [], "ablation": False}
+    demo_build.run(["evaluation_analyses"], run_config={"ops": {"evaluation_analyses": {"config": config}}})
+    meta = latest_metadata(demo_build.instance, "evaluation_analyses")
+    assert meta["skipped"] == "no budgets and no ablation asked for" and meta["build_id"] == demo_build.build_id
+    assert len(pq.read_table(paths["budget_sweep"])) == 0 and len(pq.read_table(paths["analyses"].parent / "ablation.parquet")) == 0
+    assert not (paths["analyses"].parent / "budget_curve.png").exists()
 
 
 @pytest.mark.slow
@@ -183,8 +206,8 @@ def test_same_config_and_seed_rebuild_is_byte_identical(demo_build):
 
 @pytest.mark.slow
 def test_changed_budget_gives_a_new_build_and_a_comparison(demo_build):
-    quick_report = {**FAST_REPORT, "budgets": []}  # the budget sweep adds nothing to what this test checks
-    runs = demo_build.select_and_report({"budget": BUDGET / 2, "seed": SEED}, quick_report)
+    # The budget sweep and the ablation add nothing to what this test checks.
+    runs = demo_build.select_and_report({"budget": BUDGET / 2, "seed": SEED}, NO_ANALYSES)
     new_id = latest_metadata(demo_build.instance, "filtered_set")["build_id"]
     assert new_id != demo_build.build_id
     new_paths, old_paths = demo_build.build_paths(new_id), demo_build.build_paths(demo_build.build_id)
@@ -341,7 +364,7 @@ def test_newsgroups_build_with_the_real_transformer(newsgroups_dir, tmp_path):
             backend="transformer",
             embedding_options={"device": "cpu", "max_tokens": 128},
         )
-        build.build(SEED, {"budget": 0.25, "seed": SEED}, {**FAST_REPORT, "budgets": []})
+        build.build(SEED, {"budget": 0.25, "seed": SEED}, NO_ANALYSES)
         evaluations = [e for r in build.results for e in check_evaluations(r)]
         # Every data-validity (ERROR) check passes. The one WARN verdict check may fail on a pool
         # this small (50 selected of 200, 20 classes); it must then agree with the report's verdict.
