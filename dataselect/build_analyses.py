@@ -53,6 +53,9 @@ class AnalysesConfig:
         budgets = self.budgets if self.budgets is not None else (DEFAULT_BUDGETS if small else ())
         return tuple(budgets), self.ablation if self.ablation is not None else small
 
+    def runs_anything(self, n_records: int) -> bool:
+        return self.resolved(n_records) != ((), False)
+
     def skip_reason(self, n_records: int) -> str | None:
         """Why the defaults leave an analysis out at ``n_records`` (None: nothing left out by default)."""
         budgets, ablation = self.resolved(n_records)

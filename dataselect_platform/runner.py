@@ -249,7 +249,8 @@ def run_plan(
     pool = None
     try:
         for wave in waves(BUILD_PLAN):
-            runs = [(step, key, assets) for step in wave for key, assets in step.runs(settings, live)]
+            pool_records = _pool_records(inputs.store, outcome.build_id)
+            runs = [(step, key, assets) for step in wave for key, assets in step.runs(settings, live, pool_records)]
             if not runs:  # e.g. the report's step of a build without a report
                 continue
             # Side-by-side runs share the cores; a lone run has them all (see dataselect.threads).
@@ -297,6 +298,16 @@ def run_plan(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return outcome
+
+
+def _pool_records(store: str, build_id: str | None) -> int | None:
+    """The records the build's selection decided on (raw minus quarantined), once it has made one."""
+    if build_id is None:
+        return None
+    from dataselect.storage import confined, read_json
+
+    counts = read_json(confined(store, "builds", build_id, "manifest.json"))["counts"]
+    return counts["raw"] - counts["quarantined"]
 
 
 def _create_pools(instance) -> None:

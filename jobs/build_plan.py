@@ -10,6 +10,7 @@ reference, which needs nothing from the pool, shares those of the shards' ingest
 
 from dataclasses import dataclass, field
 
+from dataselect.build_analyses import AnalysesConfig
 from jobs import model_fit_job, selection_build_job, shard_embed_job, shard_score_job
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 
@@ -23,6 +24,16 @@ class BuildSettings:
     report: dict | None = None  # evaluation_report config; None = its defaults
     analyses: dict | None = None  # evaluation_analyses config; None = its defaults
     with_report: bool = True  # False: the selection step builds filtered_set only (no report, no analyses)
+
+
+ANALYSES = "evaluation_analyses"
+
+
+def _analyses(settings: BuildSettings) -> AnalysesConfig:
+    """The analyses' sizes rule under the build's config for them (budgets and ablation; unset: the defaults)."""
+    options = settings.analyses or {}
+    budgets = options.get("budgets")
+    return AnalysesConfig(budgets=None if budgets is None else tuple(budgets), ablation=options.get("ablation"))
 
 
 @dataclass(frozen=True)
@@ -52,12 +63,18 @@ class Step:
         ops = {key: config for key, config in ops.items() if assets is None or key in assets}
         return {"ops": ops} if ops else {}
 
-    def runs(self, settings: BuildSettings, shards: list[str]) -> list[tuple[str | None, list[str] | None]]:
+    def runs(
+        self, settings: BuildSettings, shards: list[str], pool_records: int | None = None
+    ) -> list[tuple[str | None, list[str] | None]]:
         """(partition, asset selection) of each of the step's runs: one per shard of ``shards`` for a
-        per-shard step, one per asset group for a global one (selection None: all of the job's assets)."""
+        per-shard step, one per asset group for a global one (selection None: all of the job's assets).
+        ``pool_records``: the build's records once its selection is made; at sizes where the analyses'
+        config runs nothing, their run is left out, so the report's run has the cores to itself."""
         if self.per_shard:
             return [(key, None) for key in shards]
         groups = self.side_by_side or (None,)
+        if pool_records is not None and not _analyses(settings).runs_anything(pool_records):
+            groups = tuple(group for group in groups if group is None or ANALYSES not in group)
         if self.job == selection_build_job.name and not settings.with_report:
             # The selection alone, in the step that makes it; steps that only serve the report are skipped.
             return [(None, ["filtered_set"])] if any(group is None or "filtered_set" in group for group in groups) else []
@@ -84,7 +101,7 @@ BUILD_PLAN = (
     # Counting the pool's terms and training the full pool's arm for the report need nothing from the selection: they run beside it.
     Step("select", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_set", "filtered_set"), ("evaluation_features",))),
     # The budget sweep and the ablation need nothing from the report: they run beside it.
-    Step("report", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_report",), ("evaluation_analyses",))),
+    Step("report", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_report",), (ANALYSES,))),
 )
 
 

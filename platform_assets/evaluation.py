@@ -305,7 +305,7 @@ def evaluation_analyses(
     build_id = config.build_id or upstream_materialization(context, filtered_set.key).metadata["build_id"].value
     counts = read_manifest(storage, build_id)["counts"]
     n_pool = counts["raw"] - counts["quarantined"]
-    if settings.resolved(n_pool) == ((), False):  # nothing to run: the build's pool is not even read
+    if not settings.runs_anything(n_pool):  # the build's pool is not even read
         result = BuildEvaluation({"n_pool": n_pool, "skipped": settings.skip_reason(n_pool) or "no budgets and no ablation asked for"})
     else:
         _, inputs, counted, full_pool = _build_to_evaluate(context, build_id, config.recipe, storage, embedding)

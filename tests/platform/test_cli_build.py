@@ -138,6 +138,20 @@ def _unreadable_files(landing: Path) -> list[Path]:
     return [not_gzip, truncated]
 
 
+def test_the_report_runs_alone_where_the_analyses_would_do_nothing():
+    """Above the analyses' default size their run is left out of the plan, so the report's run has
+    every core; asked for budgets, or at a small pool, it runs beside the report."""
+    [report_step] = [step for step in BUILD_PLAN if step.stage == "report"]
+    both = [(None, ["evaluation_report"]), (None, ["evaluation_analyses"])]
+    assert report_step.runs(BuildSettings(), []) == both  # the selection not made yet: the size is unknown
+    assert report_step.runs(BuildSettings(), [], pool_records=20_000) == both
+    assert report_step.runs(BuildSettings(), [], pool_records=20_001) == [(None, ["evaluation_report"])]
+    asked = BuildSettings(analyses={"budgets": [0.1]})
+    assert report_step.runs(asked, [], pool_records=1_000_000) == both
+    nothing = BuildSettings(analyses={"budgets": [], "ablation": False})
+    assert report_step.runs(nothing, [], pool_records=10) == [(None, ["evaluation_report"])]
+
+
 def test_unreadable_files_are_listed_and_the_readable_ones_built(demo, tmp_path):
     landing = Path(shutil.copytree(demo.landing, tmp_path / "landing"))
     bad = _unreadable_files(landing)
