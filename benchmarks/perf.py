@@ -90,14 +90,15 @@ def build_command(pool: dict, out: Path, budget: float) -> list[str]:
     return command + (["--eval", str(pool["eval"])] if pool["eval"] is not None else [])
 
 
-def run_build(pool: dict, out: Path, budget: float, log_path: Path) -> dict:
-    """One build subprocess: wall seconds, peak tree RSS, and its JSON summary."""
+def run_build(pool: dict, out: Path, budget: float, log_path: Path, code: Path = REPO) -> dict:
+    """One build subprocess: wall seconds, peak tree RSS, and its JSON summary. ``code``: the checkout
+    whose platform runs (the interpreter imports it from its working directory)."""
     command = build_command(pool, out, budget)
     environment = {**os.environ, "DAGSTER_HOME": str(out / "dagster_home")}
     peak_sum = peak_max = 0
     started = time.perf_counter()
     with log_path.open("w") as log:
-        child = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=log, text=True)
+        child = subprocess.Popen(command, cwd=code, env=environment, stdout=subprocess.PIPE, stderr=log, text=True)
         watched = psutil.Process(child.pid)
         while child.poll() is None:
             total, largest = _tree_rss(watched)

@@ -173,3 +173,17 @@ def test_end_to_end_harness_times_the_cli_and_reads_the_event_log(tmp_path):
     assert 0 < overheads["runs_span"] < cold["seconds"]
     text = (tmp_path / "perf.md").read_text()
     assert "| synthetic | 300 |" in text and "median per-run overhead" in text
+
+
+@pytest.mark.slow
+def test_against_harness_interleaves_a_baseline_checkout_with_this_one(tmp_path):
+    from benchmarks import perf_against
+
+    rows = perf_against.measure("HEAD", "synthetic", 300, 1, 0.1, tmp_path)
+    assert [(r["side"], r["size"]) for r in rows] == [("baseline", 300), ("current", 300)]
+    commit, folder = perf_against.baseline_checkout("HEAD", tmp_path)
+    assert (folder / "dataselect_platform" / "cli.py").exists() and rows[0]["commit"] == commit[:7]
+    assert rows[1]["commit"].startswith(perf_against._git("rev-parse", "--short=7", "HEAD"))
+    table = perf_against.markdown(rows)
+    ratio = float(table.strip().splitlines()[-1].split("|")[-2])
+    assert "| synthetic | 300 |" in table and ratio == pytest.approx(rows[1]["seconds"] / rows[0]["seconds"], abs=0.006)
