@@ -98,7 +98,6 @@ def evaluate_build(
     random_mask = np.zeros(len(good), bool)
     random_mask[rng.choice(len(good), size=min(len(selected_ids), len(good)), replace=False)] = True
 
-    score_columns = [c for c in good.columns if c.endswith(".score") or c == cols.FUSED_SCORE]
     flags = _flags(decisions)
     good_flags = flags[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()].reset_index(drop=True)
     label_free = {
@@ -160,6 +159,7 @@ def evaluate_build(
         summary["build_comparison"]["regression"] = bool(delta and delta["delta"] < -config.regression_tolerance)
     # Rendered last, on this thread: on a background thread (tried) matplotlib held the GIL
     # the metrics' and fits' short numpy calls wait for, and the report took ~10% longer.
+    score_columns = [c for c in good.columns if c.endswith(".score") or c == cols.FUSED_SCORE]
     figures = {
         "score_histograms": report.plot_score_histograms(good[score_columns], selected_mask),
         "embedding_projection": report.plot_embedding_projection(pool_embeddings, selected_mask, target_embeddings),

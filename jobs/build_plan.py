@@ -56,7 +56,7 @@ class Step:
             ops = {key: {"config": {"seed": settings.seed}} for key in DEFAULT_MODEL_KEYS}
         if self.job == selection_build_job.name:
             ops = {"filtered_set": {"config": {"seed": settings.seed, **settings.selection}}}
-            for key, config in (("evaluation_report", settings.report), ("evaluation_analyses", settings.analyses)):
+            for key, config in (("evaluation_report", settings.report), (ANALYSES, settings.analyses)):
                 merged = {**(config or {}), **({"build_id": build_id} if build_id else {})}
                 if settings.with_report and (config is not None or merged):
                     ops[key] = {"config": merged}
