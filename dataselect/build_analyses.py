@@ -47,6 +47,12 @@ class AnalysesConfig:
         if not self.random_seeds:
             raise ValueError("random_seeds is empty: the random arms need at least one seed")
 
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "AnalysesConfig":
+        """From a run config's plain values (lists for tuples; keys it does not know, such as a build id, ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if k in known})
+
     def resolved(self, n_records: int) -> tuple[tuple[float, ...], bool]:
         """(budgets, ablation) for a pool of ``n_records``."""
         small = n_records <= self.max_records
@@ -120,8 +126,8 @@ def analyse_build(
     if not trains_arms(pool, eval_set):
         summary["skipped"] = "no labelled evaluation set or no labelled pool record: nothing to train"
         budgets, ablation = (), False
-    elif config.skip_reason(len(good)):
-        summary["skipped"] = config.skip_reason(len(good))
+    elif reason := config.skip_reason(len(good)):
+        summary["skipped"] = reason
     if budgets or ablation:
         evaluator = arm_evaluator(pool, eval_set, config.recipe, pool_embeddings, pool_terms, full_pool)
         reselection = Reselection(decisions, selection, pool_embeddings)

@@ -29,13 +29,6 @@ class BuildSettings:
 ANALYSES = "evaluation_analyses"
 
 
-def _analyses(settings: BuildSettings) -> AnalysesConfig:
-    """The analyses' sizes rule under the build's config for them (budgets and ablation; unset: the defaults)."""
-    options = settings.analyses or {}
-    budgets = options.get("budgets")
-    return AnalysesConfig(budgets=None if budgets is None else tuple(budgets), ablation=options.get("ablation"))
-
-
 @dataclass(frozen=True)
 class Step:
     stage: str  # the name progress lines use
@@ -73,7 +66,7 @@ class Step:
         if self.per_shard:
             return [(key, None) for key in shards]
         groups = self.side_by_side or (None,)
-        if pool_records is not None and not _analyses(settings).runs_anything(pool_records):
+        if pool_records is not None and not AnalysesConfig.from_options(settings.analyses or {}).runs_anything(pool_records):
             groups = tuple(group for group in groups if group is None or ANALYSES not in group)
         if self.job == selection_build_job.name and not settings.with_report:
             # The selection alone, in the step that makes it; steps that only serve the report are skipped.

@@ -296,12 +296,7 @@ class EvaluationAnalysesConfig(Config):
 def evaluation_analyses(
     context: AssetExecutionContext, config: EvaluationAnalysesConfig, storage: StorageResource, embedding: EmbeddingResource
 ) -> MaterializeResult:
-    settings = AnalysesConfig(
-        recipe=config.recipe,
-        random_seeds=tuple(config.random_seeds),
-        budgets=None if config.budgets is None else tuple(config.budgets),
-        ablation=config.ablation,
-    )
+    settings = AnalysesConfig.from_options(config.model_dump())
     build_id = config.build_id or upstream_materialization(context, filtered_set.key).metadata["build_id"].value
     counts = read_manifest(storage, build_id)["counts"]
     n_pool = counts["raw"] - counts["quarantined"]
