@@ -56,6 +56,15 @@ def test_target_prior_puts_no_mass_on_an_absent_label(estimator):
     np.testing.assert_allclose(out["score"][0], prior["space"] / (1 / 3))
 
 
+def test_the_default_solver_reaches_the_penalised_optimum():
+    # Every solver minimises the same objective: the default's prior is the one at a tight tolerance.
+    pool, reference = pool_and_reference(seed=2)
+    exact = LabelPrior(solver="lbfgs", tol=1e-10, max_iter=10_000).fit(pool, reference).target_prior_
+    np.testing.assert_allclose(LabelPrior().fit(pool, reference).target_prior_, exact, atol=1e-4)
+    with pytest.raises(ValueError, match="solver"):  # the configured solver is the one that trains
+        LabelPrior(solver="nope").fit(pool, reference)
+
+
 def test_save_load_roundtrip_and_registry(tmp_path):
     pool, reference = pool_and_reference(seed=1)
     scorer = LabelPrior().fit(pool, reference)
