@@ -122,3 +122,9 @@ def make_manifest(
         "input_shards": dict(sorted(shard_fingerprints.items())),
         "counts": accounting(decisions),
     }
+
+
+def decided_records(manifest: dict) -> int:
+    """The records a build's selection decided on: every raw record but the quarantined ones."""
+    counts = manifest["counts"]
+    return counts["raw"] - counts["quarantined"]

@@ -304,10 +304,10 @@ def _pool_records(store: str, build_id: str | None) -> int | None:
     """The records the build's selection decided on (raw minus quarantined), once it has made one."""
     if build_id is None:
         return None
+    from dataselect.build import decided_records
     from dataselect.storage import confined, read_json
 
-    counts = read_json(confined(store, "builds", build_id, "manifest.json"))["counts"]
-    return counts["raw"] - counts["quarantined"]
+    return decided_records(read_json(confined(store, "builds", build_id, "manifest.json")))
 
 
 def _create_pools(instance) -> None:

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from dataselect import full_pool_arm, pool_terms
 from dataselect import records as cols
+from dataselect.build import decided_records
 from dataselect.build_analyses import DEFAULT_BUDGETS, AnalysesConfig, analyse_build
 from dataselect.build_report import BuildEvaluation, ReportConfig, comparison_record, evaluate_build
 from dataselect.evaluation import ABLATION_COLUMNS, SWEEP_COLUMNS, ArmEvaluator
@@ -298,8 +299,7 @@ def evaluation_analyses(
 ) -> MaterializeResult:
     settings = AnalysesConfig.from_options(config.model_dump())
     build_id = config.build_id or upstream_materialization(context, filtered_set.key).metadata["build_id"].value
-    counts = read_manifest(storage, build_id)["counts"]
-    n_pool = counts["raw"] - counts["quarantined"]
+    n_pool = decided_records(read_manifest(storage, build_id))
     if not settings.runs_anything(n_pool):  # the build's pool is not even read
         result = BuildEvaluation({"n_pool": n_pool, "skipped": settings.skip_reason(n_pool) or "no budgets and no ablation asked for"})
     else:
