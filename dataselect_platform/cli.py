@@ -36,6 +36,7 @@ def run_build(
     quiet: bool = False,
     task: str | None = None,
     tune: bool = False,
+    report: bool = True,
 ) -> dict:
     out_dir = Path(out).resolve()
     home = os.environ.get("DAGSTER_HOME") or str(out_dir / "dagster_home")
@@ -57,7 +58,7 @@ def run_build(
     )
     # task None: filtered_set decides (classification when a labelled --eval is given).
     options = {**({"policy": policy} if policy else {}), **({"task": task} if task else {}), **({"tune": True} if tune else {})}
-    settings = BuildSettings(seed=seed, selection={"budget": budget, **options})
+    settings = BuildSettings(seed=seed, selection={"budget": budget, **options}, with_report=report)
     execution = Execution(executor, ray_address, gpu_step_num_gpus=1.0 if executor == "ray" and _uses_cuda(backend) else 0.0)
     concurrency = max_concurrent or default_concurrency()
     say(f"building on the Dagster instance in {home}: up to {concurrency} runs at a time, {executor} executor", quiet)
@@ -156,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="choose the recipe on half of the labelled --eval file (see dataselect.tuning), report on the other half",
     )
+    build.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="make the selection only: no evaluation report, no budget sweep (an --eval file still decontaminates the pool)",
+    )
     build.add_argument("--backend", default="auto", choices=["auto", "static", "transformer"])
     build.add_argument("--out", required=True, help="output folder: the store, the builds and a Dagster home")
     build.add_argument(
@@ -212,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             strict=args.strict,
             task=args.task,
             tune=args.tune,
+            report=args.report,
             **run_options,
         )
     print(json.dumps(result), flush=True)

@@ -220,3 +220,27 @@ def test_strict_stops_at_the_first_unreadable_file(demo, tmp_path):
         ("model_fit_job", None, DagsterRunStatus.SUCCESS),
         ("shard_embed_job", "aaa-not-gzip", DagsterRunStatus.FAILURE),
     ]
+
+
+def test_no_report_makes_the_decontaminated_selection_and_nothing_for_the_report(demo, tmp_path):
+    """``--no-report`` with an --eval file: the selection is built and still decontaminated against
+    the evaluation texts, but no run counts the pool's terms, trains an arm or writes a report."""
+    landing = Path(shutil.copytree(demo.landing, tmp_path / "landing"))
+    longest = max((json.loads(line) for line in Path(demo.evaluation).read_text().splitlines()), key=lambda r: len(r["text"]))
+    words = longest["text"].split()
+    assert len(words) >= 30, "the demo's evaluation texts are long enough to plant an edited copy"
+    words[len(words) // 2] = "edited"
+    (landing / "planted.jsonl").write_text(json.dumps({"id": "planted-copy", "text": " ".join(words), "label": longest["label"]}) + "\n")
+
+    done, summary = _build(landing, demo.reference, tmp_path / "out", "--no-report", "--quiet", evaluation=demo.evaluation)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert summary["counts"]["selected"] > 0 and Path(summary["selected"]).exists()
+    assert "report" not in summary and "summary" not in summary and summary["verdict"] is None
+    assert not (Path(summary["manifest"]).parent / "report").exists()
+    decisions = pq.read_table(summary["decisions"]).to_pandas().set_index("id")
+    assert decisions.loc["planted-copy", "decided_by"] == "decontamination"
+    made = set()
+    for record in _runs(tmp_path / "out" / "dagster_home"):
+        made |= {key.to_user_string() for key in record.dagster_run.asset_selection or ()}
+    assert "filtered_set" in made
+    assert not made & {"evaluation_features", "evaluation_report", "evaluation_analyses"}
