@@ -161,9 +161,15 @@ def test_end_to_end_harness_times_the_cli_and_reads_the_event_log(tmp_path):
     from benchmarks import perf as end_to_end
 
     runs = end_to_end.measure("synthetic", 300, 1, 0.1, tmp_path, tmp_path / "perf.md")
-    cold, warm = runs
-    assert (cold["temperature"], warm["temperature"]) == ("cold", "warm")
+    cold, warm, bare = runs
+    assert (cold["temperature"], warm["temperature"], bare["temperature"]) == ("cold", "warm", "no report")
     assert cold["summary"]["counts"]["raw"] == 300 and cold["peak_tree_mb"] > 50
+    assert bare["summary"]["counts"] == cold["summary"]["counts"]  # the same selection, made without the report's runs
+    reports = {
+        out: list((tmp_path / "builds" / out / "store" / "builds").glob("*/report/report.html"))
+        for out in ("synthetic-300-0", "synthetic-300-0-no-report")
+    }
+    assert len(reports["synthetic-300-0"]) == 1 and reports["synthetic-300-0-no-report"] == []
     # Every run of the build plan ran on the single shard, and Dagster's own share was measured.
     from jobs.build_plan import BUILD_PLAN, BuildSettings
 
@@ -173,6 +179,8 @@ def test_end_to_end_harness_times_the_cli_and_reads_the_event_log(tmp_path):
     assert 0 < overheads["runs_span"] < cold["seconds"]
     text = (tmp_path / "perf.md").read_text()
     assert "| synthetic | 300 |" in text and "median per-run overhead" in text
+    share = f"{1 - bare['seconds'] / cold['seconds']:.1%}"
+    assert f"| synthetic | 300 | {cold['seconds']:.1f} | {bare['seconds']:.1f} |" in text and f"| {share} |" in text
 
 
 @pytest.mark.slow
