@@ -14,6 +14,11 @@ alphabetical order, same counts) comes from a few vectorised passes:
 - counts: one sort of ``(text, term rank)`` keys gives each text's distinct terms with counts
   in CSR order; terms seen in fewer than ``min_df`` texts are dropped afterwards.
 
+Memory: no array of every token's string is made (each slice's tokens are dictionary-encoded
+where they are cut), the n-gram ids are found in parts of ``_PART_TOKENS`` positions, and the
+matrix is filled part by part from the sorted pairs, freeing each; at a million real-text
+records counting peaked at 14 GB before these, for a 2.8 GB matrix.
+
 Tests compare the two on tricky strings and on the real corpora.
 """
 
@@ -32,6 +37,10 @@ from dataselect.ngrams import map_chunks
 from dataselect.threads import available
 
 _SEPARATORS = r"[^\pL\pN_]+"  # anything that is not a word character
+_SLICE_TEXTS = 2000  # texts per tokenising slice (with at most 4 MB of text)
+# Token positions per part of the n-gram numbering: bounds its temporaries (~2 GB a part) at a
+# million records, and leaves a pool of 100k real-text records (35M tokens) in one part.
+_PART_TOKENS = 1 << 26
 
 
 def _lower(texts: pa.Array) -> pa.Array:
@@ -52,13 +61,42 @@ def _slice_tokens(texts: pa.Array) -> tuple[int, np.ndarray, pa.Array]:
 
 def tokenize(texts: pa.Array | Sequence[str | None], threads: int | None = None) -> tuple[np.ndarray, pa.Array]:
     """(text index, token) of every ``CountVectorizer`` token of the lower-cased texts, in text order."""
-    array = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.string())
-    array = pc.fill_null(array.cast(pa.string()), "")
-    pieces = map_chunks(_slice_tokens, array, threads, size=2000, max_bytes=4 << 20)
+    pieces = map_chunks(_slice_tokens, _as_strings(texts), threads, size=_SLICE_TEXTS, max_bytes=4 << 20)
     firsts = np.cumsum([0] + [n for n, _, _ in pieces[:-1]])
     parents = np.concatenate([np.zeros(0, np.int32), *[p + np.int32(first) for first, (_, p, _) in zip(firsts, pieces)]])
     tokens = pa.concat_arrays([t for _, _, t in pieces]) if pieces else pa.array([], pa.string())
     return parents, tokens
+
+
+def _as_strings(texts: pa.Array | Sequence[str | None]) -> pa.Array:
+    array = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.string())
+    return pc.fill_null(array.cast(pa.string()), "")
+
+
+def _encoded_tokens(texts: pa.Array | Sequence[str | None], threads: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """(text index, word id) of every token, both int32, and the words by id (in order of first
+    appearance, as one ``dictionary_encode`` of all tokens would number them). Each slice encodes its
+    own tokens; one encode of the slices' dictionaries then numbers the words of all."""
+
+    def encode(piece: pa.Array) -> tuple[int, np.ndarray, pa.Array, np.ndarray]:
+        n, parents, tokens = _slice_tokens(piece)
+        encoded = tokens.dictionary_encode()
+        return n, parents, encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
+
+    pieces = map_chunks(encode, _as_strings(texts), threads, size=_SLICE_TEXTS, max_bytes=4 << 20)
+    both = pa.concat_arrays([dictionary for _, _, dictionary, _ in pieces]) if pieces else pa.array([], pa.string())
+    numbered = both.dictionary_encode()
+    ids_of = numbered.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    total = sum(len(parents) for _, parents, _, _ in pieces)
+    parents, words = np.empty(total, np.int32), np.empty(total, np.int32)
+    at = first_text = first_word = 0
+    for i, (n, local_parents, dictionary, local_ids) in enumerate(pieces):
+        pieces[i] = None  # freed as the whole-pool arrays fill
+        stop = at + len(local_parents)
+        parents[at:stop] = local_parents + np.int32(first_text)
+        words[at:stop] = ids_of[first_word : first_word + len(dictionary)][local_ids]
+        at, first_text, first_word = stop, first_text + n, first_word + len(dictionary)
+    return parents, words, numbered.dictionary
 
 
 class TermCounts:
@@ -74,23 +112,12 @@ class TermCounts:
             raise ValueError(f"ngram_range must satisfy 1 <= low <= high, not {ngram_range}")
         self.ngram_range = (low, high)
         self.threads = available()
-        parents, tokens = tokenize(texts, self.threads)
-        encoded = tokens.dictionary_encode()
-        del tokens
-        self._words = encoded.dictionary
-        words = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
-        del encoded
+        parents, words, self._words = _encoded_tokens(texts, self.threads)
         # Per order, the distinct n-grams as (id of the first n-1 words) * n_words + last word.
         self._codes: list[np.ndarray] = [np.arange(len(self._words), dtype=np.int64)]
         ids = [words]
         for size in range(2, high + 1):
-            inside, codes = self._extend(parents, words, ids[-1], size)
-            found, uniques = pd.factorize(codes[inside])
-            del codes
-            self._codes.append(np.asarray(uniques, dtype=np.int64))
-            ids.append(np.full(len(inside), -1, np.int32))
-            ids[-1][inside] = found
-            del found, inside
+            ids.append(self._number_ngrams(parents, words, ids[-1], size))
         # Every term of the wanted orders, ranked alphabetically (CountVectorizer's column order).
         names = [self._names(size) for size in range(low, high + 1)]
         self._first_rank = np.cumsum([0] + [len(n) for n in names])
@@ -98,12 +125,15 @@ class TermCounts:
         order = pc.sort_indices(all_names).to_numpy()
         self._rank = np.empty(len(all_names), np.int32)
         self._rank[order] = np.arange(len(all_names), dtype=np.int32)
-        rows, ranks, counts = self._distinct(parents, ids[low - 1 :], len(texts))
+        parts = self._distinct(parents, ids[low - 1 :], len(texts))
         del parents, ids, words
-        kept = np.bincount(ranks, minlength=len(all_names)) >= min_df
+        document_frequency = np.zeros(len(all_names), np.int64)
+        for _, ranks, _ in parts:
+            document_frequency += np.bincount(ranks, minlength=len(all_names))
+        kept = document_frequency >= min_df
         self._column = np.where(kept, np.cumsum(kept) - 1, -1).astype(np.int32)
         self.feature_names = all_names.take(pa.array(order[kept]))
-        self.matrix = self._csr(rows, ranks, counts, len(texts))
+        self.matrix = self._csr(parts, len(texts))
 
     def transform(self, texts: pa.Array | Sequence[str | None]) -> sp.csr_matrix:
         """Counts of the fitted columns in other texts (``CountVectorizer.transform``)."""
@@ -113,14 +143,45 @@ class TermCounts:
         for size in range(2, self.ngram_range[1] + 1):
             inside, codes = self._extend(parents, words, ids[-1], size)
             ids.append(np.where(inside, pd.Index(self._codes[size - 1]).get_indexer(codes), -1).astype(np.int32))
-        return self._csr(*self._distinct(parents, ids[self.ngram_range[0] - 1 :], len(texts)), len(texts))
+        return self._csr(self._distinct(parents, ids[self.ngram_range[0] - 1 :], len(texts)), len(texts))
 
-    def _extend(self, parents: np.ndarray, words: np.ndarray, shorter: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Codes of the ``size``-grams at each token position from the (size-1)-gram ids there:
-        real when that shorter n-gram is (-1 marks none) and the last word is known and in the same text."""
-        last = words[size - 1 :]
-        inside = (shorter[:-1] >= 0) & (last >= 0) & (parents[: len(last)] == parents[size - 1 :])
-        return inside, np.where(inside, shorter[:-1].astype(np.int64) * len(self._words) + last, -1)
+    def _extend(
+        self, parents: np.ndarray, words: np.ndarray, shorter: np.ndarray, size: int, start: int = 0, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Codes of the ``size``-grams at the token positions ``start:stop`` (default: all) from the
+        (size-1)-gram ids there: real when that shorter n-gram is (-1 marks none) and the last word is
+        known and in the same text."""
+        stop = max(len(words) - size + 1, 0) if stop is None else stop
+        first, last = shorter[start:stop], words[start + size - 1 : stop + size - 1]
+        inside = (first >= 0) & (last >= 0) & (parents[start:stop] == parents[start + size - 1 : stop + size - 1])
+        return inside, np.where(inside, first.astype(np.int64) * len(self._words) + last, -1)
+
+    def _number_ngrams(self, parents: np.ndarray, words: np.ndarray, shorter: np.ndarray, size: int) -> np.ndarray:
+        """The id of the ``size``-gram at each token position (-1: none), numbering the distinct ones
+        in order of first appearance; appends their codes to ``self._codes``. Each part numbers its own
+        n-grams; numbering the parts' distinct codes in part order then gives every one its id."""
+        positions = max(len(words) - size + 1, 0)
+        ids = np.full(positions, -1, np.int32)
+        local_codes, offset = [], 0
+        for start in range(0, positions, _PART_TOKENS):
+            stop = min(start + _PART_TOKENS, positions)
+            inside, codes = self._extend(parents, words, shorter, size, start, stop)
+            found, uniques = pd.factorize(codes[inside])
+            ids[start:stop][inside] = found.astype(np.int32) + np.int32(offset)  # an index into local_codes' concatenation
+            local_codes.append(np.asarray(uniques, dtype=np.int64))
+            offset += len(uniques)
+            del inside, codes, found
+        if len(local_codes) <= 1:  # one part: its numbering is the numbering
+            self._codes.append(local_codes[0] if local_codes else np.zeros(0, np.int64))
+            return ids
+        found, uniques = pd.factorize(np.concatenate(local_codes))
+        self._codes.append(np.asarray(uniques, dtype=np.int64))
+        found = found.astype(np.int32)
+        for start in range(0, positions, _PART_TOKENS):
+            part = ids[start : start + _PART_TOKENS]
+            inside = part >= 0
+            part[inside] = found[part[inside]]
+        return ids
 
     def _names(self, size: int) -> pa.Array:
         """The strings of the distinct n-grams of one order: words joined by spaces."""
@@ -130,8 +191,9 @@ class TermCounts:
         shorter = self._names(size - 1).take(pa.array(codes // len(self._words)))
         return pc.binary_join_element_wise(shorter, self._words.take(pa.array(codes % len(self._words))), " ")
 
-    def _distinct(self, parents: np.ndarray, ids: list[np.ndarray], n_texts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each (text, term rank) pair once with its count, sorted by text then rank.
+    def _distinct(self, parents: np.ndarray, ids: list[np.ndarray], n_texts: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each (text, term rank) pair once with its count, sorted by text then rank, in parts of
+        consecutive texts: (text, rank, count) arrays per part.
 
         ``ids[j]`` holds the id of the n-gram of the j-th wanted order at each token position (-1:
         none). Keys ``text * n_terms + rank`` sort into CSR order. The texts are cut into ranges,
@@ -157,13 +219,24 @@ class TermCounts:
             return (keys // n_terms).astype(np.int32), (keys % n_terms).astype(np.int32), counts
 
         with ThreadPoolExecutor(self.threads) as pool:
-            parts = list(pool.map(distinct_in, range(len(cuts) - 1)))
-        return tuple(np.concatenate([np.zeros(0, np.int32), *column]) for column in zip(*parts))
+            return list(pool.map(distinct_in, range(len(cuts) - 1)))
 
-    def _csr(self, rows: np.ndarray, ranks: np.ndarray, counts: np.ndarray, n_texts: int) -> sp.csr_matrix:
-        """Pairs sorted by text then rank -> CSR over the kept columns (column order = rank order)."""
-        columns = self._column[ranks]
-        kept = columns >= 0
-        indptr = np.r_[0, np.cumsum(np.bincount(rows[kept], minlength=n_texts))]
-        shape = (n_texts, len(self.feature_names))
-        return sp.csr_matrix((counts[kept].astype(np.float32), columns[kept], indptr), shape=shape)
+    def _csr(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_texts: int) -> sp.csr_matrix:
+        """:meth:`_distinct`'s parts -> CSR over the kept columns (column order = rank order), each
+        part freed once copied in (``np.empty`` pages are only paid for when written)."""
+        is_kept = self._column >= 0
+        nonzeros = sum(int(np.count_nonzero(is_kept[ranks])) for _, ranks, _ in parts)
+        indices, data = np.empty(nonzeros, np.int32), np.empty(nonzeros, np.float32)
+        per_text = np.zeros(n_texts, np.int64)
+        at = 0
+        for i, (rows, ranks, counts) in enumerate(parts):
+            parts[i] = None
+            columns = self._column[ranks]
+            kept = columns >= 0
+            stop = at + int(np.count_nonzero(kept))
+            indices[at:stop], data[at:stop] = columns[kept], counts[kept]
+            per_text += np.bincount(rows[kept], minlength=n_texts)
+            at = stop
+            del rows, ranks, counts, columns, kept
+        indptr = np.r_[0, np.cumsum(per_text)]
+        return sp.csr_matrix((data, indices, indptr), shape=(n_texts, len(self.feature_names)))

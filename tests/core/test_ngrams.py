@@ -132,7 +132,9 @@ def test_repeated_calls_give_the_same_tokens():
 def test_hashed_tfidf_is_scikit_learns_sublinear_tfidf_on_the_same_words():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    texts = ["the cat sat on the mat", "The dog ate the cat's dinner, twice twice twice", "", "mat mat mat dog"]
+    base = ["the cat sat on the mat", "The dog ate the cat's dinner, twice twice twice", "", "mat mat mat dog"]
+    # Over 500 texts, so the counts are weighed in several slices against one idf over all of them.
+    texts = base + [f"{text} item{i % 7} batch{i % 3}" for i, text in enumerate(base * 300)]
     hashed = ngrams.hashed_tfidf(texts, 1 << 20).toarray()
     vectorizer = TfidfVectorizer(sublinear_tf=True, token_pattern=ngrams.TOKEN_PATTERN)
     exact = vectorizer.fit_transform(texts).toarray()

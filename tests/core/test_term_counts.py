@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 
+from dataselect import term_counts
 from dataselect.term_counts import TermCounts, tokenize
 
 TRICKY = [
@@ -46,6 +47,18 @@ def assert_same(ours: TermCounts, other_ours, expected):
 @pytest.mark.parametrize("min_df", [1, 2, 3])
 def test_equals_count_vectorizer_on_tricky_text(ngram_range, min_df):
     other = ["the cat sat", "unseen words only", "CAFÉ straße", None, "cat mat cat mat"]
+    ours = TermCounts(REPEATED, ngram_range, min_df)
+    assert_same(ours, ours.transform(other), sklearn_counts(REPEATED, other, ngram_range, min_df))
+
+
+@pytest.mark.parametrize("ngram_range", [(1, 2), (1, 3)])
+@pytest.mark.parametrize("min_df", [1, 2])
+def test_counting_in_many_slices_and_parts_gives_the_same_matrix(monkeypatch, ngram_range, min_df):
+    """A large pool is tokenised in slices and its n-grams numbered in parts; tiny ones here, so
+    every text and n-gram crosses a boundary somewhere."""
+    monkeypatch.setattr(term_counts, "_SLICE_TEXTS", 2)
+    monkeypatch.setattr(term_counts, "_PART_TOKENS", 5)
+    other = ["the cat sat on the mat", "CAFÉ straße naïve", None]
     ours = TermCounts(REPEATED, ngram_range, min_df)
     assert_same(ours, ours.transform(other), sklearn_counts(REPEATED, other, ngram_range, min_df))
 
