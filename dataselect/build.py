@@ -38,7 +38,7 @@ def score_for_selection(
     embeddings: np.ndarray | None,
     pool_scorers: list[str],
     pool_options: dict | None = None,
-    texts: list[str] | None = None,
+    texts: pa.Array | list[str] | None = None,
     evaluation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Pool-stage scoring of the shard scores; with an ``evaluation`` set (``id``, ``text``), also
@@ -72,7 +72,7 @@ def select(
     selection: SelectionConfig,
     pool_scorers: list[str],
     pool_options: dict | None = None,
-    texts: list[str] | None = None,
+    texts: pa.Array | list[str] | None = None,
     evaluation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Pool-stage scoring, then hard filters and the budget policy: one decision per raw record."""

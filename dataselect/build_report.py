@@ -93,7 +93,7 @@ def evaluate_build(
     # The evaluation keys records by position, since ids may repeat across shards.
     pool = pool.assign(**{cols.ID: record_keys(good).to_numpy()})
     selected_ids = pool.loc[selected_mask, cols.ID].tolist()
-    pool_texts = pool[cols.TEXT].tolist()
+    pool_texts = pool[cols.TEXT]  # only samples of it become Python strings
     rng = np.random.default_rng(config.random_seeds[0])
     random_mask = np.zeros(len(good), bool)
     random_mask[rng.choice(len(good), size=min(len(selected_ids), len(good)), replace=False)] = True
@@ -103,10 +103,10 @@ def evaluate_build(
     label_free = {
         "kl_reduction": kl_reductions(
             {
-                name: [pool_texts[i] for i in _at_most(np.flatnonzero(mask), config.kl_max_texts, rng)]
+                name: pool_texts.iloc[_at_most(np.flatnonzero(mask), config.kl_max_texts, rng)].tolist()
                 for name, mask in (("selected", selected_mask), ("random", random_mask))
             },
-            [pool_texts[i] for i in _at_most(np.arange(len(pool_texts)), config.kl_max_texts, rng)],
+            pool_texts.iloc[_at_most(np.arange(len(pool_texts)), config.kl_max_texts, rng)].tolist(),
             target_texts,
         ),
         "embedding_distance": {

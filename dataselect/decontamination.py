@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from dataselect.ngrams import map_chunks, window_keys
 
@@ -44,7 +45,7 @@ def _per_text(pieces: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[np.ndar
 
 
 def contamination(
-    pool_texts: Sequence[str | None],
+    pool_texts: pa.Array | Sequence[str | None],
     eval_ids: Sequence[str],
     eval_texts: Sequence[str | None],
     n: int = DEFAULT_NGRAM,
@@ -75,7 +76,7 @@ def contamination(
         found = position >= 0
         return size, rows[found], position[found]
 
-    rows, positions = _per_text(map_chunks(hits, list(pool_texts)))
+    rows, positions = _per_text(map_chunks(hits, pool_texts if isinstance(pool_texts, pa.Array) else list(pool_texts)))
     pairs = np.unique(np.stack([rows, positions], axis=1), axis=0)  # distinct (pool record, n-gram)
     if len(pairs) == 0:
         return {"keep": keep, "reason": reason, "overlap": overlap}

@@ -54,7 +54,7 @@ from dataselect.full_pool_arm import FullPoolPredictions
 from dataselect.linear import logistic_regression
 from dataselect.pool_terms import PoolTerms
 from dataselect.records import ID, LABEL, TEXT
-from dataselect.term_counts import TermCounts
+from dataselect.term_counts import TermCounts, Texts
 from dataselect.threads import available
 
 RECIPES = ("tfidf_logreg", "embedding_probe")
@@ -215,7 +215,7 @@ class _TermCounts:
     in the pool is rarer in every subset, so no subset vectorizer could keep it.
     """
 
-    def __init__(self, pool_texts: Sequence[str], eval_texts: Sequence[str], config: Config, pool_terms: PoolTerms | None = None):
+    def __init__(self, pool_texts: Texts, eval_texts: Sequence[str], config: Config, pool_terms: PoolTerms | None = None):
         """``pool_terms``: the pool's counts counted beforehand (:mod:`dataselect.pool_terms`), with the
         recipe's n-gram range and min_df; None counts them here."""
         if pool_terms is None:
@@ -418,7 +418,7 @@ class ArmEvaluator:
             raise ValueError("every evaluation record needs a label")
         started = time.perf_counter()
         if recipe == "tfidf_logreg":
-            self._counts = _TermCounts(pool[TEXT].tolist(), eval_set[TEXT].tolist(), self.config, pool_terms)
+            self._counts = _TermCounts(pool[TEXT], eval_set[TEXT].tolist(), self.config, pool_terms)
         else:
             if len(pool_embeddings) != len(pool) or len(eval_embeddings) != len(eval_set):
                 raise ValueError("embeddings must be row-aligned with pool and eval_set")

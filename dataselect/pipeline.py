@@ -68,11 +68,13 @@ def score_shard(records: pa.Table, embeddings: np.ndarray | None, scorers: Itera
     return table
 
 
-def score_pool(scores: pa.Table, embeddings: np.ndarray | None, scorers: Iterable[Scorer], texts: list[str] | None = None) -> pd.DataFrame:
+def score_pool(
+    scores: pa.Table, embeddings: np.ndarray | None, scorers: Iterable[Scorer], texts: pa.Array | Sequence[str | None] | None = None
+) -> pd.DataFrame:
     """Run pool-stage scorers over the concatenated per-record scores of every shard."""
     table = scores
     if texts is not None:
-        table = table.append_column(cols.TEXT, pa.array(texts, pa.string()))
+        table = table.append_column(cols.TEXT, texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string()))
     batch = Batch(table, embeddings)
     frame = scores.drop_columns([c for c in scores.column_names if _is_vector_column(scores, c)]).to_pandas()
     for scorer in scorers:

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from dataselect.pipeline import fingerprint
 from dataselect.storage import exists, parquet_metadata, read_parquet, write_parquet
-from dataselect.term_counts import TermCounts
+from dataselect.term_counts import TermCounts, Texts
 
 COUNTS_FILE = "counts.parquet"  # one row per pool record: its term columns and counts
 TERMS_FILE = "terms.parquet"  # the column names, alphabetical
@@ -44,7 +44,7 @@ def pool_fingerprint(shard_fingerprints: dict[str, str], ngram_range: tuple[int,
     return fingerprint("pool-terms-v1", dict(sorted(shard_fingerprints.items())), [int(n) for n in ngram_range], int(min_df))
 
 
-def count(texts, ngram_range: tuple[int, int], min_df: int, pool_fingerprint: str) -> PoolTerms:
+def count(texts: Texts, ngram_range: tuple[int, int], min_df: int, pool_fingerprint: str) -> PoolTerms:
     counter = TermCounts(texts, ngram_range, min_df)
     return PoolTerms(counter.matrix, counter.feature_names, counter.ngram_range, int(min_df), pool_fingerprint)
 

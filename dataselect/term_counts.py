@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,11 +37,25 @@ import scipy.sparse as sp
 from dataselect.ngrams import map_chunks
 from dataselect.threads import available
 
+# Texts as the callers hold them: Arrow arrays, a pandas column (pandas' strings are Arrow-backed
+# since 3.0, so no Python string is made), or Python strings.
+Texts = pa.Array | pa.ChunkedArray | pd.Series | Sequence[str | None]
+
 _SEPARATORS = r"[^\pL\pN_]+"  # anything that is not a word character
 _SLICE_TEXTS = 2000  # texts per tokenising slice (with at most 4 MB of text)
 # Token positions per part of the n-gram numbering: bounds its temporaries (~2 GB a part) at a
 # million records, and leaves a pool of 100k real-text records (35M tokens) in one part.
 _PART_TOKENS = 1 << 26
+_DISTINCT_TOKENS = 1 << 23  # token positions per part of the pair counting, at most (a few hundred MB of keys)
+
+
+class _Pairs(NamedTuple):
+    """Distinct (text, term rank) pairs of the texts ``first:first + len(per_text)``, sorted by text then rank."""
+
+    first: int
+    per_text: np.ndarray  # int32: pairs of each text
+    ranks: np.ndarray  # int32
+    counts: np.ndarray  # int32: occurrences of the term in the text
 
 
 def _lower(texts: pa.Array) -> pa.Array:
@@ -51,7 +66,9 @@ def _lower(texts: pa.Array) -> pa.Array:
     return pa.array([text.lower() for text in texts.to_pylist()], pa.string())
 
 
-def _slice_tokens(texts: pa.Array) -> tuple[int, np.ndarray, pa.Array]:
+def _slice_tokens(texts: pa.Array | pa.ChunkedArray) -> tuple[int, np.ndarray, pa.Array]:
+    # Null and large-string handling per slice, so a large pool's array is never copied whole.
+    texts = pc.fill_null(_one_array(texts).cast(pa.string()), "")
     lists = pc.split_pattern_regex(_lower(texts), _SEPARATORS)
     tokens = pc.list_flatten(lists)
     long_enough = pc.greater_equal(pc.utf8_length(tokens), 2)
@@ -59,7 +76,7 @@ def _slice_tokens(texts: pa.Array) -> tuple[int, np.ndarray, pa.Array]:
     return len(texts), parents, tokens.filter(long_enough)
 
 
-def tokenize(texts: pa.Array | Sequence[str | None], threads: int | None = None) -> tuple[np.ndarray, pa.Array]:
+def tokenize(texts: Texts, threads: int | None = None) -> tuple[np.ndarray, pa.Array]:
     """(text index, token) of every ``CountVectorizer`` token of the lower-cased texts, in text order."""
     pieces = map_chunks(_slice_tokens, _as_strings(texts), threads, size=_SLICE_TEXTS, max_bytes=4 << 20)
     firsts = np.cumsum([0] + [n for n, _, _ in pieces[:-1]])
@@ -68,12 +85,22 @@ def tokenize(texts: pa.Array | Sequence[str | None], threads: int | None = None)
     return parents, tokens
 
 
-def _as_strings(texts: pa.Array | Sequence[str | None]) -> pa.Array:
-    array = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.string())
-    return pc.fill_null(array.cast(pa.string()), "")
+def _as_strings(texts: Texts) -> pa.Array | pa.ChunkedArray:
+    """Arrow texts as they are, a pandas column as its Arrow array (without a copy for Arrow-backed strings), others converted."""
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        return texts
+    if isinstance(texts, pd.Series):
+        array = pa.array(texts.array, from_pandas=True)
+        # An empty or all-missing column may hold no strings at all (float64 NaN).
+        return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else array.cast(pa.string())
+    return pa.array(list(texts), pa.string())
 
 
-def _encoded_tokens(texts: pa.Array | Sequence[str | None], threads: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+def _one_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+
+
+def _encoded_tokens(texts: Texts, threads: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """(text index, word id) of every token, both int32, and the words by id (in order of first
     appearance, as one ``dictionary_encode`` of all tokens would number them). Each slice encodes its
     own tokens; one encode of the slices' dictionaries then numbers the words of all."""
@@ -106,7 +133,7 @@ class TermCounts:
     what ``CountVectorizer(ngram_range=ngram_range, min_df=min_df).fit_transform`` gives.
     """
 
-    def __init__(self, texts: pa.Array | Sequence[str | None], ngram_range: tuple[int, int] = (1, 2), min_df: int = 2):
+    def __init__(self, texts: Texts, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2):
         low, high = (int(n) for n in ngram_range)
         if not 1 <= low <= high:
             raise ValueError(f"ngram_range must satisfy 1 <= low <= high, not {ngram_range}")
@@ -128,14 +155,14 @@ class TermCounts:
         parts = self._distinct(parents, ids[low - 1 :], len(texts))
         del parents, ids, words
         document_frequency = np.zeros(len(all_names), np.int64)
-        for _, ranks, _ in parts:
-            document_frequency += np.bincount(ranks, minlength=len(all_names))
+        for pairs in parts:
+            document_frequency += np.bincount(pairs.ranks, minlength=len(all_names))
         kept = document_frequency >= min_df
         self._column = np.where(kept, np.cumsum(kept) - 1, -1).astype(np.int32)
         self.feature_names = all_names.take(pa.array(order[kept]))
         self.matrix = self._csr(parts, len(texts))
 
-    def transform(self, texts: pa.Array | Sequence[str | None]) -> sp.csr_matrix:
+    def transform(self, texts: Texts) -> sp.csr_matrix:
         """Counts of the fitted columns in other texts (``CountVectorizer.transform``)."""
         parents, tokens = tokenize(texts, self.threads)
         words = pc.index_in(tokens, value_set=self._words).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
@@ -191,19 +218,20 @@ class TermCounts:
         shorter = self._names(size - 1).take(pa.array(codes // len(self._words)))
         return pc.binary_join_element_wise(shorter, self._words.take(pa.array(codes % len(self._words))), " ")
 
-    def _distinct(self, parents: np.ndarray, ids: list[np.ndarray], n_texts: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _distinct(self, parents: np.ndarray, ids: list[np.ndarray], n_texts: int) -> list[_Pairs]:
         """Each (text, term rank) pair once with its count, sorted by text then rank, in parts of
-        consecutive texts: (text, rank, count) arrays per part.
+        consecutive texts.
 
         ``ids[j]`` holds the id of the n-gram of the j-th wanted order at each token position (-1:
         none). Keys ``text * n_terms + rank`` sort into CSR order. The texts are cut into ranges,
-        a few per thread (numpy's sort releases the GIL), each reduced to its distinct pairs at once,
-        so the keys of the whole pool never exist together."""
+        a few per thread (numpy's sort releases the GIL) and more in a large pool, each reduced to
+        its distinct pairs at once, so the keys of the whole pool never exist together."""
         n_terms = max(len(self._rank), 1)
-        cuts = np.linspace(0, n_texts, 4 * self.threads + 1)
+        n_parts = max(4 * self.threads, -(-len(parents) // _DISTINCT_TOKENS))
+        cuts = np.unique(np.linspace(0, n_texts, n_parts + 1).round().astype(np.int64))
         bounds = [np.searchsorted(parents[: len(i)], cuts) for i in ids]
 
-        def distinct_in(part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def distinct_in(part: int) -> _Pairs:
             keys = []
             for order, (found, cut_at) in enumerate(zip(ids, bounds)):
                 lo, hi = cut_at[part], cut_at[part + 1]
@@ -216,27 +244,31 @@ class TermCounts:
             starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
             counts = np.diff(np.r_[starts, len(keys)]).astype(np.int32)
             keys = keys[starts]
-            return (keys // n_terms).astype(np.int32), (keys % n_terms).astype(np.int32), counts
+            first, texts = int(cuts[part]), int(cuts[part + 1] - cuts[part])
+            per_text = np.bincount(keys // n_terms - first, minlength=texts).astype(np.int32)
+            return _Pairs(first, per_text, (keys % n_terms).astype(np.int32), counts)
 
         with ThreadPoolExecutor(self.threads) as pool:
             return list(pool.map(distinct_in, range(len(cuts) - 1)))
 
-    def _csr(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_texts: int) -> sp.csr_matrix:
+    def _csr(self, parts: list[_Pairs], n_texts: int) -> sp.csr_matrix:
         """:meth:`_distinct`'s parts -> CSR over the kept columns (column order = rank order), each
         part freed once copied in (``np.empty`` pages are only paid for when written)."""
         is_kept = self._column >= 0
-        nonzeros = sum(int(np.count_nonzero(is_kept[ranks])) for _, ranks, _ in parts)
+        nonzeros = sum(int(np.count_nonzero(is_kept[pairs.ranks])) for pairs in parts)
         indices, data = np.empty(nonzeros, np.int32), np.empty(nonzeros, np.float32)
         per_text = np.zeros(n_texts, np.int64)
         at = 0
-        for i, (rows, ranks, counts) in enumerate(parts):
+        for i, pairs in enumerate(parts):
             parts[i] = None
-            columns = self._column[ranks]
+            columns = self._column[pairs.ranks]
             kept = columns >= 0
             stop = at + int(np.count_nonzero(kept))
-            indices[at:stop], data[at:stop] = columns[kept], counts[kept]
-            per_text += np.bincount(rows[kept], minlength=n_texts)
+            indices[at:stop], data[at:stop] = columns[kept], pairs.counts[kept]
+            kept_before = np.r_[0, np.cumsum(kept)]  # kept pairs before each pair: a text's is the difference at its ends
+            ends = np.cumsum(pairs.per_text)
+            per_text[pairs.first : pairs.first + len(ends)] = kept_before[ends] - kept_before[ends - pairs.per_text]
             at = stop
-            del rows, ranks, counts, columns, kept
+            del pairs, columns, kept, kept_before
         indptr = np.r_[0, np.cumsum(per_text)]
         return sp.csr_matrix((data, indices, indptr), shape=(n_texts, len(self.feature_names)))

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from dataselect import records as cols
 from dataselect.evaluation import ArmEvaluator
@@ -162,7 +163,7 @@ def tune_build(
     frame: pd.DataFrame,
     quarantine: pd.DataFrame,
     embeddings: np.ndarray | None,
-    texts: list[str],
+    texts: pa.Array | list[str],
     evaluation: pd.DataFrame | None,
     selection: SelectionConfig,
     min_self_confidence: float = 0.0,
@@ -172,6 +173,7 @@ def tune_build(
     (row-aligned with ``texts``). The evaluation file must be labelled throughout."""
     if evaluation is None or cols.LABEL not in evaluation or evaluation[cols.LABEL].isna().any() or not len(evaluation):
         raise ValueError("tune needs a labelled evaluation file (every record with a label)")
+    texts = texts.to_pylist() if isinstance(texts, pa.Array) else texts
     pool = pd.DataFrame({cols.ID: frame[cols.ID].to_numpy(), cols.TEXT: texts, cols.LABEL: frame[cols.LABEL].to_numpy()})
     return tune(frame, quarantine, embeddings, pool, evaluation, grid(selection, min_self_confidence, require_top_label))
 

@@ -84,7 +84,7 @@ def evaluation_features(
         return MaterializeResult(metadata={"skipped": f"{n_records:,} pool records, above max_records: the report counts them itself"})
     shard_fingerprints = {k: parquet_metadata(storage.shard_file("raw_pool", k))["fingerprint"] for k in keys}
     pool = pd.concat([storage.read_shard("raw_pool", k, [cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
-    counted = pool_terms.count(pool[cols.TEXT].tolist(), _RECIPE.ngram_range, _RECIPE.min_df, _pool_terms_fingerprint(shard_fingerprints))
+    counted = pool_terms.count(pool[cols.TEXT], _RECIPE.ngram_range, _RECIPE.min_df, _pool_terms_fingerprint(shard_fingerprints))
     pool_terms.write(storage.path("evaluation_features"), counted)
     metadata = {
         "fingerprint": counted.fingerprint,

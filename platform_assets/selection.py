@@ -152,7 +152,10 @@ def filtered_set(
     # Label noise on TF-IDF and decontamination read texts; otherwise no shard's text is loaded.
     needs_text = any(s.needs_text for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
     if needs_text or evaluation is not None:
-        texts = [t for k in keys for t in storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).to_pylist()]
+        # One Arrow array, no Python strings: at 1M records a list of them held 2.5 GB beside the 1.4 GB of text.
+        texts = pa.concat_arrays(
+            [storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).combine_chunks().cast(pa.string()) for k in keys]
+        )
     frame = score_for_selection(scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation)
     selection = with_decontamination(selection, frame)
     tuned = None

@@ -3,6 +3,7 @@ found by shared word 13-grams and rejected by the selection, naming the evaluati
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from dataselect import records as cols
@@ -55,6 +56,9 @@ def test_planted_edited_copies_of_eval_texts_are_found(newsgroups_records):
     # Replies quote other messages, so a few training messages really hold part of an evaluation message.
     assert len(flagged - set(planted)) <= 0.02 * len(others)
     reasons = dict(zip(ids, found["reason"]))
+    # The build passes the pool's texts as one Arrow array (cut into slices by bytes, not characters).
+    as_arrow = contamination(pa.array(texts, pa.string()), [r["id"] for r in evaluation], [r["text"] for r in evaluation])
+    assert all(np.array_equal(as_arrow[key], found[key]) for key in ("keep", "reason", "overlap"))
     for pid, source in planted.items():
         assert f"evaluation record {source['id']} (" in reasons[pid], pid
 

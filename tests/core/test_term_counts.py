@@ -58,9 +58,23 @@ def test_counting_in_many_slices_and_parts_gives_the_same_matrix(monkeypatch, ng
     every text and n-gram crosses a boundary somewhere."""
     monkeypatch.setattr(term_counts, "_SLICE_TEXTS", 2)
     monkeypatch.setattr(term_counts, "_PART_TOKENS", 5)
+    monkeypatch.setattr(term_counts, "_DISTINCT_TOKENS", 7)
     other = ["the cat sat on the mat", "CAFÉ straße naïve", None]
     ours = TermCounts(REPEATED, ngram_range, min_df)
     assert_same(ours, ours.transform(other), sklearn_counts(REPEATED, other, ngram_range, min_df))
+
+
+def test_a_pandas_column_or_chunked_arrow_texts_count_as_the_strings_do():
+    """The report passes its pool's pandas column (Arrow-backed strings) and a pool may arrive in chunks."""
+    import pandas as pd
+
+    expected = TermCounts(REPEATED, (1, 2), 2)
+    column = pd.DataFrame({"text": REPEATED})["text"]
+    chunked = pa.chunked_array([pa.array(REPEATED[:7], pa.large_string()), pa.array(REPEATED[7:], pa.large_string())])
+    for texts in (column, chunked):
+        ours = TermCounts(texts, (1, 2), 2)
+        assert ours.feature_names.to_pylist() == expected.feature_names.to_pylist() and (ours.matrix != expected.matrix).nnz == 0
+    assert TermCounts(pd.Series([], dtype=float), (1, 2), 1).matrix.shape == (0, 0)  # an empty frame's column
 
 
 def test_tokens_are_runs_of_two_or_more_word_characters_lowercased():
