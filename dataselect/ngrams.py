@@ -297,7 +297,7 @@ def hashed_tfidf(texts: pa.Array | Sequence[str | None], num_buckets: int, threa
 
     def counts_of(chunk) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         rows, buckets, counts = distinct_counts(*ngram_buckets(chunk, num_buckets, (1, 1)), num_buckets)
-        return len(chunk), rows.astype(np.int32), buckets.astype(np.int32), counts.astype(np.int32)
+        return len(chunk), np.bincount(rows, minlength=len(chunk)).astype(np.int32), buckets.astype(np.int32), counts.astype(np.int32)
 
     parts = map_chunks(counts_of, texts, threads)
     n_texts = sum(n for n, _, _, _ in parts)
@@ -308,14 +308,15 @@ def hashed_tfidf(texts: pa.Array | Sequence[str | None], num_buckets: int, threa
     nonzeros = int(document_frequency.sum())
     data, indices, indptr = np.empty(nonzeros, np.float32), np.empty(nonzeros, np.int32), np.zeros(n_texts + 1, np.int64)
     at = first = 0
-    for i, (n, rows, buckets, counts) in enumerate(parts):
+    for i, (n, per_text, buckets, counts) in enumerate(parts):
         parts[i] = None
+        rows = np.repeat(np.arange(n), per_text)
         weights = (1.0 + np.log(counts)) * idf[buckets]
         norms = np.sqrt(np.bincount(rows, weights**2, minlength=n))
         weights /= np.maximum(norms, 1e-12)[rows]
         stop = at + len(weights)
         data[at:stop], indices[at:stop] = weights, buckets
-        indptr[first + 1 : first + n + 1] = at + np.cumsum(np.bincount(rows, minlength=n))
+        indptr[first + 1 : first + n + 1] = at + np.cumsum(per_text)
         at, first = stop, first + n
     return sp.csr_matrix((data, indices, indptr), shape=(n_texts, num_buckets))
 

@@ -266,7 +266,8 @@ class LabelNoise(Scorer):
         def fold(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             fitted = self._classifier(member, len(train)).fit(features[train], encoded[train])
             out = np.zeros((len(test), n_classes))
-            out[:, fitted.classes_] = fitted.predict_proba(features[test])  # a class absent from training gets 0
+            for block in _row_chunks(len(test)):  # no copy of half a large pool's features at once
+                out[block, fitted.classes_] = fitted.predict_proba(features[test[block]])  # a class absent from training gets 0
             return test, out
 
         probabilities = np.zeros((len(encoded), n_classes))

@@ -6,6 +6,7 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import SGDClassifier
 
+from dataselect import evaluation as evaluation_module
 from dataselect.evaluation import (
     ABLATION_COLUMNS,
     SWEEP_COLUMNS,
@@ -65,7 +66,9 @@ def evaluator(clean_and_noisy):
     return ArmEvaluator(pool, eval_set)
 
 
-def test_cached_tfidf_equals_tfidf_vectorizer_fitted_on_the_subset():
+@pytest.mark.parametrize("weigh_rows", [65_536, 7])  # 7: the arms' rows are weighed in blocks
+def test_cached_tfidf_equals_tfidf_vectorizer_fitted_on_the_subset(monkeypatch, weigh_rows):
+    monkeypatch.setattr(evaluation_module, "_WEIGH_ROWS", weigh_rows)
     rng = np.random.default_rng(1)
     vocabulary = [f"w{i}" for i in range(60)]
     pool = [" ".join(rng.choice(vocabulary, rng.integers(3, 12))) for _ in range(120)]

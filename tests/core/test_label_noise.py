@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from dataselect.scorers import label_noise as label_noise_module
 from dataselect.scorers.base import Batch
 from dataselect.scorers.label_noise import LabelNoise, PooledGaussianClassifier, confident_learning_issues
 
@@ -236,3 +237,14 @@ def test_ensemble_averages_the_two_models_out_of_fold_probabilities(newsgroups_r
     auroc = {name: roc_auc_score(flipped, 1.0 - out["self_confidence"]) for name, out in [("both", both), *alone.items()]}
     print(f"\nlabel_noise AUROC on 3000 newsgroups: {auroc}")
     assert auroc["both"] >= 0.95
+
+
+def test_out_of_fold_probabilities_predicted_in_blocks_are_the_same(newsgroups_records, monkeypatch):
+    """Each fold's model predicts its held-out rows block by block (a large pool's half never copied at once)."""
+    table, _ = noisy_newsgroups(newsgroups_records)
+    table = table.slice(0, 600)
+    whole = LabelNoise(features="tfidf", seed=0).score(Batch(table))
+    monkeypatch.setattr(label_noise_module, "_CHUNK", 7)
+    blocks = LabelNoise(features="tfidf", seed=0).score(Batch(table))
+    np.testing.assert_array_equal(blocks["self_confidence"], whole["self_confidence"])
+    assert blocks["suggested_label"].tolist() == whole["suggested_label"].tolist()
