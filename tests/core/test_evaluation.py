@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import SGDClassifier
 
@@ -97,6 +98,13 @@ def test_cached_tfidf_equals_tfidf_vectorizer_fitted_on_the_subset(monkeypatch, 
         np.testing.assert_allclose(ours_eval.toarray(), expected_eval.toarray(), atol=1e-6)
     with pytest.raises(ValueError, match="outside the counted range"):
         counts.tfidf(rows, Config(ngram_range=(1, 3)))
+
+
+def test_column_totals_in_blocks_equal_one_bincount():
+    counts = sp.random(300, 50, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    counts.data = np.ceil(counts.data * 9)
+    expected = np.bincount(counts.indices, weights=counts.data, minlength=50)
+    np.testing.assert_array_equal(evaluation_module._column_sums(counts, 50, block=17), expected)
 
 
 def test_clean_selection_beats_random_and_full_on_a_noisy_pool(clean_and_noisy):
