@@ -269,8 +269,8 @@ class _TermCounts:
         """Sublinear tf times idf of the ``keep`` columns (sorted), l2-normalised rows, float32.
 
         Every step is row by row, so blocks of rows are weighed alone into one preallocated
-        matrix: a large arm (the full pool) holds its counts and the result, not the column
-        selection's temporaries (at 1M records they were 5 GB)."""
+        matrix: a large arm (the full pool) holds its counts and the result, not also the column
+        selection's and the weighting's temporaries of the whole pool."""
         if not len(keep) or counts.shape[0] <= _WEIGH_ROWS:
             return _weigh_rows(counts, keep, idf)
         is_kept = np.zeros(counts.shape[1], bool)

@@ -292,8 +292,7 @@ def hashed_tfidf(texts: pa.Array | Sequence[str | None], num_buckets: int, threa
     (``TfidfVectorizer(sublinear_tf=True)`` with hashed words instead of a vocabulary).
 
     The slices' counts are kept as int32 and weighed one slice at a time into the float32 matrix,
-    so a million texts never hold a float64 copy of every count (label noise at 1M records peaked
-    6 GB above its inputs when the whole float64 matrix was weighed at once)."""
+    so a million texts never hold a float64 copy of every count, nor its weighting's temporaries."""
 
     def counts_of(chunk) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         rows, buckets, counts = distinct_counts(*ngram_buckets(chunk, num_buckets, (1, 1)), num_buckets)

@@ -68,7 +68,12 @@ def _lower(texts: pa.Array) -> pa.Array:
 
 def _slice_tokens(texts: pa.Array | pa.ChunkedArray) -> tuple[int, np.ndarray, pa.Array]:
     # Null and large-string handling per slice, so a large pool's array is never copied whole.
-    texts = pc.fill_null(_one_array(texts).cast(pa.string()), "")
+    texts = _one_array(texts)
+    if texts.type != pa.string():
+        # Rebased by the concatenation: a cast slice's offsets need not start at 0, and Arrow's
+        # ascii_lower (pyarrow 26) then lower-cases the wrong bytes.
+        texts = pa.concat_arrays([texts.cast(pa.string())])
+    texts = pc.fill_null(texts, "")
     lists = pc.split_pattern_regex(_lower(texts), _SEPARATORS)
     tokens = pc.list_flatten(lists)
     long_enough = pc.greater_equal(pc.utf8_length(tokens), 2)

@@ -53,15 +53,19 @@ def test_equals_count_vectorizer_on_tricky_text(ngram_range, min_df):
 
 @pytest.mark.parametrize("ngram_range", [(1, 2), (1, 3)])
 @pytest.mark.parametrize("min_df", [1, 2])
-def test_counting_in_many_slices_and_parts_gives_the_same_matrix(monkeypatch, ngram_range, min_df):
+@pytest.mark.parametrize("as_arrow", [None, pa.string(), pa.large_string()])
+def test_counting_in_many_slices_and_parts_gives_the_same_matrix(monkeypatch, ngram_range, min_df, as_arrow):
     """A large pool is tokenised in slices and its n-grams numbered in parts; tiny ones here, so
-    every text and n-gram crosses a boundary somewhere."""
+    every text and n-gram crosses a boundary somewhere. Arrow input, large strings included (pandas'
+    string columns are large strings): slices of it must lower-case their own texts."""
     monkeypatch.setattr(term_counts, "_SLICE_TEXTS", 2)
     monkeypatch.setattr(term_counts, "_PART_TOKENS", 5)
     monkeypatch.setattr(term_counts, "_DISTINCT_TOKENS", 7)
     other = ["the cat sat on the mat", "CAFÉ straße naïve", None]
-    ours = TermCounts(REPEATED, ngram_range, min_df)
-    assert_same(ours, ours.transform(other), sklearn_counts(REPEATED, other, ngram_range, min_df))
+    # Mixed-case ASCII texts with no nulls too: the slices Arrow lower-cases on its fast path.
+    texts = REPEATED + [f"Word{i % 7} SOME Upper TEXT number{i % 5} and More" for i in range(30)]
+    ours = TermCounts(texts if as_arrow is None else pa.array(texts, as_arrow), ngram_range, min_df)
+    assert_same(ours, ours.transform(other), sklearn_counts(texts, other, ngram_range, min_df))
 
 
 def test_a_pandas_column_or_chunked_arrow_texts_count_as_the_strings_do():
