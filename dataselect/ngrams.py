@@ -283,8 +283,11 @@ def hashed_counts(
 
 def smoothed_idf(counts: sp.csr_matrix) -> np.ndarray:
     """scikit-learn's smoothed idf per bucket: ``log((1 + n) / (1 + df)) + 1`` over the rows of ``counts``."""
-    document_frequency = np.bincount(counts.indices, minlength=counts.shape[1])
-    return np.log((1.0 + counts.shape[0]) / (1.0 + document_frequency)) + 1.0
+    return _idf(np.bincount(counts.indices, minlength=counts.shape[1]), counts.shape[0])
+
+
+def _idf(document_frequency: np.ndarray, n_texts: int) -> np.ndarray:
+    return np.log((1.0 + n_texts) / (1.0 + document_frequency)) + 1.0
 
 
 def hashed_tfidf(texts: pa.Array | Sequence[str | None], num_buckets: int, threads: int | None = None) -> sp.csr_matrix:
@@ -303,7 +306,7 @@ def hashed_tfidf(texts: pa.Array | Sequence[str | None], num_buckets: int, threa
     document_frequency = np.zeros(num_buckets, np.int64)
     for _, _, buckets, _ in parts:
         document_frequency += np.bincount(buckets, minlength=num_buckets)
-    idf = np.log((1.0 + n_texts) / (1.0 + document_frequency)) + 1.0  # as smoothed_idf
+    idf = _idf(document_frequency, n_texts)
     nonzeros = int(document_frequency.sum())
     data, indices, indptr = np.empty(nonzeros, np.float32), np.empty(nonzeros, np.int32), np.zeros(n_texts + 1, np.int64)
     at = first = 0

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from dataselect.ngrams import map_chunks
+from dataselect.ngrams import _as_array, map_chunks
 from dataselect.threads import available
 
 # Texts as the callers hold them: Arrow arrays, a pandas column (pandas' strings are Arrow-backed
@@ -68,7 +68,7 @@ def _lower(texts: pa.Array) -> pa.Array:
 
 def _slice_tokens(texts: pa.Array | pa.ChunkedArray) -> tuple[int, np.ndarray, pa.Array]:
     # Null and large-string handling per slice, so a large pool's array is never copied whole.
-    texts = _one_array(texts)
+    texts = _as_array(texts)
     if texts.type != pa.string():
         # Rebased by the concatenation: a cast slice's offsets need not start at 0, and Arrow's
         # ascii_lower (pyarrow 26) then lower-cases the wrong bytes.
@@ -99,10 +99,6 @@ def _as_strings(texts: Texts) -> pa.Array | pa.ChunkedArray:
         # An empty or all-missing column may hold no strings at all (float64 NaN).
         return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else array.cast(pa.string())
     return pa.array(list(texts), pa.string())
-
-
-def _one_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
 
 
 def _encoded_tokens(texts: Texts, threads: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
