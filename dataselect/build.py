@@ -26,10 +26,13 @@ def build_id_for(
     pool_options: dict,
     shard_fingerprints: dict[str, str],
     evaluation: str | None = None,
+    scored_with: str | None = None,
 ) -> str:
-    """``evaluation``: the evaluation set's fingerprint when it shaped the decisions (decontamination)."""
+    """``evaluation``: the evaluation set's fingerprint when it shaped the decisions (decontamination);
+    ``scored_with``: the version of the shard scores' scorers, settings and fitted models (a refit
+    model makes another build of the same shards)."""
     config_hash = fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options, *([evaluation] if evaluation else []))
-    inputs_hash = fingerprint(sorted(shard_fingerprints.items()))
+    inputs_hash = fingerprint(sorted(shard_fingerprints.items()), *([scored_with] if scored_with else []))
     return f"{config_hash[:8]}-{inputs_hash[:8]}"
 
 
@@ -113,13 +116,16 @@ def make_manifest(
     shard_fingerprints: dict[str, str],
     decisions: pd.DataFrame,
     extra: dict | None = None,
+    scored_with: dict | None = None,
 ) -> dict:
+    """``scored_with``: what scored the shards (scoring version, fitted models' versions)."""
     return {
         "build_id": build_id,
         "config": {"selection": dataclasses.asdict(selection), "pool_scorers": pool_scorers, "pool_options": pool_options, **(extra or {})},
         "config_hash": fingerprint(dataclasses.asdict(selection), pool_scorers, pool_options),
         "seed": selection.seed,
         "input_shards": dict(sorted(shard_fingerprints.items())),
+        **({"scored_with": scored_with} if scored_with else {}),
         "counts": accounting(decisions),
     }
 

@@ -1,5 +1,7 @@
 """Fitted scorer models (one asset each, so their lineage shows) and quality_scores per shard."""
 
+import json
+
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -13,7 +15,7 @@ from dagster import (
 from pydantic import Field
 
 from dataselect import records as cols
-from dataselect.pipeline import make_scorers, pool_sample, records_fingerprint, score_shard
+from dataselect.pipeline import fingerprint, make_scorers, pool_sample, records_fingerprint, score_shard
 from dataselect.scorers import DEFAULT_SHARD_SCORERS, SCORERS
 from dataselect.scorers.base import Batch
 from dataselect.storage import parquet_metadata, parquet_num_rows, write_parquet
@@ -77,6 +79,16 @@ model_assets = [fitted_model_asset(name) for name in FIT_SCORERS]
 DEFAULT_MODEL_KEYS = [f"{name}_model" for name in FIT_SCORERS if name in DEFAULT_SHARD_SCORERS]
 
 
+# quality_scores' file metadata: the version of its scoring (see scoring_version) and the fitted models' versions.
+SCORED_WITH, MODELS = "scored_with", "models"
+
+
+def scoring_version(scorers: list[str], options: dict, models: dict[str, str]) -> str:
+    """What a shard's scores depend on besides its records: the scorers, their settings and the
+    fitted models' versions. Shards of one version have comparable scores."""
+    return fingerprint("scoring-v1", list(scorers), options, dict(sorted(models.items())))[:16]
+
+
 class ScoringConfig(Config):
     scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_SHARD_SCORERS), description="Shard-stage scorers to run.")
     options: dict = Field(
@@ -99,7 +111,7 @@ class ScoringConfig(Config):
 def quality_scores(context: AssetExecutionContext, config: ScoringConfig, storage: StorageResource) -> MaterializeResult:
     key = context.partition_key
     records = storage.read_shard("raw_pool", key)
-    scorers = []
+    scorers, models = [], {}
     for name in config.scorers:
         cls = SCORERS[name]
         if cls.stage != "shard":
@@ -108,7 +120,8 @@ def quality_scores(context: AssetExecutionContext, config: ScoringConfig, storag
             model = storage.model_dir(name)
             if not (model / f"{name}.json").exists():
                 raise FileNotFoundError(f"scorer {name!r} has no fitted model at {model}: materialize {name}_model first")
-            scorers.append(cls.load(model))
+            scorer, models[name] = cls.load_versioned(model)
+            scorers.append(scorer)
         else:
             scorers.extend(make_scorers([name], config.options))
     needs_vectors = any(s.needs_embeddings for s in scorers)
@@ -122,15 +135,21 @@ def quality_scores(context: AssetExecutionContext, config: ScoringConfig, storag
         vectors = storage.read_embeddings(key)
     table = score_shard(records, vectors, scorers)
     target = storage.shard_file("quality_scores", key)
-    # The raw shard version these scores belong to: the selection refuses mixed versions.
+    # The raw shard version these scores belong to, and what scored it (scorers, settings, fitted
+    # models' versions): the selection refuses shards of mixed versions of either.
     source = parquet_metadata(storage.shard_file("raw_pool", key))["fingerprint"]
-    write_parquet(target, table, {"scorers": ",".join(config.scorers), "fingerprint": source})
+    scored_with = scoring_version(config.scorers, config.options, models)
+    write_parquet(
+        target, table, {"scorers": ",".join(config.scorers), "fingerprint": source, SCORED_WITH: scored_with, MODELS: json.dumps(models)}
+    )
     keep_columns = [c for c in table.column_names if c.endswith(".keep")]
     frame = table.select(keep_columns).to_pandas() if keep_columns else None
     return MaterializeResult(
         metadata={
             "dagster/row_count": table.num_rows,
             "scorers": ", ".join(config.scorers),
+            "scored_with": scored_with,
+            "model_versions": MetadataValue.json(models),
             "hard_filter_pass_rate": MetadataValue.json(
                 {c: round(float(frame[c].mean()), 4) for c in keep_columns} if frame is not None else {}
             ),

@@ -1,6 +1,8 @@
 """filtered_set: the budgeted, versioned selection over every shard, with one decision per raw record."""
 
 import dataclasses
+import json
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,7 +39,7 @@ from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool
 from platform_assets.metadata import table_preview
 from platform_assets.partitions import shards
-from platform_assets.scoring import quality_scores
+from platform_assets.scoring import MODELS, SCORED_WITH, quality_scores
 from resources import InputsResource, StorageResource
 
 _DEFAULTS = SelectionConfig()
@@ -112,19 +114,41 @@ def _shard_keys(context: AssetExecutionContext, storage: StorageResource) -> lis
     return keys
 
 
-def _snapshot(storage: StorageResource, keys: list[str]) -> dict[str, str]:
-    """Each shard's raw file fingerprint, after checking its scores were computed from that version."""
-    fingerprints = {}
+class Snapshot(NamedTuple):
+    """The shard versions a build reads, and the one scoring version every shard's scores share."""
+
+    shards: dict[str, str]  # shard -> raw file fingerprint
+    scored_with: str | None  # None: scores written before scoring versions were recorded
+    models: dict[str, str]  # fitted model -> version, as the scores record them
+
+
+def _snapshot(storage: StorageResource, keys: list[str]) -> Snapshot:
+    """Each shard's raw file fingerprint, after checking its scores were computed from that version,
+    and that every shard was scored with the same scorers, settings and fitted models: a shard
+    scored before a model was refit ranks against the others on another scale."""
+    fingerprints, versions = {}, {}
     for key in keys:
         raw = parquet_metadata(storage.shard_file("raw_pool", key))["fingerprint"]
-        scored = parquet_metadata(storage.shard_file("quality_scores", key)).get("fingerprint")
-        if scored != raw:
+        scores = parquet_metadata(storage.shard_file("quality_scores", key))
+        if scores.get("fingerprint") != raw:
             raise Failure(
                 f"shard {key!r}: quality_scores were computed from another version of the file; rescore it first",
                 allow_retries=False,
             )
         fingerprints[key] = raw
-    return fingerprints
+        versions.setdefault((scores.get(SCORED_WITH), scores.get(MODELS, "{}")), []).append(key)
+    if len(versions) > 1:
+        groups = "; ".join(
+            f"{len(shards)} shard(s) ({', '.join(shards[:3])}{', …' if len(shards) > 3 else ''}) with models {models}"
+            for (_, models), shards in sorted(versions.items(), key=lambda item: -len(item[1]))
+        )
+        raise Failure(
+            f"shards were scored with different scorers, settings or fitted models: {groups}. Rescore every shard "
+            "(materialize quality_scores for all partitions) so their scores are comparable.",
+            allow_retries=False,
+        )
+    scored_with, models = next(iter(versions), (None, "{}"))
+    return Snapshot(fingerprints, scored_with, json.loads(models))
 
 
 @asset(
@@ -146,7 +170,7 @@ def filtered_set(
     scores = pa.concat_tables([storage.read_shard("quality_scores", k) for k in keys], promote_options="permissive")
     quarantine = pd.concat([storage.read_shard("quarantine", k).to_pandas() for k in keys], ignore_index=True)
     vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
-    fingerprints = _snapshot(storage, keys)
+    snapshot = _snapshot(storage, keys)
     evaluation = _evaluation_set(inputs)
     texts = None
     # Label noise on TF-IDF and decontamination read texts; otherwise no shard's text is loaded.
@@ -177,8 +201,9 @@ def filtered_set(
         selection,
         config.pool_scorers,
         config.pool_scorer_options,
-        fingerprints,
+        snapshot.shards,
         evaluation_fingerprint if not tuned else fingerprint(evaluation_fingerprint, "tune"),
+        snapshot.scored_with,
     )
     # By (shard, row), not id: ids repeated across shards must not select both copies.
     chosen = decisions.loc[decisions[cols.STATUS] == cols.SELECTED].groupby(cols.SHARD)[cols.ROW].apply(list).to_dict()
@@ -191,10 +216,13 @@ def filtered_set(
         ],
         promote_options="permissive",
     ).replace_schema_metadata(None)  # drop the first shard's file metadata (its source path and hash)
-    if _snapshot(storage, keys) != fingerprints:
+    if _snapshot(storage, keys) != snapshot:
         raise Failure("a shard was refreshed while this build read it; the retry reads a consistent snapshot")
     extra = {"tune": tuned.summary()} if tuned else None
-    manifest = make_manifest(build_id, selection, config.pool_scorers, config.pool_scorer_options, fingerprints, decisions, extra)
+    scored_with = {"version": snapshot.scored_with, "models": snapshot.models}
+    manifest = make_manifest(
+        build_id, selection, config.pool_scorers, config.pool_scorer_options, snapshot.shards, decisions, extra, scored_with
+    )
     paths = write_build(storage.root_path(), build_id, decisions, selected, manifest)
     counts = accounting(decisions)
     context.log.info(f"build {build_id}: {counts}")

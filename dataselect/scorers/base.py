@@ -28,6 +28,7 @@ its ``keep`` rejects or its score measures: ``"quality"``, ``"duplicates"``, ``"
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,17 +112,27 @@ class Scorer:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Scorer":
+        return cls.load_versioned(directory)[0]
+
+    @classmethod
+    def load_versioned(cls, directory: str | Path) -> tuple["Scorer", str]:
+        """The fitted scorer and its version: a digest of the very bytes it was loaded from, so a
+        refit that lands between reading and hashing cannot go unnoticed."""
         from safetensors.numpy import load
 
         from dataselect.storage import exists, read_bytes
 
         directory = str(directory).rstrip("/")
-        meta = json.loads(read_bytes(f"{directory}/{cls.name}.json"))
-        scorer = cls(cls.Config(**meta["config"]))
+        meta = read_bytes(f"{directory}/{cls.name}.json")
         tensors = f"{directory}/{cls.name}.safetensors"
-        if exists(tensors):
-            scorer.load_state_arrays(load(read_bytes(tensors)))
-        return scorer
+        arrays = read_bytes(tensors) if exists(tensors) else b""
+        digest = hashlib.blake2b(digest_size=16)
+        for part in (meta, arrays):
+            digest.update(len(part).to_bytes(8, "little") + part)
+        scorer = cls(cls.Config(**json.loads(meta)["config"]))
+        if arrays:
+            scorer.load_state_arrays(load(arrays))
+        return scorer, digest.hexdigest()
 
 
 def prefixed(name: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

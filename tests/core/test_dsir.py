@@ -81,6 +81,20 @@ def test_save_load_roundtrip(tmp_path):
         np.testing.assert_array_equal(loaded.score(pool)[key], value)
 
 
+def test_a_loaded_model_carries_the_version_of_its_saved_bytes(tmp_path):
+    pool = batch(["the cat sat on the mat", "stocks fell on monday", "a dog in the park"])
+    target = batch(["the cat and the dog", "a cat sat"])
+    DSIRImportance(smoothing=0.5).fit(pool, target).save(tmp_path / "a")
+    DSIRImportance(smoothing=0.5).fit(pool, target).save(tmp_path / "same")
+    DSIRImportance(smoothing=0.5).fit(pool, batch(["stocks and the market"])).save(tmp_path / "other_target")
+    DSIRImportance(smoothing=1.0).fit(pool, target).save(tmp_path / "other_config")
+    loaded, version = DSIRImportance.load_versioned(tmp_path / "a")
+    np.testing.assert_array_equal(loaded.log_p_target_, DSIRImportance.load(tmp_path / "a").log_p_target_)
+    assert DSIRImportance.load_versioned(tmp_path / "same")[1] == version  # the same fit, wherever it is saved
+    assert DSIRImportance.load_versioned(tmp_path / "other_target")[1] != version  # other fitted arrays
+    assert DSIRImportance.load_versioned(tmp_path / "other_config")[1] != version  # other settings
+
+
 @pytest.fixture(scope="module")
 def sci_task(newsgroups_records):
     """3,000 training posts as the pool; 200 random sci.* test posts as the target."""

@@ -112,6 +112,8 @@ def test_refresh_report_states_the_ratio_against_the_target():
             "refresh": {"seconds": s, "runs": 2, "records_embedded": 100, "records_scored": 100},
             "ratio": s / 100.0,
             "identical_outputs": s != 20.0,
+            "models_refit_by_the_rebuild": ["dsir"] if s != 20.0 else [],
+            "identical_to_a_rebuild_with_the_same_models": s != 12.0,
         }
         for s in (10.0, 20.0, 12.0)
     ]
@@ -119,6 +121,8 @@ def test_refresh_report_states_the_ratio_against_the_target():
     assert "**12.0%**" in text and "**met**" in text
     assert "| refresh (1 new shard + global steps) | 12.0 | 2 | 100 | 100 |" in text
     assert "**NO** in 2 of 3 repeats" in text
+    assert "models whose versions differ (dsir)" in text  # the first repeat's
+    assert "outputs byte-identical to the refresh's: **NO** in 2 of 3 repeats" in text
 
 
 # --- the fast paths equal what they replace ------------------------------------------------

@@ -75,6 +75,16 @@ def refreshed(tmp_path_factory):
             rerun_embedded=driver.records_embedded,
             embeddings_rerun=_snapshot(store, "embeddings", keys[:1]),
         )
+        # A model refit with other settings: until every shard is rescored with it, the scores of
+        # the shards are on two scales and the selection must refuse them.
+        driver.run(["dsir_model"], run_config={"ops": {"dsir_model": {"config": {"options": {"num_buckets": 20_000}}}}})
+        driver.run(["quality_scores"], keys[-1])
+        with pytest.raises(RuntimeError) as mixed:
+            driver.run_global(("filtered_set",))
+        for key in keys[:-1]:
+            driver.run(["quality_scores"], key)
+        driver.run_global(("filtered_set",))
+        state.update(mixed_error=str(mixed.value), rescored_build=_latest(instance, "filtered_set"))
         yield {"keys": keys, "store": store, **state}
 
 
@@ -107,3 +117,21 @@ def test_unchanged_shard_reuses_its_embeddings(refreshed):
     assert refreshed["rerun"]["reused_previous"] is True
     assert refreshed["rerun"]["records_embedded"] == 0 and refreshed["rerun_embedded"] == 0
     assert refreshed["embeddings_rerun"] == {k: refreshed["embeddings"][k] for k in refreshed["keys"][:1]}
+
+
+def test_shards_scored_with_different_model_versions_are_refused(refreshed):
+    error = refreshed["mixed_error"]
+    assert "scored with different scorers, settings or fitted models" in error
+    assert f"1 shard(s) ({refreshed['keys'][-1]})" in error  # the one rescored with the refit model, by name
+    assert "Rescore every shard" in error
+
+
+def test_the_build_records_its_model_versions_and_a_refit_makes_another_build(refreshed):
+    before, after = refreshed["second_build"], refreshed["rescored_build"]
+    models_before, models_after = (b["manifest"]["scored_with"]["models"] for b in (before, after))
+    assert set(models_before) == {"dsir", "relevance", "ngram_relevance", "label_prior"}
+    # Only the refit model's version moved, and with it the build's id (same shards, same config).
+    assert {name for name in models_before if models_before[name] != models_after[name]} == {"dsir"}
+    assert after["manifest"]["input_shards"] == before["manifest"]["input_shards"]
+    assert after["build_id"].split("-")[0] == before["build_id"].split("-")[0]
+    assert after["build_id"] != before["build_id"]
