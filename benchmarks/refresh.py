@@ -204,7 +204,7 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
             "runs": driver.runs - before[2],
             "outputs": build_digests(scratch / "refresh-store"),
         }
-    # Not timed: the same ten shards built from scratch with the refresh's fitted models instead of
+    # Not timed: the same shards built from scratch with the refresh's fitted models instead of
     # refitting them, which tells whether the refresh differs from a rebuild by anything but the models.
     pinned_store = scratch / "pinned-store"
     shutil.copytree(scratch / "refresh-store" / "models", pinned_store / "models")
