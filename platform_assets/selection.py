@@ -126,7 +126,7 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> Snapshot:
     """Each shard's raw file fingerprint, after checking its scores were computed from that version,
     and that every shard was scored with the same scorers, settings and fitted models: a shard
     scored before a model was refit ranks against the others on another scale."""
-    fingerprints, versions = {}, {}
+    fingerprints, shards_of, models_of = {}, {}, {}
     for key in keys:
         raw = parquet_metadata(storage.shard_file("raw_pool", key))["fingerprint"]
         scores = parquet_metadata(storage.shard_file("quality_scores", key))
@@ -136,19 +136,21 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> Snapshot:
                 allow_retries=False,
             )
         fingerprints[key] = raw
-        versions.setdefault((scores.get(SCORED_WITH), scores.get(MODELS, "{}")), []).append(key)
-    if len(versions) > 1:
+        version = scores.get(SCORED_WITH)  # covers the models' versions; MODELS spells them out
+        shards_of.setdefault(version, []).append(key)
+        models_of.setdefault(version, json.loads(scores.get(MODELS, "{}")))
+    if len(shards_of) > 1:
         groups = "; ".join(
-            f"{len(shards)} shard(s) ({', '.join(shards[:3])}{', …' if len(shards) > 3 else ''}) with models {models}"
-            for (_, models), shards in sorted(versions.items(), key=lambda item: -len(item[1]))
+            f"{len(shards)} shard(s) ({', '.join(shards[:3])}{', …' if len(shards) > 3 else ''}) with models {models_of[version]}"
+            for version, shards in sorted(shards_of.items(), key=lambda item: -len(item[1]))
         )
         raise Failure(
             f"shards were scored with different scorers, settings or fitted models: {groups}. Rescore every shard "
             "(materialize quality_scores for all partitions) so their scores are comparable.",
             allow_retries=False,
         )
-    scored_with, models = next(iter(versions), (None, "{}"))
-    return Snapshot(fingerprints, scored_with, json.loads(models))
+    version = next(iter(shards_of), None)
+    return Snapshot(fingerprints, version, models_of.get(version, {}))
 
 
 @asset(
