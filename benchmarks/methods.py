@@ -74,7 +74,7 @@ from dataselect.tuning import tune, tune_table, with_label_filter_strength
 RESULTS_DIR = REPO / "benchmarks" / "results"
 ALL_FILTERS = ["heuristics", "exact_dup", "near_dup", "semdedup", "label_noise"]
 RANDOM_COLUMN = "uniform.log_weight"  # constant log weight: gumbel_top_k on it is uniform sampling
-SHARD_SCORERS = ["heuristics", "minhash", "dsir", "relevance", "ngram_relevance", "label_prior", "color"]
+SHARD_SCORERS = ["heuristics", "minhash", "dsir", "relevance", "ngram_relevance", "label_prior", "label_classifier", "color"]
 
 
 @dataclass
@@ -83,7 +83,7 @@ class BenchConfig:
 
     seed: int = 0  # selection seed (Gumbel noise, k-means, CCS) and fit seed
     budget: float = 0.1  # fraction of all raw records, as the platform counts it
-    fit_sample_size: int = 5000  # the Dagster FitConfig default
+    fit_sample_size: int | None = None  # None: each scorer's own, as the Dagster fit assets (FitConfig default)
     random_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)  # random-10% rows, and "+ random" methods
     throughput_runs: int = 3  # DSIR vs data-selection, median of this many
     corpora: tuple[str, ...] = CORPORA
@@ -149,11 +149,11 @@ def fit_and_score_shards(
     """Fit every shard scorer on the pool sample + reference, then ``score_shard`` per shard."""
     per_shard = shard_embeddings(bench, embeddings)
     total = sum(s.num_rows for s in bench.shards)
-    scorers = make_scorers(names, {"color": config.color} if "color" in names else None)
+    scorers = make_scorers(names, {"color": config.color, "label_classifier": {"seed": config.seed}})
     for scorer in scorers:
         if scorer.needs_fit:
             started = time.perf_counter()
-            sample = pool_sample(zip(bench.shards, per_shard), total, config.fit_sample_size, config.seed)
+            sample = pool_sample(zip(bench.shards, per_shard), total, config.fit_sample_size or scorer.fit_sample_size, config.seed)
             target = Batch(bench.reference, target_embeddings if scorer.needs_embeddings else None)
             scorer.fit(sample, target)
             timer.add(f"{scorer.name}.fit", time.perf_counter() - started)
@@ -168,21 +168,22 @@ def fit_and_score_shards(
         for part in parts[1:]:
             for name in part.column_names:
                 if name not in table.column_names:
-                    table = table.append_column(name, part.column(name))
+                    table = table.append_column(part.schema.field(name), part.column(name))  # with its metadata
         tables.append(table)
     return pa.concat_tables(tables)
 
 
 def score_all_pool(scores: pa.Table, embeddings: np.ndarray, texts: list[str], seed: int, timer: Timer) -> pd.DataFrame:
-    """Pool scorers in the default order, then label noise on embeddings under ``label_noise_emb``."""
+    """Pool scorers in the default order, then label noise on embeddings under ``label_noise_emb``
+    (its own folds' models: the shards' label_classifier column holds the TF-IDF ones)."""
     table = scores
     frame = None
     runs = [(name, make_scorers([name])[0]) for name in ("exact_dup", "near_dup", "semdedup")]
     runs.append(("label_noise", LabelNoise(features="tfidf", seed=seed)))
-    runs.append(("label_noise_emb", LabelNoise(features="embeddings", seed=seed)))
+    runs.append(("label_noise_emb", LabelNoise(features="embeddings", seed=seed, proba_column=None)))
     for stage, scorer in runs:
         started = time.perf_counter()
-        frame = score_pool(table, embeddings, [scorer], texts if scorer.needs_text else None)
+        frame = score_pool(table, embeddings, [scorer], texts if scorer.needs_text_given(table.column_names) else None)
         timer.add(f"{stage}.score", time.perf_counter() - started)
         # score_pool names columns by scorer name, so both label-noise runs write "label_noise.*".
         for column in [c for c in frame.columns if c.startswith(f"{scorer.name}.")]:
@@ -288,7 +289,7 @@ FILTER_STAGES = {
     "exact_dup": _stages("exact_dup"),
     "near_dup": _stages("minhash", "near_dup"),
     "semdedup": _stages("semdedup", embeddings=True),
-    "label_noise": _stages("label_noise"),
+    "label_noise": _stages("label_classifier", "label_noise"),
     "label_noise_emb": _stages("label_noise_emb", embeddings=True),
 }
 SCORE_STAGES = {
@@ -297,7 +298,7 @@ SCORE_STAGES = {
     "relevance.score": _stages("relevance", embeddings=True),
     "ngram_relevance.score": _stages("ngram_relevance"),
     "color.score": _stages("color"),
-    "label_noise.score": _stages("label_noise"),
+    "label_noise.score": _stages("label_classifier", "label_noise"),
     RANDOM_COLUMN: [],
 }
 

@@ -44,7 +44,6 @@ class RefreshConfig:
     records_per_shard: int = 2_000
     repeats: int = 3
     global_steps: tuple[str, ...] = ("filtered_set",)
-    label_noise_features: str = "tfidf"  # the default recipe; "embeddings" is the large-pool setting
     seed: int = 0
     work: Path = WORK
     results: Path = RESULTS
@@ -105,12 +104,12 @@ class Driver:
             elif name == "quality_scores":
                 self.records_scored += int(metadata["dagster/row_count"].value)
 
-    def build_all(self, global_steps: tuple[str, ...], seed: int = 0, features: str = "tfidf") -> None:
+    def build_all(self, global_steps: tuple[str, ...], seed: int = 0) -> None:
         """The build plan (``dataselect build``'s runs), in this process, over every landing file."""
         from dataselect_platform.runner import BuildInputs, run_plan
         from jobs.build_plan import BuildSettings
 
-        ops = _global_config(global_steps, seed, features)["ops"]
+        ops = _global_config(global_steps, seed)["ops"]
         settings = BuildSettings(
             seed,
             ops["filtered_set"]["config"],
@@ -125,19 +124,18 @@ class Driver:
             events = [e.dagster_event for e in self.instance.all_logs(run_id) if e.dagster_event is not None]
             self._count([e for e in events if e.is_step_materialization])
 
-    def refresh_shard(self, key: str, global_steps: tuple[str, ...], seed: int = 0, features: str = "tfidf") -> None:
+    def refresh_shard(self, key: str, global_steps: tuple[str, ...], seed: int = 0) -> None:
         self.register([key])
         self.run(["raw_pool", "embeddings", "quality_scores"], key)
-        self.run_global(global_steps, seed, features)
+        self.run_global(global_steps, seed)
 
-    def run_global(self, global_steps: tuple[str, ...], seed: int = 0, features: str = "tfidf") -> None:
+    def run_global(self, global_steps: tuple[str, ...], seed: int = 0) -> None:
         """The global steps over every shard, configured as the builds above configure them."""
-        self.run(list(global_steps), run_config=_global_config(global_steps, seed, features))
+        self.run(list(global_steps), run_config=_global_config(global_steps, seed))
 
 
-def _global_config(global_steps: tuple[str, ...], seed: int, label_noise_features: str = "tfidf") -> dict:
-    options = {"label_noise": {"features": label_noise_features}}
-    ops = {"filtered_set": {"config": {"seed": seed, "pool_scorer_options": options}}}
+def _global_config(global_steps: tuple[str, ...], seed: int) -> dict:
+    ops = {"filtered_set": {"config": {"seed": seed}}}
     if "evaluation_report" in global_steps:
         ops["evaluation_report"] = {"config": {"random_seeds": [101, 102, 103, 104, 105]}}
     return {"ops": ops}
@@ -177,7 +175,7 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
     with instance_for_test() as instance:
         driver = Driver(instance, str(full_landing), reference, str(scratch / "full-store"))
         started = time.perf_counter()
-        driver.build_all(config.global_steps, config.seed, config.label_noise_features)
+        driver.build_all(config.global_steps, config.seed)
         full = {
             "seconds": time.perf_counter() - started,
             "records_embedded": driver.records_embedded,
@@ -192,11 +190,11 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
         shutil.copy(full_landing / f"{key}.jsonl", landing / f"{key}.jsonl")
     with instance_for_test() as instance:
         driver = Driver(instance, str(landing), reference, str(scratch / "refresh-store"))
-        driver.build_all(config.global_steps, config.seed, config.label_noise_features)
+        driver.build_all(config.global_steps, config.seed)
         shutil.copy(full_landing / f"{keys[-1]}.jsonl", landing / f"{keys[-1]}.jsonl")  # the new shard lands
         before = (driver.records_embedded, driver.records_scored, driver.runs)
         started = time.perf_counter()
-        driver.refresh_shard(keys[-1], config.global_steps, config.seed, config.label_noise_features)
+        driver.refresh_shard(keys[-1], config.global_steps, config.seed)
         refresh = {
             "seconds": time.perf_counter() - started,
             "records_embedded": driver.records_embedded - before[0],
@@ -213,7 +211,7 @@ def one_repeat(config: RefreshConfig, pool_dir: Path, keys: list[str], scratch: 
         driver.register(keys)
         for key in keys:
             driver.run(["raw_pool", "embeddings", "quality_scores"], key)
-        driver.run_global(config.global_steps, config.seed, config.label_noise_features)
+        driver.run_global(config.global_steps, config.seed)
     models = {side: build_models(scratch / f"{side}-store") for side in ("full", "refresh")}
     return {
         "full": full,
@@ -237,8 +235,7 @@ def markdown(config: RefreshConfig, repeats: list[dict], description: dict) -> s
             "# One-shard refresh vs full rebuild, through Dagster (`python -m benchmarks.refresh`)",
             "",
             f"{config.shards} synthetic shards × {config.records_per_shard:,} records (~{description['bytes_per_record']:,.0f} B/record), "
-            f"static embeddings, asset checks on, global steps: {', '.join(config.global_steps)}, label noise on "
-            f"{config.label_noise_features}. Medians of {len(repeats)} repeats "
+            f"static embeddings, asset checks on, global steps: {', '.join(config.global_steps)}, the default recipe. Medians of {len(repeats)} repeats "
             f"on {os.cpu_count()} shared CPUs (load average now {os.getloadavg()[0]:.1f}).",
             "",
             "| | seconds (median) | Dagster runs | records embedded | records scored |",
@@ -297,7 +294,6 @@ def main(argv: list[str] | None = None) -> int:
         default=list(RefreshConfig.global_steps),
         choices=["filtered_set", "evaluation_set", "evaluation_report"],
     )
-    parser.add_argument("--label-noise-features", choices=["tfidf", "embeddings"], default=RefreshConfig.label_noise_features)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -307,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
             records_per_shard=args.records_per_shard,
             repeats=args.repeats,
             global_steps=tuple(args.global_steps),
-            label_noise_features=args.label_noise_features,
             work=args.work,
             results=args.results,
         )

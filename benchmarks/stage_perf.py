@@ -62,7 +62,7 @@ class PerfConfig:
     stages: tuple[str, ...] = tuple(STAGES)
     records_per_shard: int = 10_000
     workers: int = 2  # processes for the per-shard stages (ingest, embed, score): one per core
-    fit_sample_size: int = 5_000  # the FitConfig default of the fit assets
+    fit_sample_size: int | None = None  # None: each scorer's own, as the fit assets (FitConfig default)
     budget: float = 0.1
     seed: int = 0
     work: Path = WORK
@@ -166,7 +166,7 @@ def stage_fit(work: Path, options: dict) -> int:
     write_parquet(confined(store, "reference", "target.parquet"), reference)
     write_parquet(confined(store, "reference", "target_embeddings.parquet"), vectors_to_arrow(reference.column(cols.ID), target_vectors))
     keys = _shard_keys(store)
-    columns = [cols.ID, cols.TEXT, cols.CONTENT_HASH, cols.LABEL]
+    columns = [cols.ID, cols.TEXT, cols.CONTENT_HASH, cols.LABEL, cols.SHARD, cols.ROW]
     total = sum(read_parquet(confined(store, "raw_pool", f"{k}.parquet"), [cols.ID]).num_rows for k in keys)
     for name in FIT_SCORERS:  # one fit asset per scorer, each drawing its own sample
         needs_vectors = SCORERS[name].needs_embeddings
@@ -177,7 +177,7 @@ def stage_fit(work: Path, options: dict) -> int:
             )
             for k in keys
         )
-        sample = pool_sample(shards, total, options["fit_sample_size"], options["seed"])
+        sample = pool_sample(shards, total, options["fit_sample_size"] or SCORERS[name].fit_sample_size, options["seed"])
         scorer = make_scorers([name])[0]
         scorer.fit(sample, Batch(reference, target_vectors if needs_vectors else None))
         scorer.save(confined(store, "models", name))
@@ -231,9 +231,8 @@ def stage_select(work: Path, options: dict) -> int:
     fingerprints = {k: parquet_metadata(confined(store, "raw_pool", f"{k}.parquet"))["fingerprint"] for k in keys}
     selection = SelectionConfig(budget=options["budget"], seed=options["seed"])
     pool_scorers = list(DEFAULT_POOL_SCORERS)
-    # The README's large-pool setting: label noise on embeddings, so no stage holds every text
-    # (the default TF-IDF features need all texts in memory). These numbers were measured so.
-    pool_options = {"label_noise": {"features": "embeddings"}}
+    # The default recipe: label noise reads the shards' label_classifier probabilities, so no stage holds every text.
+    pool_options: dict = {}
     decisions = select(scores, quarantine, vectors, selection, pool_scorers, pool_options, None)
     del scores, vectors
     build_id = build_id_for(selection, pool_scorers, pool_options, fingerprints)

@@ -47,7 +47,7 @@ def score_for_selection(
     """Pool-stage scoring of the shard scores; with an ``evaluation`` set (``id``, ``text``), also
     the ``decontamination.*`` columns (records sharing word n-grams with it; needs ``texts``)."""
     scorers = make_scorers(pool_scorers, pool_options)
-    frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text for s in scorers) else None)
+    frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text_given(scores.column_names) for s in scorers) else None)
     if evaluation is not None and len(evaluation):
         if texts is None:
             raise ValueError("decontamination against an evaluation set needs the pool texts")

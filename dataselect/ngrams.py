@@ -290,13 +290,24 @@ def _idf(document_frequency: np.ndarray, n_texts: int) -> np.ndarray:
     return np.log((1.0 + n_texts) / (1.0 + document_frequency)) + 1.0
 
 
-def hashed_tfidf(texts: pa.Array | Sequence[str | None], num_buckets: int, threads: int | None = None) -> sp.csr_matrix:
-    """Word TF-IDF over hashed buckets: sublinear tf, smoothed idf over ``texts``, unit rows, float32
-    (``TfidfVectorizer(sublinear_tf=True)`` with hashed words instead of a vocabulary).
+def hashed_tfidf(
+    texts: pa.Array | Sequence[str | None], num_buckets: int, threads: int | None = None, idf: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """Word TF-IDF over hashed buckets: sublinear tf, smoothed idf over ``texts`` (or the given ``idf``,
+    fitted on other texts: see :func:`hashed_idf`), unit rows, float32 (``TfidfVectorizer(sublinear_tf=True)``
+    with hashed words instead of a vocabulary). A row depends on its own text and the idf alone.
 
     The slices' counts are kept as int32 and weighed one slice at a time into the float32 matrix,
     so a million texts never hold a float64 copy of every count, nor its weighting's temporaries."""
+    return _hashed_tfidf(texts, num_buckets, threads, idf)[0]
 
+
+def hashed_idf(texts: pa.Array | Sequence[str | None], num_buckets: int, threads: int | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """:func:`hashed_tfidf` of ``texts`` and the idf it fitted on them, to weigh other texts alike."""
+    return _hashed_tfidf(texts, num_buckets, threads, None)
+
+
+def _hashed_tfidf(texts, num_buckets: int, threads: int | None, idf: np.ndarray | None) -> tuple[sp.csr_matrix, np.ndarray]:
     def counts_of(chunk) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         rows, buckets, counts = distinct_counts(*ngram_buckets(chunk, num_buckets, (1, 1)), num_buckets)
         return len(chunk), np.bincount(rows, minlength=len(chunk)).astype(np.int32), buckets.astype(np.int32), counts.astype(np.int32)
@@ -306,7 +317,10 @@ def hashed_tfidf(texts: pa.Array | Sequence[str | None], num_buckets: int, threa
     document_frequency = np.zeros(num_buckets, np.int64)
     for _, _, buckets, _ in parts:
         document_frequency += np.bincount(buckets, minlength=num_buckets)
-    idf = _idf(document_frequency, n_texts)
+    if idf is None:
+        idf = _idf(document_frequency, n_texts)
+    elif idf.shape != (num_buckets,):
+        raise ValueError(f"an idf of {idf.shape} buckets for {num_buckets}")
     nonzeros = int(document_frequency.sum())
     data, indices, indptr = np.empty(nonzeros, np.float32), np.empty(nonzeros, np.int32), np.zeros(n_texts + 1, np.int64)
     at = first = 0
@@ -320,7 +334,7 @@ def hashed_tfidf(texts: pa.Array | Sequence[str | None], num_buckets: int, threa
         data[at:stop], indices[at:stop] = weights, buckets
         indptr[first + 1 : first + n + 1] = at + np.cumsum(per_text)
         at, first = stop, first + n
-    return sp.csr_matrix((data, indices, indptr), shape=(n_texts, num_buckets))
+    return sp.csr_matrix((data, indices, indptr), shape=(n_texts, num_buckets)), idf
 
 
 def bucket_totals(

@@ -63,8 +63,10 @@ def score_shard(records: pa.Table, embeddings: np.ndarray | None, scorers: Itera
     for scorer in scorers:
         if scorer.needs_embeddings and embeddings is None:
             raise ValueError(f"scorer {scorer.name!r} needs embeddings")
+        metadata = prefixed(scorer.name, scorer.column_metadata())
         for name, values in prefixed(scorer.name, scorer.score(batch)).items():
-            table = table.append_column(name, _as_arrow_column(values))
+            column = _as_arrow_column(values)
+            table = table.append_column(pa.field(name, column.type, metadata=metadata.get(name)), column)
     return table
 
 

@@ -26,7 +26,11 @@ from resources import StorageResource
 
 
 class FitConfig(Config):
-    sample_size: int = Field(5000, description="Pool records sampled (content-keyed, deterministic) to fit against the target.")
+    sample_size: int | None = Field(
+        None,
+        description="Pool records sampled (content-keyed, deterministic) to fit against the target; None: the scorer's own "
+        "size (5,000; 50,000 for label_classifier, whose fold models train on up to 20,000 records each).",
+    )
     seed: int = Field(0, description="Seed of the sample and of the fit.")
     options: dict = Field(default_factory=dict, description="Scorer Config overrides, e.g. {'num_buckets': 20000}.")
 
@@ -41,7 +45,7 @@ def fitted_model_asset(scorer_name: str) -> AssetsDefinition:
 
     @asset(
         name=f"{scorer_name}_model",
-        deps=[target_reference, raw_pool] + ([embeddings] if scorer_class.needs_embeddings else []),
+        deps=[target_reference, raw_pool] + ([embeddings] if scorer_class().needs_embeddings else []),
         group_name="fit",
         kinds={scorer_class.library, "safetensors"},
         pool=GPU_POOL if scorer_class.device == "gpu" else None,
@@ -50,16 +54,14 @@ def fitted_model_asset(scorer_name: str) -> AssetsDefinition:
     )
     def _fit(context: AssetExecutionContext, config: FitConfig, storage: StorageResource) -> MaterializeResult:
         keys = sorted(storage.shard_files("raw_pool"))
-        columns = [cols.ID, cols.TEXT, cols.CONTENT_HASH, cols.LABEL]
+        columns = [cols.ID, cols.TEXT, cols.CONTENT_HASH, cols.LABEL, cols.SHARD, cols.ROW]
         total = sum(parquet_num_rows(storage.shard_file("raw_pool", k)) for k in keys)
-        shard_data = (
-            (storage.read_shard("raw_pool", k, columns), storage.read_embeddings(k) if scorer_class.needs_embeddings else None)
-            for k in keys
-        )
-        sample = pool_sample(shard_data, total, config.sample_size, config.seed)
-        target_records, target_vectors = storage.read_target()
         scorer = make_scorers([scorer_name], {scorer_name: config.options})[0]
-        scorer.fit(sample, Batch(target_records, target_vectors if scorer_class.needs_embeddings else None))
+        needs_vectors = scorer.needs_embeddings  # may depend on its options (label_classifier's features)
+        shard_data = ((storage.read_shard("raw_pool", k, columns), storage.read_embeddings(k) if needs_vectors else None) for k in keys)
+        sample = pool_sample(shard_data, total, config.sample_size or scorer_class.fit_sample_size, config.seed)
+        target_records, target_vectors = storage.read_target()
+        scorer.fit(sample, Batch(target_records, target_vectors if needs_vectors else None))
         scorer.save(storage.model_dir(scorer_name))
         return MaterializeResult(
             metadata={

@@ -175,8 +175,9 @@ def filtered_set(
     snapshot = _snapshot(storage, keys)
     evaluation = _evaluation_set(inputs)
     texts = None
-    # Label noise on TF-IDF and decontamination read texts; otherwise no shard's text is loaded.
-    needs_text = any(s.needs_text for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
+    # Decontamination reads texts, and label noise on TF-IDF when the shards' scores lack its
+    # label_classifier probabilities; otherwise no shard's text is loaded.
+    needs_text = any(s.needs_text_given(scores.column_names) for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
     if needs_text or evaluation is not None:
         # One Arrow array, no Python strings: at 1M records a list of them held 2.5 GB beside the 1.4 GB of text.
         texts = pa.concat_arrays(

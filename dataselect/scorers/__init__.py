@@ -11,7 +11,7 @@ from dataselect.scorers.duplicates import ExactDuplicates, MinHashSignatures, Ne
 from dataselect.scorers.embeddable import Embeddable
 from dataselect.scorers.heuristics import HeuristicRules
 from dataselect.scorers.ids import UniqueIds
-from dataselect.scorers.label_noise import LabelNoise
+from dataselect.scorers.label_noise import LabelClassifier, LabelNoise
 from dataselect.scorers.label_prior import LabelPrior
 from dataselect.scorers.relevance import EmbeddingRelevance, NgramRelevance
 from dataselect.scorers.semdedup import SemanticDuplicates
@@ -26,6 +26,7 @@ SCORERS: dict[str, type[Scorer]] = {
         EmbeddingRelevance,
         NgramRelevance,
         LabelPrior,
+        LabelClassifier,
         ColorFilter,
         ExactDuplicates,
         NearDuplicates,
@@ -38,8 +39,9 @@ SCORERS: dict[str, type[Scorer]] = {
 # The default recipe (chosen on the benchmarks' dev splits, see benchmarks/README.md).
 # Fused relevance = embedding relevance + n-gram relevance + DSIR, plus half a weight on the
 # label's out-of-fold probability (see SelectionConfig's default weights). label_prior estimates
-# the target's label mix, which top_k follows as per-label quotas.
-DEFAULT_SHARD_SCORERS = ["heuristics", "embeddable", "minhash", "dsir", "relevance", "ngram_relevance", "label_prior"]
+# the target's label mix, which top_k follows as per-label quotas. label_classifier writes each
+# shard's out-of-fold label probabilities, which label_noise reads across the pool.
+DEFAULT_SHARD_SCORERS = ["heuristics", "embeddable", "minhash", "dsir", "relevance", "ngram_relevance", "label_prior", "label_classifier"]
 DEFAULT_POOL_SCORERS = ["unique_id", "exact_dup", "near_dup", "semdedup", "label_noise"]
 
 __all__ = ["Batch", "Scorer", "SCORERS", "DEFAULT_SHARD_SCORERS", "DEFAULT_POOL_SCORERS"]

@@ -81,8 +81,20 @@ class Scorer:
         base = config if config is not None else self.Config()
         self.config = dataclasses.replace(base, **overrides) if overrides else base
 
+    # Pool records drawn for fit() by the platform's model assets (FitConfig.sample_size overrides it).
+    fit_sample_size: ClassVar[int] = 5_000
+
     def fit(self, pool: Batch, target: Batch) -> "Scorer":
         return self
+
+    def needs_text_given(self, columns: list[str]) -> bool:
+        """Whether a pool scorer reads every text when the scores carry ``columns`` (some read a
+        per-shard column instead when it is there)."""
+        return self.needs_text
+
+    def column_metadata(self) -> dict[str, dict[str, str]]:
+        """Arrow field metadata of output columns, by unprefixed name (e.g. a probability vector's classes)."""
+        return {}
 
     def score(self, batch: Batch) -> dict[str, np.ndarray]:
         raise NotImplementedError

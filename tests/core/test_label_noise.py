@@ -1,3 +1,4 @@
+import json
 import time
 
 import numpy as np
@@ -7,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from dataselect.scorers import label_noise as label_noise_module
 from dataselect.scorers.base import Batch
-from dataselect.scorers.label_noise import LabelNoise, PooledGaussianClassifier, confident_learning_issues
+from dataselect.scorers.label_noise import LabelClassifier, LabelNoise, PooledGaussianClassifier, confident_learning_issues
 
 
 def blobs(n_per_class=60, n_classes=3, dim=16, spread=0.15, seed=0):
@@ -126,7 +127,7 @@ def test_newsgroups_flipped_labels_detected(newsgroups_records):
     assert auroc >= 0.90
     assert precision >= 0.6  # measured ~0.75; the base rate of flips is 0.15
     # The default fold models are saga's; 5 SGD epochs on the same loss rank these flips alike.
-    assert type(LabelNoise(features="tfidf")._classifier("tfidf", 100)).__name__ == "LogisticRegression"
+    assert type(LabelClassifier(features="tfidf")._estimator("tfidf", 100)).__name__ == "LogisticRegression"
     sgd = LabelNoise(features="tfidf", solver="sgd", seed=0).score(Batch(table))
     assert abs(roc_auc_score(flipped, 1.0 - sgd["self_confidence"]) - auroc) < 0.01
 
@@ -141,7 +142,7 @@ def test_newsgroups_flipped_labels_detected_on_embeddings(newsgroups_records, cl
     table, flipped = noisy_newsgroups(newsgroups_records)
     vectors = StaticEmbedder().embed(table.column("text").to_pylist())
     scorer = LabelNoise(features="embeddings", classifier=classifier, solver=solver, seed=0)
-    assert type(scorer._classifier("embeddings", len(table))).__name__ == model
+    assert type(LabelClassifier(features="embeddings", classifier=classifier, solver=solver)._estimator("embeddings", 10)).__name__ == model
     out = scorer.score(Batch(table, vectors))
     auroc = roc_auc_score(flipped, 1.0 - out["self_confidence"])
     print(f"\nlabel_noise embeddings/{model} ({solver}): AUROC {auroc:.3f}")
@@ -211,13 +212,13 @@ def test_a_pool_of_twice_the_training_cap_is_split_in_two_folds(monkeypatch, cap
     """Capped folds all train on ``cap`` records, so a pool of 2 x cap needs only two fits."""
     vectors, labels = blobs(spread=0.05, seed=2)  # 180 records
     seen = []
-    original = LabelNoise._out_of_fold
+    original = LabelClassifier._fit_folds_of
 
-    def spy(self, model, features, encoded, fold_splitter, n_classes):
-        seen.append(fold_splitter.get_n_splits())
-        return original(self, model, features, encoded, fold_splitter, n_classes)
+    def spy(self, member, features, encoded, splits, n_classes):
+        seen.append(len(splits))
+        return original(self, member, features, encoded, splits, n_classes)
 
-    monkeypatch.setattr(LabelNoise, "_out_of_fold", spy)
+    monkeypatch.setattr(LabelClassifier, "_fit_folds_of", spy)
     batch = Batch(pa.table({"label": list(labels)}), vectors)
     out = LabelNoise(features="embeddings", classifier="logistic", max_train_per_fold=cap).score(batch)
     assert seen == [folds]
@@ -248,3 +249,102 @@ def test_out_of_fold_probabilities_predicted_in_blocks_are_the_same(newsgroups_r
     blocks = LabelNoise(features="tfidf", seed=0).score(Batch(table))
     np.testing.assert_array_equal(blocks["self_confidence"], whole["self_confidence"])
     assert blocks["suggested_label"].tolist() == whole["suggested_label"].tolist()
+
+
+def _keyed(table: pa.Table, n_shards: int) -> pa.Table:
+    """``table`` with the record keys a raw_pool shard carries (shard, row, content hash)."""
+    import hashlib
+
+    n = table.num_rows
+    size = -(-n // n_shards)
+    texts = table.column("text").to_pylist() if "text" in table.column_names else [str(i) for i in range(n)]
+    return (
+        table.append_column("shard", pa.array([f"s{i // size}" for i in range(n)]))
+        .append_column("row", pa.array([i % size for i in range(n)], pa.int64()))
+        .append_column("content_hash", pa.array([hashlib.sha1(t.encode()).hexdigest() for t in texts]))
+    )
+
+
+def _per_shard_label_noise(table: pa.Table, vectors, fitted_on: pa.Table, vectors_fitted, tmp_path, n_shards: int, **settings):
+    """Fit label_classifier on ``fitted_on``, save and load it, score ``table`` shard by shard, then
+    run label_noise over the concatenated scores, as quality_scores and filtered_set do."""
+    from dataselect.pipeline import score_shard
+    from dataselect.scorers.label_noise import LabelClassifier
+
+    LabelClassifier(**settings).fit(Batch(fitted_on, vectors_fitted)).save(tmp_path)
+    loaded = LabelClassifier.load(tmp_path)
+    shards = table.column("shard").to_pylist()
+    parts = []
+    for shard in sorted(set(shards)):
+        rows = np.flatnonzero(np.array(shards) == shard)
+        parts.append(score_shard(table.take(rows), None if vectors is None else vectors[rows], [loaded]))
+    scores = pa.concat_tables(parts)
+    scorer = LabelNoise(**settings)
+    assert not scorer.needs_text_given(scores.column_names)  # the global step reads no text
+    return scorer.score(Batch(scores)), scores
+
+
+@pytest.mark.parametrize("features", ["tfidf", "tfidf+embeddings"])
+def test_per_shard_probabilities_are_cross_validation_on_the_pool_bit_for_bit(newsgroups_records, tmp_path, features):
+    """Fitted on the whole pool, scored shard by shard from the saved model: the same out-of-fold
+    probabilities, flags and suggestions as fitting the folds over the pool in one call."""
+    from dataselect.embedding import StaticEmbedder
+
+    table, _ = noisy_newsgroups(newsgroups_records)
+    table = _keyed(table, 3)
+    vectors = StaticEmbedder().embed(table.column("text").to_pylist())
+    settings = {"features": features, "max_train_per_fold": 1000}  # a cap below the folds' size: sampled training rows
+    together = LabelNoise(**settings, proba_column=None).score(Batch(table, vectors))
+    per_shard, scores = _per_shard_label_noise(table, vectors, table, vectors, tmp_path, 3, **settings)
+    np.testing.assert_array_equal(per_shard["self_confidence"], together["self_confidence"])
+    np.testing.assert_array_equal(per_shard["is_issue"], together["is_issue"])
+    assert per_shard["suggested_label"].tolist() == together["suggested_label"].tolist()
+    assert per_shard["reason"].tolist() == together["reason"].tolist()
+    classes = json.loads(scores.schema.field("label_classifier.proba").metadata[b"classes"])
+    assert classes == sorted(set(table.column("label").to_pylist()))
+
+
+def test_records_outside_the_sample_are_scored_by_a_model_that_never_saw_them(newsgroups_records, tmp_path):
+    """A shard that lands after the fit: its records get the fold their content hashes to, whose
+    model never trained on them, and a flipped label among them is still found."""
+    from dataselect.scorers.label_noise import LabelClassifier, _hash_fold
+
+    table, flipped = noisy_newsgroups(newsgroups_records)
+    table = _keyed(table, 3)
+    fitted_on = table.slice(0, 2000)  # shards s0 and s1
+    classifier = LabelClassifier().fit(Batch(fitted_on))
+    later = table.slice(2000)
+    folds = classifier.folds_of(Batch(later))
+    expected = [_hash_fold(h, 5, 0) for h in later.column("content_hash").to_pylist()]
+    assert folds.tolist() == expected
+    assert sorted(set(expected)) == [0, 1, 2, 3, 4]
+    # The sampled records keep their cross-validation folds; one moved to another row is a stranger.
+    sampled = classifier.folds_of(Batch(fitted_on))
+    assert (sampled == classifier._fit_folds).all()
+    moved = fitted_on.slice(0, 1).set_column(fitted_on.schema.get_field_index("row"), "row", pa.array([99_999], pa.int64()))
+    assert classifier.folds_of(Batch(moved))[0] == _hash_fold(moved.column("content_hash")[0].as_py(), 5, 0)
+    out, _ = _per_shard_label_noise(table, None, fitted_on, None, tmp_path, 3)
+    auroc = roc_auc_score(flipped[2000:], 1.0 - out["self_confidence"][2000:])
+    assert auroc > 0.9, auroc
+
+
+def test_a_label_the_models_never_saw_is_kept_unjudged(tmp_path):
+    vectors, labels = blobs(spread=0.05, seed=3)
+    table = _keyed(pa.table({"label": list(labels)}), 2)
+    table = table.set_column(0, "label", pa.array(list(labels[:-5]) + ["brand-new"] * 5))
+    fitted_on = table.slice(0, 150)
+    out, _ = _per_shard_label_noise(table, vectors, fitted_on, vectors[:150], tmp_path, 2, features="embeddings")
+    assert np.isnan(out["self_confidence"][-5:]).all() and out["keep"][-5:].all() and not out["is_issue"][-5:].any()
+    assert np.isfinite(out["self_confidence"][:-5]).all()
+
+
+def test_probabilities_fitted_with_other_settings_are_refused(tmp_path):
+    from dataselect.pipeline import score_shard
+    from dataselect.scorers.label_noise import LabelClassifier
+
+    vectors, labels = blobs()
+    table = _keyed(pa.table({"label": list(labels)}), 1)
+    scores = score_shard(table, vectors, [LabelClassifier(features="embeddings").fit(Batch(table, vectors))])
+    with pytest.raises(ValueError, match="label_noise is set to features='tfidf'.*fitted with features='embeddings'"):
+        LabelNoise().score(Batch(scores))
+    assert LabelNoise(features="embeddings").score(Batch(scores))["keep"].sum() > 170

@@ -129,9 +129,33 @@ def test_shards_scored_with_different_model_versions_are_refused(refreshed):
 def test_the_build_records_its_model_versions_and_a_refit_makes_another_build(refreshed):
     before, after = refreshed["second_build"], refreshed["rescored_build"]
     models_before, models_after = (b["manifest"]["scored_with"]["models"] for b in (before, after))
-    assert set(models_before) == {"dsir", "relevance", "ngram_relevance", "label_prior"}
+    assert set(models_before) == {"dsir", "relevance", "ngram_relevance", "label_prior", "label_classifier"}
     # Only the refit model's version moved, and with it the build's id (same shards, same config).
     assert {name for name in models_before if models_before[name] != models_after[name]} == {"dsir"}
     assert after["manifest"]["input_shards"] == before["manifest"]["input_shards"]
     assert after["build_id"].split("-")[0] == before["build_id"].split("-")[0]
     assert after["build_id"] != before["build_id"]
+
+
+def test_label_noise_from_the_shards_is_cross_validation_over_the_pool(refreshed):
+    """The first build's label noise read the probabilities each shard's quality_scores holds (the
+    global step read no text); with the fit sample the whole pool, they are the out-of-fold
+    probabilities of fitting the folds over the pool in one call, bit for bit."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataselect.scorers.base import Batch
+    from dataselect.scorers.label_noise import LabelNoise
+
+    store, keys = refreshed["store"], refreshed["keys"][:-1]
+    pool = pa.concat_tables([pq.read_table(store / "raw_pool" / f"{k}.parquet") for k in keys])
+    expected = LabelNoise(proba_column=None).score(Batch(pool))
+    decisions = pd.read_parquet(store / "builds" / refreshed["first_build"] / "decisions.parquet")
+    found = pool.select(["shard", "row"]).to_pandas().merge(decisions, on=["shard", "row"], how="left")
+    np.testing.assert_array_equal(found["label_noise.self_confidence"].to_numpy(float), expected["self_confidence"])
+    assert found["label_noise.is_issue"].astype(bool).tolist() == expected["is_issue"].tolist()
+    assert expected["is_issue"].sum() > 0  # the synthetic pool plants flipped labels
+    scores = pq.read_table(store / "quality_scores" / f"{keys[0]}.parquet")
+    assert "label_classifier.proba" in scores.column_names
