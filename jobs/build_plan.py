@@ -75,10 +75,10 @@ class Step:
 
 
 # The model fits are independent of one another once the target is embedded: two runs share the
-# cores, in pairs of about equal cost (seconds at demo / 100k real text: label_prior 0.4 / 2.5 and
-# dsir 0.2 / 0.9 against n-gram relevance 0.4 / 2.2 and relevance 0.3 / 1.1). A model the
-# pairs do not name joins the second run.
-_FIRST_FITS = ("label_prior_model", "dsir_model")
+# cores. label_classifier's fold models cost about as much as the other four fits together (at
+# 20k synthetic records 6.0 s, against 0.3-0.9 s each), so it has a run of its own. A model the
+# first run does not name joins the second.
+_FIRST_FITS = ("label_classifier_model",)
 _FITS_SIDE_BY_SIDE = tuple(
     group
     for group in (
