@@ -3,7 +3,7 @@
 ``python -m benchmarks.report_cost [--store benchmarks/work/perf/builds/realtext-100000-0/store]``
 
 Reads the newest build of the store as the ``evaluation_report`` asset does (with the pool's term
-counts and the full pool's predictions that ``evaluation_features`` stored beside the selection),
+counts and the full pool's predictions that ``evaluation_features`` stored while the shards were scored),
 then times (1) the whole of :func:`dataselect.build_report.evaluate_build`, wall clock and CPU (user
 + system of this process, every thread), and (2) each of its TF-IDF arms alone on one thread:
 featurising the arm from the pool's term counts, then fitting the fixed recipe (the full pool's

@@ -138,7 +138,7 @@ def evaluate_build(
         arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed, stratified_seeds)
         summary.update(report.summarize(arms))
         summary["full_pool_arm"] = (
-            "stored predictions (trained beside the selection)" if evaluator.has_stored_full_pool() else "trained here"
+            "stored predictions (trained by evaluation_features)" if evaluator.has_stored_full_pool() else "trained here"
         )
         summary["headline"] = evaluation.headline_rows(arms)
         summary["verdict"] = evaluation.verdict(arms, evaluator.config)

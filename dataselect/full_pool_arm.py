@@ -1,9 +1,9 @@
-"""The report's full-pool arm, trained while the selection runs and stored beside the build.
+"""The report's full-pool arm, trained before the selection and stored beside the build.
 
 The full pool's model is the report's costliest fit (at 100k real-text records two thirds of its
 CPU), and it depends on the pool, the evaluation texts and the fixed recipe, never on the
-selection. So the platform trains it beside filtered_set (the ``evaluation_features`` asset,
-after counting the pool's terms) and stores its prediction for each evaluation text. The report
+selection. So the platform trains it while the shards are scored (the ``evaluation_features``
+asset, after counting the pool's terms) and stores its prediction for each evaluation text. The report
 scores those predictions on its own evaluation records (after ``--tune``, only the held-out
 half), exactly as if it had trained the arm itself.
 

@@ -2,10 +2,9 @@
 
 Every TF-IDF arm of the report reads its rows from the pool's term counts (see
 :mod:`dataselect.evaluation`), and counting them does not depend on the selection. So the
-platform counts them while the selection step runs (the ``evaluation_features`` asset, on the
-core that step leaves idle) and the report reads them back. At 100k real-text records counting
-is 17 s of the report's 39 s; the selection step and the counting side by side took 31 s of wall
-time against 47 s one after the other (library-only, 2 cores).
+platform counts them in a run of their own while the shards are scored (the
+``evaluation_features`` asset) and the report reads them back. At 100k real-text records counting
+is 17 s of the report's 39 s (library-only, 2 cores).
 
 The stored counts are tied to the shards' raw files and to the counting settings by a
 fingerprint; a reader that finds another fingerprint (or none) counts for itself.

@@ -5,8 +5,8 @@ The build (``jobs/build_plan.py`` orders them; ``dataselect build`` launches the
 - ``shard_embed_job``: one shard's raw_pool -> embeddings.
 - ``model_fit_job``: the target reference and the default recipe's scorer models, fit on the pool.
 - ``shard_score_job``: one shard's quality_scores from the fitted models.
-- ``selection_build_job``: the global steps, filtered_set -> evaluation_report (evaluation_features beside filtered_set,
-  evaluation_analyses beside the report).
+- ``selection_build_job``: the global steps, filtered_set -> evaluation_report (evaluation_features beside the shards'
+  scoring, evaluation_analyses beside the report).
 
 Launched by the platform itself:
 

@@ -1,8 +1,8 @@
 """evaluation_report: does the selection beat random subsets of the same size, and the full pool?
 
 evaluation_features counts the pool's terms for the report's TF-IDF arms and trains the full
-pool's arm from them; neither needs anything from the selection, so a build runs it beside
-filtered_set rather than after it. evaluation_analyses (the budget sweep and the ablation) needs
+pool's arm from them; neither needs anything but the pool, so a build runs it while the shards
+are scored rather than after the selection. evaluation_analyses (the budget sweep and the ablation) needs
 nothing from the report, so a build runs it beside the report.
 """
 
@@ -49,8 +49,8 @@ _RECIPE = RecipeConfig()  # the report's fixed recipe: its n-gram range and min_
 class EvaluationFeaturesConfig(Config):
     max_records: int = Field(
         250_000,
-        description="Count the terms beside filtered_set for pools of at most this many records. Both steps hold the "
-        "whole pool's text and n-gram matrices, so above it the report counts them itself, after filtered_set's memory is freed.",
+        description="Count the terms before the selection for pools of at most this many records: the step holds the "
+        "whole pool's text and n-gram matrices beside the shards' scoring runs, so above it the report counts them itself.",
     )
     full_pool_arm: bool = Field(
         True,
@@ -69,7 +69,7 @@ def _pool_terms_fingerprint(shard_fingerprints: dict[str, str]) -> str:
     group_name="evaluate",
     kinds={"python", "parquet", "scikit-learn"},
     description="The report recipe's word n-gram counts of every pool record (CountVectorizer's matrix) and the full "
-    "pool's arm trained from them, made while filtered_set runs so the report does not; skipped without a labelled "
+    "pool's arm trained from them, made while the shards are scored so the report does not; skipped without a labelled "
     "evaluation file.",
 )
 def evaluation_features(

@@ -151,7 +151,7 @@ def test_report_beats_random(demo_build):
     assert features_meta["dagster/row_count"] == summary["n_pool"]
     # The full pool's arm was trained there too, and the report scored its stored predictions.
     assert features_meta["full_pool_arm"].startswith("trained on ")
-    assert report_meta["full_pool_arm"] == summary["full_pool_arm"] == "stored predictions (trained beside the selection)"
+    assert report_meta["full_pool_arm"] == summary["full_pool_arm"] == "stored predictions (trained by evaluation_features)"
     assert summary["arms"]["full"]["n_train"] == int(features_meta["full_pool_arm"].split()[2].replace(",", ""))
     # The budget sweep ran beside the report, on the same build and recipe: at the build's budget its
     # selected and random arms are the report's own.
