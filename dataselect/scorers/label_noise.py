@@ -436,6 +436,8 @@ class LabelClassifier(Scorer):
         """Each record's fold: a sampled record's own, else the one its content (or text) hashes to."""
         n_folds = len(next(iter(self.models_.values())))
         names = batch.records.column_names
+        if CONTENT_HASH not in names and TEXT not in names:
+            raise ValueError("label_classifier places a record in a fold by its content hash or text: the batch has neither")
         keys = batch.records.column(CONTENT_HASH if CONTENT_HASH in names else TEXT).to_pylist()
         folds = np.array([_hash_fold(key or "", n_folds, self.config.seed) for key in keys], np.int64)
         if {SHARD, ROW, CONTENT_HASH} <= set(names) and len(self.sample_["fold"]):
@@ -558,7 +560,7 @@ class LabelNoise(Scorer):
             classes = json.loads((field.metadata or {}).get(b"classes", b"[]"))
             column = batch.records.column(self.config.proba_column).combine_chunks()
             values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-            return classes, values.reshape(len(batch), -1)[:, : len(classes)]
+            return classes, values.reshape(len(batch), column.type.list_size)[:, : len(classes)]
         classifier = LabelClassifier(ClassifierConfig(**settings))
         probabilities = classifier.out_of_fold(batch)
         return classifier.classes_, probabilities
