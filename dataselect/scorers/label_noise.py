@@ -240,11 +240,11 @@ class _FoldModel:
     on a bucket it never saw is exactly 0), rebuilt into the estimator that trained it so that it
     predicts with the same arithmetic."""
 
-    def __init__(self, kind: str, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray, estimator):
-        self.kind, self.coef, self.intercept, self.classes = kind, coef, intercept, classes
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray, estimator):
+        self.coef, self.intercept, self.classes = coef, intercept, classes
         estimator.coef_, estimator.intercept_, estimator.classes_ = coef, intercept, classes
-        if kind != "lda":
-            estimator.n_features_in_ = coef.shape[1]
+        if not isinstance(estimator, PooledGaussianClassifier):
+            estimator.n_features_in_ = coef.shape[1]  # scikit-learn checks it before predicting
         self.estimator = estimator
 
     def predict_proba(self, features, n_classes: int) -> np.ndarray:
@@ -316,7 +316,7 @@ class LabelClassifier(Scorer):
             self._fit_folds[rows[test]] = fold
         self._remember_sample(pool, rows)
         for member in members:
-            features = self._fit_member_features(pool, rows, member)
+            features = self._member_features(pool, rows, member)
             self.models_[member] = self._fit_folds_of(member, features, encoded, splits, len(classes))
             self._fit_features[member] = features
         return self
@@ -338,19 +338,9 @@ class LabelClassifier(Scorer):
             "fold": self._fit_folds[rows].astype(np.int8),
         }
 
-    def _fit_member_features(self, pool: Batch, rows: np.ndarray, member: str):
-        if member == "embeddings":
-            return self._member_features(pool, rows, member)
-        if TEXT not in pool.records.column_names:
-            raise ValueError(f"label_noise with features={self.config.features!r} needs a 'text' column in the batch")
-        texts = pool.text_array if len(rows) == len(pool) else pool.text_array.take(rows)
-        # The idf over the labelled sample is unsupervised: it leaks no label into the folds.
-        features, self.idf_ = ngrams.hashed_idf(texts, self.config.hashed_buckets)
-        self.columns_[member] = np.unique(features.indices).astype(np.int32)
-        return features
-
     def _member_features(self, batch: Batch, rows: np.ndarray, member: str):
-        """``member``'s features of the batch rows ``rows``: over the stored columns for TF-IDF."""
+        """``member``'s features of the batch rows ``rows``. TF-IDF weighs them by the fitted idf; while
+        fitting (no idf yet) it fits the idf on them and keeps the buckets they use."""
         if member == "embeddings":
             if batch.embeddings is None:
                 raise ValueError(f"label_noise with features={self.config.features!r} needs Batch.embeddings")
@@ -359,7 +349,12 @@ class LabelClassifier(Scorer):
         if TEXT not in batch.records.column_names:
             raise ValueError(f"label_noise with features={self.config.features!r} needs a 'text' column in the batch")
         texts = batch.text_array if len(rows) == len(batch) else batch.text_array.take(rows)
-        return ngrams.hashed_tfidf(texts, self.config.hashed_buckets, idf=self.idf_)
+        if self.idf_ is not None:
+            return ngrams.hashed_tfidf(texts, self.config.hashed_buckets, idf=self.idf_)
+        # The idf over the labelled sample is unsupervised: it leaks no label into the folds.
+        features, self.idf_ = ngrams.hashed_idf(texts, self.config.hashed_buckets)
+        self.columns_[member] = np.unique(features.indices).astype(np.int32)
+        return features
 
     def _compact(self, features, member: str):
         """TF-IDF rows over the sample's buckets and one zero column for the rest, in the same order
@@ -383,14 +378,13 @@ class LabelClassifier(Scorer):
     def _fit_folds_of(self, member: str, features, encoded: np.ndarray, splits: list, n_classes: int) -> list[_FoldModel]:
         """One model per fold, on the other folds' records (at most ``max_train_per_fold`` of them for
         logistic regression; LDA weighs every other-fold row, never copying them)."""
-        kind = "lda" if isinstance(self._estimator(member, 1), PooledGaussianClassifier) else "logistic"
-        if kind == "lda":
+        if isinstance(self._estimator(member, 1), PooledGaussianClassifier):
             models = []
             for train, _ in splits:
                 weight = np.zeros(len(encoded))
                 weight[train] = 1.0
                 fitted = PooledGaussianClassifier(shrinkage="auto").fit(features, encoded, sample_weight=weight)
-                models.append(_FoldModel("lda", fitted.coef_, fitted.intercept_, np.arange(n_classes), fitted))
+                models.append(_FoldModel(fitted.coef_, fitted.intercept_, np.arange(n_classes), fitted))
             return models
         cap, rng = self.config.max_train_per_fold, np.random.default_rng(self.config.seed)
         trains = [np.sort(rng.choice(train, cap, replace=False)) if cap is not None and len(train) > cap else train for train, _ in splits]
@@ -402,7 +396,7 @@ class LabelClassifier(Scorer):
                 if member == "embeddings"
                 else np.hstack([fitted.coef_[:, self.columns_[member]], np.zeros((len(fitted.coef_), 1), fitted.coef_.dtype)])
             )
-            return _FoldModel(kind, coef, fitted.intercept_, fitted.classes_, self._estimator(member, len(train)))
+            return _FoldModel(coef, fitted.intercept_, fitted.classes_, self._estimator(member, len(train)))
 
         # Folds on threads, one per core: SGD and saga run without the GIL.
         return Parallel(n_jobs=available(), backend="threading")(delayed(fit)(train) for train in trains)
@@ -460,7 +454,7 @@ class LabelClassifier(Scorer):
 
     # Fitted state as safetensors arrays (no pickle) -------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
-        members = {member: [model.kind for model in models] for member, models in self.models_.items()}
+        members = {member: len(models) for member, models in self.models_.items()}  # folds of each feature set
         arrays = {
             "classes_json": _as_json_bytes(self.classes_),
             "layout_json": _as_json_bytes(
@@ -492,18 +486,13 @@ class LabelClassifier(Scorer):
             "hash": layout["sample_hash"],
             "fold": arrays["sample_fold"],
         }
-        self.models_ = {}
-        for member, kinds in layout["members"].items():
-            self.models_[member] = [
-                _FoldModel(
-                    kind,
-                    arrays[f"{member}.{fold}.coef"],
-                    arrays[f"{member}.{fold}.intercept"],
-                    arrays[f"{member}.{fold}.classes"],
-                    self._estimator(member, 1),
-                )
-                for fold, kind in enumerate(kinds)
+        self.models_ = {
+            member: [
+                _FoldModel(*(arrays[f"{member}.{fold}.{part}"] for part in ("coef", "intercept", "classes")), self._estimator(member, 1))
+                for fold in range(n_folds)
             ]
+            for member, n_folds in layout["members"].items()
+        }
 
 
 class LabelNoise(Scorer):
