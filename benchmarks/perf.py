@@ -100,6 +100,7 @@ def run_build(pool: dict, out: Path, budget: float, log_path: Path, code: Path =
     command = build_command(pool, out, budget, report)
     environment = {**os.environ, "DAGSTER_HOME": str(out / "dagster_home")}
     peak_sum = peak_max = 0
+    samples = []  # (epoch seconds, largest process RSS in MB): which step held the memory
     started = time.perf_counter()
     with log_path.open("w") as log:
         child = subprocess.Popen(command, cwd=code, env=environment, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -107,6 +108,7 @@ def run_build(pool: dict, out: Path, budget: float, log_path: Path, code: Path =
         while child.poll() is None:
             total, largest = _tree_rss(watched)
             peak_sum, peak_max = max(peak_sum, total), max(peak_max, largest)
+            samples.append((time.time(), largest / 2**20))
             time.sleep(0.2)
         stdout = child.stdout.read()
     seconds = time.perf_counter() - started
@@ -119,11 +121,13 @@ def run_build(pool: dict, out: Path, budget: float, log_path: Path, code: Path =
         "peak_process_mb": peak_max / 2**20,
         "summary": summary,
         "returncode": child.returncode,
+        "samples": samples,
     }
 
 
-def stage_seconds(dagster_home: Path) -> dict[str, dict]:
-    """Per asset step: runs, summed step seconds and span, read from the build's event log."""
+def stage_seconds(dagster_home: Path, samples: list[tuple[float, float]] = ()) -> dict[str, dict]:
+    """Per asset step: runs, summed step seconds and span, read from the build's event log, and the
+    largest process RSS ``samples`` saw while it ran (another step's process, when one ran beside it)."""
     from dagster import DagsterEventType, DagsterInstance
 
     steps: dict[str, dict] = {}
@@ -143,7 +147,12 @@ def stage_seconds(dagster_home: Path) -> dict[str, dict]:
                     step["sum"] += entry.timestamp - starts[entry.step_key]
                     step["first"] = min(step["first"], starts[entry.step_key])
                     step["last"] = max(step["last"], entry.timestamp)
-    return {key: {"runs": s["runs"], "sum": round(s["sum"], 2), "span": round(s["last"] - s["first"], 2)} for key, s in steps.items()}
+                    during = [mb for at, mb in samples if starts[entry.step_key] <= at <= entry.timestamp]
+                    step["peak_mb"] = max([step.get("peak_mb", 0.0), *during])
+    return {
+        key: {"runs": s["runs"], "sum": round(s["sum"], 2), "span": round(s["last"] - s["first"], 2), "peak_mb": round(s.get("peak_mb", 0))}
+        for key, s in steps.items()
+    }
 
 
 def run_overheads(dagster_home: Path) -> dict:
@@ -202,8 +211,9 @@ def measure(kind: str, size: int, repeats: int, budget: float, work: Path, resul
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
             result = run_build(pool, out, budget, out / f"{temperature.replace(' ', '-')}.log", report=temperature != NO_REPORT)
+            samples = result.pop("samples")
             if temperature == "cold":
-                result["stages"] = stage_seconds(out / "dagster_home")
+                result["stages"] = stage_seconds(out / "dagster_home", samples)
                 result["overheads"] = run_overheads(out / "dagster_home")
             result.update(
                 pool=kind,
@@ -332,12 +342,19 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
                 f"| {kind} | {size:,} | {o['runs']} | {o['median_run_overhead']:.2f} | {o['sum_run_overhead']:.1f} | {outside:.1f} |"
             )
     lines += ["", "## Stages of the cold builds (seconds from the Dagster event log; span < sum when partitions overlap)", ""]
-    lines += ["| pool | records | step | runs | sum s | span s |", "|---|---:|---|---:|---:|---:|"]
+    lines += [
+        "Largest process = the largest single-process RSS sampled while the step ran: its own process, or another "
+        "step's beside it (– : runs measured before the sampling was recorded).",
+        "",
+        "| pool | records | step | runs | sum s | span s | largest process MB |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
     for (kind, size, temperature), group in sorted(groups.items()):
         if temperature != "cold" or "stages" not in group[0]:
             continue
         for step, stage in sorted(group[0]["stages"].items(), key=lambda item: -item[1]["sum"]):
-            lines.append(f"| {kind} | {size:,} | {step} | {stage['runs']} | {stage['sum']:.1f} | {stage['span']:.1f} |")
+            peak = f"{stage['peak_mb']:,}" if "peak_mb" in stage else "–"
+            lines.append(f"| {kind} | {size:,} | {step} | {stage['runs']} | {stage['sum']:.1f} | {stage['span']:.1f} | {peak} |")
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

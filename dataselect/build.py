@@ -8,6 +8,7 @@ same place, and any change to either gives a new build beside the old ones.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -43,15 +44,21 @@ def score_for_selection(
     pool_options: dict | None = None,
     texts: pa.Array | list[str] | None = None,
     evaluation: pd.DataFrame | None = None,
+    text_parts: Iterable[pa.Array] | None = None,
 ) -> pd.DataFrame:
     """Pool-stage scoring of the shard scores; with an ``evaluation`` set (``id``, ``text``), also
-    the ``decontamination.*`` columns (records sharing word n-grams with it; needs ``texts``)."""
+    the ``decontamination.*`` columns (records sharing word n-grams with it). Decontamination reads
+    ``texts``, or else ``text_parts``: the same texts in consecutive parts (one shard's at a time), so
+    that a pool whose scorers need no text is never held whole."""
     scorers = make_scorers(pool_scorers, pool_options)
     frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text_given(scores.column_names) for s in scorers) else None)
     if evaluation is not None and len(evaluation):
-        if texts is None:
+        parts = [texts] if texts is not None else text_parts
+        if parts is None:
             raise ValueError("decontamination against an evaluation set needs the pool texts")
-        found = decontamination.contamination(texts, evaluation[cols.ID].astype(str).tolist(), evaluation[cols.TEXT].tolist())
+        found = decontamination.contamination_of_parts(parts, evaluation[cols.ID].astype(str).tolist(), evaluation[cols.TEXT].tolist())
+        if len(found["keep"]) != len(frame):
+            raise ValueError(f"decontamination read {len(found['keep'])} texts for {len(frame)} scored records")
         for name, values in found.items():
             frame[f"{decontamination.NAME}.{name}"] = values
     return frame

@@ -11,7 +11,7 @@ much boilerplate). Tokens are lower-cased words and punctuation runs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,41 +54,68 @@ def contamination(
     """Per pool record: ``keep`` (False when it holds at least ``min_overlap`` of some evaluation
     record's distinct word n-grams), ``reason`` naming the evaluation record it overlaps most, and
     ``overlap`` (that largest share, 0 when none)."""
-    size = len(pool_texts)
-    keep = np.ones(size, bool)
-    reason = np.full(size, "", dtype=object)
-    overlap = np.zeros(size)
-    eval_rows, eval_keys = ngram_keys(eval_texts, n)
-    # Distinct n-grams per evaluation record; an n-gram in several records counts for the first.
-    eval_keys, first = np.unique(eval_keys, return_index=True)
-    eval_rows = eval_rows[first]
-    per_eval = np.bincount(eval_rows, minlength=len(eval_texts))
-    if size == 0 or len(eval_keys) == 0:
-        return {"keep": keep, "reason": reason, "overlap": overlap}
-    # A hash lookup (a binary search per pool n-gram is 5x slower), chunk by chunk on the threads
-    # that hash the n-grams: only the hits are kept, never the pool's tens of millions of keys.
-    lookup = pd.Index(eval_keys)
-    lookup.get_indexer(eval_keys[:1])  # builds the hash table before the threads share it
+    return contamination_of_parts([pool_texts], eval_ids, eval_texts, n, min_overlap)
 
-    def hits(piece) -> tuple[int, np.ndarray, np.ndarray]:
-        size, rows, keys = _keys_of(piece, n)
-        position = lookup.get_indexer(keys)
-        found = position >= 0
-        return size, rows[found], position[found]
 
-    rows, positions = _per_text(map_chunks(hits, pool_texts if isinstance(pool_texts, pa.Array) else list(pool_texts)))
-    pairs = np.unique(np.stack([rows, positions], axis=1), axis=0)  # distinct (pool record, n-gram)
-    if len(pairs) == 0:
+def contamination_of_parts(
+    pool_parts: Iterable[pa.Array | Sequence[str | None]],
+    eval_ids: Sequence[str],
+    eval_texts: Sequence[str | None],
+    n: int = DEFAULT_NGRAM,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
+) -> dict[str, np.ndarray]:
+    """:func:`contamination` of a pool given in consecutive parts (one shard's texts at a time, say),
+    each read only when it is reached: a part's text is all that is held, and the evaluation set's
+    n-grams are hashed once."""
+    evaluation = _EvaluationNgrams(eval_ids, eval_texts, n, min_overlap)
+    found = [evaluation.contamination(part) for part in pool_parts]
+    empty = evaluation.contamination([])
+    return {name: np.concatenate([empty[name], *(part[name] for part in found)]) for name in empty}
+
+
+class _EvaluationNgrams:
+    """The evaluation set's distinct word n-grams, looked up by each pool part's n-grams."""
+
+    def __init__(self, eval_ids: Sequence[str], eval_texts: Sequence[str | None], n: int, min_overlap: float):
+        self.eval_ids, self.n, self.min_overlap = list(eval_ids), n, min_overlap
+        eval_rows, eval_keys = ngram_keys(eval_texts, n)
+        # Distinct n-grams per evaluation record; an n-gram in several records counts for the first.
+        self.keys, first = np.unique(eval_keys, return_index=True)
+        self.rows = eval_rows[first]
+        self.per_eval = np.bincount(self.rows, minlength=len(eval_texts))
+        # A hash lookup (a binary search per pool n-gram is 5x slower), chunk by chunk on the threads
+        # that hash the n-grams: only the hits are kept, never the pool's tens of millions of keys.
+        self.lookup = pd.Index(self.keys)
+        self.lookup.get_indexer(self.keys[:1])  # builds the hash table before the threads share it
+
+    def contamination(self, pool_texts: pa.Array | Sequence[str | None]) -> dict[str, np.ndarray]:
+        size, n = len(pool_texts), self.n
+        keep = np.ones(size, bool)
+        reason = np.full(size, "", dtype=object)
+        overlap = np.zeros(size)
+        if size == 0 or len(self.keys) == 0:
+            return {"keep": keep, "reason": reason, "overlap": overlap}
+
+        def hits(piece) -> tuple[int, np.ndarray, np.ndarray]:
+            size, rows, keys = _keys_of(piece, n)
+            position = self.lookup.get_indexer(keys)
+            found = position >= 0
+            return size, rows[found], position[found]
+
+        rows, positions = _per_text(map_chunks(hits, pool_texts if isinstance(pool_texts, pa.Array) else list(pool_texts)))
+        pairs = np.unique(np.stack([rows, positions], axis=1), axis=0)  # distinct (pool record, n-gram)
+        if len(pairs) == 0:
+            return {"keep": keep, "reason": reason, "overlap": overlap}
+        record_owner, shared = np.unique(np.stack([pairs[:, 0], self.rows[pairs[:, 1]]], axis=1), axis=0, return_counts=True)
+        share = shared / self.per_eval[record_owner[:, 1]]
+        best = np.lexsort((record_owner[:, 1], -share, record_owner[:, 0]))  # per record: largest share, then lowest eval row
+        best = best[np.r_[True, record_owner[best, 0][1:] != record_owner[best, 0][:-1]]]
+        overlap[record_owner[best, 0]] = share[best]
+        for index in best[share[best] >= self.min_overlap].tolist():
+            record, owner = record_owner[index]
+            keep[record] = False
+            reason[record] = (
+                f"holds {shared[index]} of the {self.per_eval[owner]} word {n}-grams of evaluation record "
+                f"{self.eval_ids[owner]} ({share[index]:.0%})"
+            )
         return {"keep": keep, "reason": reason, "overlap": overlap}
-    record_owner, shared = np.unique(np.stack([pairs[:, 0], eval_rows[pairs[:, 1]]], axis=1), axis=0, return_counts=True)
-    share = shared / per_eval[record_owner[:, 1]]
-    best = np.lexsort((record_owner[:, 1], -share, record_owner[:, 0]))  # per record: largest share, then lowest eval row
-    best = best[np.r_[True, record_owner[best, 0][1:] != record_owner[best, 0][:-1]]]
-    overlap[record_owner[best, 0]] = share[best]
-    for index in best[share[best] >= min_overlap].tolist():
-        record, owner = record_owner[index]
-        keep[record] = False
-        reason[record] = (
-            f"holds {shared[index]} of the {per_eval[owner]} word {n}-grams of evaluation record {eval_ids[owner]} ({share[index]:.0%})"
-        )
-    return {"keep": keep, "reason": reason, "overlap": overlap}

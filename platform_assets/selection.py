@@ -153,6 +153,10 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> Snapshot:
     return Snapshot(fingerprints, version, models_of.get(version, {}))
 
 
+def _shard_texts(storage: StorageResource, key: str) -> pa.Array:
+    return storage.read_shard("raw_pool", key, [cols.TEXT]).column(cols.TEXT).combine_chunks().cast(pa.string())
+
+
 @asset(
     deps=[quality_scores, raw_pool, embeddings],
     # Rebuild once every shard's scores are in place after any of them changed.
@@ -175,15 +179,14 @@ def filtered_set(
     snapshot = _snapshot(storage, keys)
     evaluation = _evaluation_set(inputs)
     texts = None
-    # Decontamination reads texts, and label noise on TF-IDF when the shards' scores lack its
-    # label_classifier probabilities; otherwise no shard's text is loaded.
+    # The whole pool's text is held only for label noise on TF-IDF when the shards' scores lack its
+    # label_classifier probabilities, and for --tune (it trains arms); decontamination reads one shard's at a time.
     needs_text = any(s.needs_text_given(scores.column_names) for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
-    if needs_text or evaluation is not None:
+    if needs_text or (config.tune and evaluation is not None):
         # One Arrow array, no Python strings: at 1M records a list of them held 2.5 GB beside the 1.4 GB of text.
-        texts = pa.concat_arrays(
-            [storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).combine_chunks().cast(pa.string()) for k in keys]
-        )
-    frame = score_for_selection(scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation)
+        texts = pa.concat_arrays([_shard_texts(storage, k) for k in keys])
+    text_parts = (_shard_texts(storage, k) for k in keys)
+    frame = score_for_selection(scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation, text_parts)
     selection = with_decontamination(selection, frame)
     tuned = None
     if config.tune:

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from dataselect import records as cols
-from dataselect.decontamination import contamination
+from dataselect.decontamination import contamination, contamination_of_parts
 from dataselect.selection import SelectionConfig, accounting, decide
 
 
@@ -59,6 +59,11 @@ def test_planted_edited_copies_of_eval_texts_are_found(newsgroups_records):
     # The build passes the pool's texts as one Arrow array (cut into slices by bytes, not characters).
     as_arrow = contamination(pa.array(texts, pa.string()), [r["id"] for r in evaluation], [r["text"] for r in evaluation])
     assert all(np.array_equal(as_arrow[key], found[key]) for key in ("keep", "reason", "overlap"))
+    # filtered_set reads one shard's texts at a time: parts (an empty one among them) give the same columns.
+    cuts = [0, 400, 400, 1100, len(texts)]
+    parts = (pa.array(texts[a:b], pa.string()) for a, b in zip(cuts, cuts[1:]))
+    by_part = contamination_of_parts(parts, [r["id"] for r in evaluation], [r["text"] for r in evaluation])
+    assert all(np.array_equal(by_part[key], found[key]) for key in ("keep", "reason", "overlap"))
     for pid, source in planted.items():
         assert f"evaluation record {source['id']} (" in reasons[pid], pid
 
