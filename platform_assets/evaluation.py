@@ -145,7 +145,7 @@ def read_build(storage: StorageResource, build_id: str) -> BuildToEvaluate:
         read_parquet(build / "decisions.parquet").to_pandas(),
         manifest,
         pool,
-        np.concatenate([storage.read_embeddings(k) for k in keys]),
+        storage.read_pool_embeddings(keys),
         target.column(cols.TEXT).to_pylist(),
         target_vectors,
         eval_set,

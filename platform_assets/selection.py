@@ -4,7 +4,6 @@ import dataclasses
 import json
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -175,7 +174,7 @@ def filtered_set(
     selection = config.selection(has_evaluation=inputs.evaluation() is not None)
     scores = pa.concat_tables([storage.read_shard("quality_scores", k) for k in keys], promote_options="permissive")
     quarantine = pd.concat([storage.read_shard("quarantine", k).to_pandas() for k in keys], ignore_index=True)
-    vectors = np.concatenate([storage.read_embeddings(k) for k in keys])
+    vectors = storage.read_pool_embeddings(keys)
     snapshot = _snapshot(storage, keys)
     evaluation = _evaluation_set(inputs)
     texts = None

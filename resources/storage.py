@@ -10,11 +10,12 @@ Every derived path goes through :func:`dataselect.storage.confined`, so a shard 
 build id cannot point outside the storage root.
 """
 
+import numpy as np
 from dagster import ConfigurableResource
 from pydantic import Field
 from upath import UPath
 
-from dataselect.storage import as_path, confined, safe_name
+from dataselect.storage import as_path, confined, parquet_num_rows, safe_name
 from resources.settings import setting
 
 
@@ -55,6 +56,24 @@ class StorageResource(ConfigurableResource):
     def read_embeddings(self, shard: str):
         """One shard's vectors as an (n, dim) float32 array, row-aligned with its raw_pool records."""
         return _read_vectors(self.shard_file("embeddings", shard))
+
+    def read_pool_embeddings(self, shards: list[str]):
+        """The shards' vectors stacked in order, filled into one array: a concatenation would hold
+        every shard's copy beside the result (2 GB at 1M records of 256 floats)."""
+        vectors = None
+        at = 0
+        for shard in shards:
+            part = self.read_embeddings(shard)
+            if vectors is None:
+                total = sum(parquet_num_rows(self.shard_file("embeddings", k)) for k in shards)
+                vectors = np.empty((total, part.shape[1]), part.dtype)
+            vectors[at : at + len(part)] = part
+            at += len(part)
+        if vectors is None:
+            raise ValueError("no shards to read embeddings of")
+        if at != len(vectors):
+            raise ValueError(f"the embeddings files hold {len(vectors)} rows, their vectors {at}")
+        return vectors
 
     def read_target(self):
         """The target reference records and their embeddings."""

@@ -126,17 +126,17 @@ class SemanticDuplicates(Scorer):
         k = config.n_clusters if config.n_clusters is not None else default_n_clusters(n)
         clusters, _, _ = kmeans_clusters(vectors, k, seed=config.seed, niter=config.niter)
 
-        firsts, seconds = [], []
+        # Pairs only link records of one cluster, so each cluster's components are found on its own:
+        # a pool of many near-copies (tens of millions of pairs at 1M records) never holds them all at once.
+        components = np.zeros(n, np.int64)
         by_cluster = np.argsort(clusters, kind="stable")
         bounds = np.flatnonzero(np.diff(clusters[by_cluster])) + 1
-        for members in np.split(by_cluster, bounds):
-            if len(members) > 1:
-                i, j = _similar_pairs(vectors[members], 1.0 - config.eps, config.block_elements)
-                firsts.append(members[i])
-                seconds.append(members[j])
-        first = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
-        second = np.concatenate(seconds) if seconds else np.zeros(0, np.int64)
-        components = _components(n, first, second) if n else np.zeros(0, np.int64)
+        numbered = 0
+        for members in np.split(by_cluster, bounds) if n else []:
+            i, j = _similar_pairs(vectors[members], 1.0 - config.eps, config.block_elements)
+            local = _components(len(members), i, j)
+            components[members] = local + numbered
+            numbered += int(local.max()) + 1
 
         # Representative = member with the smallest precedence; group id = its batch position.
         best = np.full(components.max() + 1 if n else 0, n, np.int64)
@@ -146,7 +146,8 @@ class SemanticDuplicates(Scorer):
         # Kept records are their own representative (cosine 1); only the dropped few need a product.
         cosine = np.ones(n, np.float32)
         dropped = np.flatnonzero(~keep)
-        cosine[dropped] = np.einsum("ij,ij->i", vectors[dropped], vectors[representative[dropped]])
+        for block in (dropped[i : i + 65_536] for i in range(0, len(dropped), 65_536)):  # not two gathers of every dropped row
+            cosine[block] = np.einsum("ij,ij->i", vectors[block], vectors[representative[block]])
         reason = np.array(
             [
                 "" if kept else f"semantic duplicate of {ids[rep]} (cosine {cos:.2f})"
