@@ -143,7 +143,7 @@ class SemanticDuplicates(Scorer):
         np.minimum.at(best, components, precedence)
         representative = order[best[components]] if n else np.zeros(0, np.int64)
         keep = representative == np.arange(n)
-        # Kept records are their own representative (cosine 1); only the dropped few need a product.
+        # Kept records are their own representative (cosine 1); only the dropped need a product.
         cosine = np.ones(n, np.float32)
         dropped = np.flatnonzero(~keep)
         for block in (dropped[i : i + 65_536] for i in range(0, len(dropped), 65_536)):  # not two gathers of every dropped row
