@@ -345,7 +345,7 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
     lines += ["", "## Stages of the cold builds (seconds from the Dagster event log; span < sum when partitions overlap)", ""]
     lines += [
         "Largest process = the largest single-process RSS sampled while the step ran: its own process, or another "
-        "step's beside it (– : runs measured before the sampling was recorded).",
+        "step's beside it (– : no sample fell inside the step, which took less than the 0.2 s between samples).",
         "",
         "| pool | records | step | runs | sum s | span s | largest process MB |",
         "|---|---:|---|---:|---:|---:|---:|",
@@ -354,7 +354,7 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
         if temperature != "cold" or "stages" not in group[0]:
             continue
         for step, stage in sorted(group[0]["stages"].items(), key=lambda item: -item[1]["sum"]):
-            peak = f"{stage['peak_mb']:,}" if "peak_mb" in stage else "–"
+            peak = f"{stage['peak_mb']:,}" if stage.get("peak_mb") else "–"
             lines.append(f"| {kind} | {size:,} | {step} | {stage['runs']} | {stage['sum']:.1f} | {stage['span']:.1f} | {peak} |")
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -178,6 +178,10 @@ def test_end_to_end_harness_times_the_cli_and_reads_the_event_log(tmp_path):
     from jobs.build_plan import BUILD_PLAN, BuildSettings
 
     assert {"raw_pool", "embeddings", "quality_scores", "filtered_set", "evaluation_report", "evaluation_analyses"} <= set(cold["stages"])
+    # Each step's memory is the largest process sampled while it ran: a Dagster worker holds at least the
+    # imported platform, and no step's figure exceeds the peak of the whole build.
+    peaks = [stage["peak_mb"] for stage in cold["stages"].values() if stage["peak_mb"]]
+    assert peaks and all(100 < peak <= cold["peak_process_mb"] + 1 for peak in peaks)
     overheads = cold["overheads"]
     assert overheads["runs"] == sum(len(step.runs(BuildSettings(), ["synthetic-00000"])) for step in BUILD_PLAN) == 9
     assert 0 < overheads["runs_span"] < cold["seconds"]
