@@ -68,9 +68,8 @@ def contamination_of_parts(
     each read only when it is reached: a part's text is all that is held, and the evaluation set's
     n-grams are hashed once."""
     evaluation = _EvaluationNgrams(eval_ids, eval_texts, n, min_overlap)
-    found = [evaluation.contamination(part) for part in pool_parts]
-    empty = evaluation.contamination([])
-    return {name: np.concatenate([empty[name], *(part[name] for part in found)]) for name in empty}
+    found = [evaluation.contamination(part) for part in pool_parts] or [evaluation.contamination([])]
+    return {name: np.concatenate([part[name] for part in found]) for name in found[0]}
 
 
 class _EvaluationNgrams:

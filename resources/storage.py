@@ -60,19 +60,18 @@ class StorageResource(ConfigurableResource):
     def read_pool_embeddings(self, shards: list[str]):
         """The shards' vectors stacked in order, filled into one array: a concatenation would hold
         every shard's copy beside the result (2 GB at 1M records of 256 floats)."""
-        vectors = None
-        at = 0
+        if not shards:
+            raise ValueError("no shards to read embeddings of")
+        total = sum(parquet_num_rows(self.shard_file("embeddings", k)) for k in shards)  # footers only
+        vectors, at = None, 0
         for shard in shards:
             part = self.read_embeddings(shard)
             if vectors is None:
-                total = sum(parquet_num_rows(self.shard_file("embeddings", k)) for k in shards)
                 vectors = np.empty((total, part.shape[1]), part.dtype)
             vectors[at : at + len(part)] = part
             at += len(part)
-        if vectors is None:
-            raise ValueError("no shards to read embeddings of")
-        if at != len(vectors):
-            raise ValueError(f"the embeddings files hold {len(vectors)} rows, their vectors {at}")
+        if at != total:  # a shard rewritten between the footers and the reads
+            raise ValueError(f"the embeddings files hold {total} rows, their vectors {at}")
         return vectors
 
     def read_target(self):
