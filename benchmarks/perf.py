@@ -74,15 +74,19 @@ def prepare_pool(kind: str, size: int, work: Path, seed: int = 0) -> dict:
     }
 
 
-def _tree_rss(process: psutil.Process) -> tuple[int, int]:
-    """(sum, max) of the RSS of a process and its descendants, in bytes."""
-    sizes = []
+def _tree_memory(process: psutil.Process) -> tuple[int, int, int]:
+    """(sum of RSS, largest RSS, sum of PSS) over a process and its descendants, in bytes. The workers
+    fork from a server that imported the platform, so each RSS counts those shared pages again; PSS
+    divides each shared page among the processes that map it, so its sum is the tree's own memory."""
+    rss, pss = [], []
     for member in [process, *process.children(recursive=True)]:
         try:
-            sizes.append(member.memory_info().rss)
+            info = member.memory_full_info()
         except psutil.Error:
-            pass
-    return sum(sizes), max(sizes, default=0)
+            continue
+        rss.append(info.rss)
+        pss.append(getattr(info, "pss", info.rss))  # PSS is Linux's; elsewhere RSS stands in
+    return sum(rss), max(rss, default=0), sum(pss)
 
 
 def build_command(pool: dict, out: Path, budget: float, report: bool = True) -> list[str]:
@@ -100,15 +104,15 @@ def run_build(pool: dict, out: Path, budget: float, log_path: Path, code: Path =
     whose platform runs (the interpreter imports it from its working directory)."""
     command = build_command(pool, out, budget, report)
     environment = {**os.environ, "DAGSTER_HOME": str(out / "dagster_home")}
-    peak_sum = peak_max = 0
+    peak_sum = peak_max = peak_pss = 0
     samples = []  # (epoch seconds, largest process RSS in MB): which step held the memory
     started = time.perf_counter()
     with log_path.open("w") as log:
         child = subprocess.Popen(command, cwd=code, env=environment, stdout=subprocess.PIPE, stderr=log, text=True)
         watched = psutil.Process(child.pid)
         while child.poll() is None:
-            total, largest = _tree_rss(watched)
-            peak_sum, peak_max = max(peak_sum, total), max(peak_max, largest)
+            total, largest, proportional = _tree_memory(watched)
+            peak_sum, peak_max, peak_pss = max(peak_sum, total), max(peak_max, largest), max(peak_pss, proportional)
             samples.append((time.time(), largest / 2**20))
             time.sleep(0.2)
         stdout = child.stdout.read()
@@ -120,6 +124,7 @@ def run_build(pool: dict, out: Path, budget: float, log_path: Path, code: Path =
         "seconds": seconds,
         "peak_tree_mb": peak_sum / 2**20,
         "peak_process_mb": peak_max / 2**20,
+        "peak_tree_pss_mb": peak_pss / 2**20,
         "summary": summary,
         "returncode": child.returncode,
         "samples": samples,
@@ -225,6 +230,7 @@ def measure(kind: str, size: int, repeats: int, budget: float, work: Path, resul
                 bytes_per_record=pool["bytes_per_record"],
                 load=os.getloadavg()[0],
                 time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                commit=_commit(),
             )
             result["summary"] = {k: (result["summary"] or {}).get(k) for k in ("counts", "seconds")}
             runs.append(result)
@@ -239,6 +245,13 @@ def measure(kind: str, size: int, repeats: int, budget: float, work: Path, resul
             if result["returncode"] != 0:
                 raise RuntimeError(f"dataselect build failed ({result['returncode']}); see the logs in {out}")
     return runs
+
+
+def _commit() -> str:
+    """The checkout measured (with "+" when it has uncommitted changes to tracked files)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
+    return head + ("+" if dirty else "")
 
 
 def load_runs(path: Path) -> list[dict]:
@@ -290,10 +303,13 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. Default recipe, budget 10%, "
         "the CLI's default embedding backend. Wall clock of the whole command (interpreter start, imports, every Dagster run "
         "and check, the report); median over repeats. Peak = the largest sum of RSS over the CLI's process tree, sampled every "
-        "0.2 s (largest single process in brackets). Load = the 1-minute load average when the run ended.",
+        "0.2 s (largest single process in brackets); it counts the pages the workers share with the fork server they forked "
+        "from once per worker. PSS = the largest sum of proportional set sizes over the tree (each shared page divided among "
+        "the processes mapping it): the memory the build itself occupies. Load = the 1-minute load average when the run ended; "
+        "commit = the code measured.",
         "",
-        "| pool | records | B/record | run | repeats | wall s (median) | records/s | target | peak MB [process] | load |",
-        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|",
+        "| pool | records | B/record | run | repeats | wall s (median) | records/s | target | peak MB [process] | PSS MB | load | commit |",
+        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for (kind, size, temperature), group in sorted(groups.items()):
         seconds = _median([r["seconds"] for r in group])
@@ -305,13 +321,14 @@ def write_markdown(runs: list[dict], path: Path = RESULTS) -> str:
         peak = max(r["peak_tree_mb"] for r in group)
         if size >= 1_000_000 and temperature != NO_REPORT:
             target_text = f"peak ≤ {TARGET_PEAK_MB_AT_1M:,} MB: {'met' if peak <= TARGET_PEAK_MB_AT_1M else 'not met'}"
+        pss = f"{max(r['peak_tree_pss_mb'] for r in group):,.0f}" if all("peak_tree_pss_mb" in r for r in group) else "–"
         failed = [r["returncode"] for r in group if r.get("returncode", 0) != 0]
         if failed:
             target_text = f"**failed** (exit {failed[0]}) in {len(failed)} of {len(group)}; " + target_text
         lines.append(
             f"| {kind} | {size:,} | {_bytes(group[0]['bytes_per_record'])} | {temperature} | {len(group)} | {seconds:.1f} | "
-            f"{rps:,.0f} | {target_text} | {peak:,.0f} [{max(r['peak_process_mb'] for r in group):,.0f}] | "
-            f"{_median([r['load'] for r in group]):.1f} |"
+            f"{rps:,.0f} | {target_text} | {peak:,.0f} [{max(r['peak_process_mb'] for r in group):,.0f}] | {pss} | "
+            f"{_median([r['load'] for r in group]):.1f} | {', '.join(sorted({r.get('commit', '?') for r in group}))} |"
         )
     slopes = []
     for kind in sorted({k for k, _, _ in groups}):

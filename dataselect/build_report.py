@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ from dataselect.pool_terms import PoolTerms
 from dataselect.scorers import SCORERS
 from dataselect.scorers.dsir import kl_reductions
 from dataselect.selection import SelectionConfig, accounting
+from dataselect.shard_pool import ShardPool
 
 
 @dataclass
@@ -32,6 +33,9 @@ class ReportConfig:
     # from a seeded sample of at most this many texts (as DSIR fits its raw distribution on a
     # sample), so the metric costs the same at 100k or 1M records.
     kl_max_texts: int = 20_000
+    # A pool read from its shards (``shards``): the full pool's embedding metrics and the projection
+    # plot read a seeded sample of at most this many records' vectors, not all of them.
+    max_full_vectors: int = 100_000
 
     def __post_init__(self):
         if not self.random_seeds:
@@ -80,12 +84,15 @@ def evaluate_build(
     config: ReportConfig | None = None,
     pool_terms: PoolTerms | None = None,
     full_pool: FullPoolPredictions | None = None,
+    shards: ShardPool | None = None,
 ) -> BuildEvaluation:
     """Everything the report shows (the budget sweep and the ablation are
     :func:`dataselect.build_analyses.analyse_build`). ``pool`` (id, text, label), ``pool_embeddings`` and ``pool_terms``
     (the pool's term counts when counted beforehand, else None) are row-aligned with the
     non-quarantined rows of ``decisions``; ``full_pool``: the full arm's predictions trained
-    beforehand from ``pool_terms`` (used when they match); ``previous`` is the prior build's summary."""
+    beforehand from ``pool_terms`` (used when they match); ``previous`` is the prior build's summary.
+    ``shards``: a pool too large to hold, left in its shards (``pool`` is then id and label, and
+    ``pool_embeddings`` None): arms, samples and metrics read the texts and vectors they need."""
     config = config or ReportConfig()
     started = time.perf_counter()
     good = decisions[decisions[cols.STATUS] != cols.QUARANTINED].reset_index(drop=True)
@@ -93,34 +100,36 @@ def evaluate_build(
     # The evaluation keys records by position, since ids may repeat across shards.
     pool = pool.assign(**{cols.ID: record_keys(good).to_numpy()})
     selected_ids = pool.loc[selected_mask, cols.ID].tolist()
-    pool_texts = pool[cols.TEXT]  # only samples of it become Python strings
+    texts_of, vectors_of, full_rows = _pool_readers(pool, pool_embeddings, shards, config)
     rng = np.random.default_rng(config.random_seeds[0])
     random_mask = np.zeros(len(good), bool)
     random_mask[rng.choice(len(good), size=min(len(selected_ids), len(good)), replace=False)] = True
 
+    selected_vectors, random_vectors = vectors_of(np.flatnonzero(selected_mask)), vectors_of(np.flatnonzero(random_mask))
+    full_vectors = pool_embeddings if shards is None else vectors_of(full_rows)
     flags = _flags(decisions)
     good_flags = flags[(decisions[cols.STATUS] != cols.QUARANTINED).to_numpy()].reset_index(drop=True)
     label_free = {
         "kl_reduction": kl_reductions(
             {
-                name: pool_texts.iloc[_at_most(np.flatnonzero(mask), config.kl_max_texts, rng)].tolist()
+                name: texts_of(_at_most(np.flatnonzero(mask), config.kl_max_texts, rng))
                 for name, mask in (("selected", selected_mask), ("random", random_mask))
             },
-            pool_texts.iloc[_at_most(np.arange(len(pool_texts)), config.kl_max_texts, rng)].tolist(),
+            texts_of(_at_most(np.arange(len(pool)), config.kl_max_texts, rng)),
             target_texts,
         ),
         "embedding_distance": {
-            "selected": metrics.embedding_distance(pool_embeddings[selected_mask], target_embeddings),
-            "random": metrics.embedding_distance(pool_embeddings[random_mask], target_embeddings),
-            "full": metrics.embedding_distance(pool_embeddings, target_embeddings),
+            "selected": metrics.embedding_distance(selected_vectors, target_embeddings),
+            "random": metrics.embedding_distance(random_vectors, target_embeddings),
+            "full": metrics.embedding_distance(full_vectors, target_embeddings),
         },
         "target_coverage": {
-            "selected": metrics.target_coverage(pool_embeddings[selected_mask], target_embeddings),
-            "random": metrics.target_coverage(pool_embeddings[random_mask], target_embeddings),
+            "selected": metrics.target_coverage(selected_vectors, target_embeddings),
+            "random": metrics.target_coverage(random_vectors, target_embeddings),
         },
         "diversity": {
-            "selected": metrics.diversity(pool_embeddings[selected_mask]),
-            "random": metrics.diversity(pool_embeddings[random_mask]),
+            "selected": metrics.diversity(selected_vectors),
+            "random": metrics.diversity(random_vectors),
         },
         "rates": {
             "selected": metrics.rates(good_flags[selected_mask]),
@@ -128,17 +137,23 @@ def evaluate_build(
             "full_raw_pool": metrics.rates(flags),
         },
     }
+    if len(full_rows) < len(good):
+        label_free["full_pool_vectors_sampled"] = len(full_rows)
     summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
     # Who rejected how many (decontamination and the label rule included), next to the arms.
     summary["rejections_by_reason"] = accounting(decisions)["rejections_by_reason"]
 
     if trains_arms(pool, eval_set):
-        evaluator = arm_evaluator(pool, eval_set, config.recipe, pool_embeddings, pool_terms, full_pool)
+        evaluator = arm_evaluator(pool, eval_set, config.recipe, pool_embeddings, pool_terms, full_pool, shards)
         stratified_seeds = config.random_seeds[: config.stratified_seeds]
         arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed, stratified_seeds)
         summary.update(report.summarize(arms))
         summary["full_pool_arm"] = (
-            "stored predictions (trained by evaluation_features)" if evaluator.has_stored_full_pool() else "trained here"
+            "stored predictions (trained by evaluation_features)"
+            if evaluator.has_stored_full_pool()
+            else "trained here, shard by shard"
+            if shards is not None
+            else "trained here"
         )
         summary["headline"] = evaluation.headline_rows(arms)
         summary["verdict"] = evaluation.verdict(arms, evaluator.config)
@@ -162,13 +177,29 @@ def evaluate_build(
     score_columns = [c for c in good.columns if c.endswith(".score") or c == cols.FUSED_SCORE]
     figures = {
         "score_histograms": report.plot_score_histograms(good[score_columns], selected_mask),
-        "embedding_projection": report.plot_embedding_projection(pool_embeddings, selected_mask, target_embeddings),
+        "embedding_projection": report.plot_embedding_projection(full_vectors, selected_mask[full_rows], target_embeddings),
     }
     if "headline" in summary:
         figures["arm_accuracy"] = report.plot_arm_accuracy(summary["headline"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["recipe"] = config.recipe
     return BuildEvaluation(summary, {}, figures)
+
+
+def _pool_readers(
+    pool: pd.DataFrame, pool_embeddings: np.ndarray | None, shards: ShardPool | None, config: ReportConfig
+) -> tuple[Callable[[np.ndarray], list[str]], Callable[[np.ndarray], np.ndarray], np.ndarray]:
+    """The texts and the vectors of sorted pool rows, and the rows standing for the full pool in the
+    embedding metrics: every row of a pool in memory, a seeded sample of one left in its shards."""
+    if shards is None:
+        return (lambda rows: pool[cols.TEXT].iloc[rows].tolist()), (lambda rows: pool_embeddings[rows]), np.arange(len(pool))
+    if len(shards) != len(pool):
+        raise ValueError(f"the shards hold {len(shards)} records for a pool of {len(pool)}")
+    sample = _at_most(np.arange(len(pool)), config.max_full_vectors, np.random.default_rng([config.random_seeds[0], _SAMPLE_STREAM]))
+    return (lambda rows: shards.texts(rows).to_pylist()), shards.vectors, sample
+
+
+_SAMPLE_STREAM = 0x5A3
 
 
 def trains_arms(pool: pd.DataFrame, eval_set: pd.DataFrame | None) -> bool:
@@ -183,6 +214,7 @@ def arm_evaluator(
     pool_embeddings: np.ndarray,
     pool_terms: PoolTerms | None,
     full_pool: FullPoolPredictions | None,
+    shards: ShardPool | None = None,
 ) -> evaluation.ArmEvaluator:
     """The report's evaluator for ``recipe``: TF-IDF arms from the counted terms (and the stored
     full-pool arm), or an embedding probe on the pool's and the evaluation set's embeddings."""
@@ -190,7 +222,7 @@ def arm_evaluator(
         return evaluation.ArmEvaluator(
             pool, eval_set, recipe, pool_embeddings=pool_embeddings, eval_embeddings=eval_set.attrs.get("embeddings")
         )
-    return evaluation.ArmEvaluator(pool, eval_set, recipe, pool_terms=pool_terms, full_pool=full_pool)
+    return evaluation.ArmEvaluator(pool, eval_set, recipe, pool_terms=pool_terms, full_pool=full_pool, shards=shards)
 
 
 def _comparable(summary: dict[str, Any]) -> dict[str, Any]:

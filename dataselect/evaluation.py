@@ -41,19 +41,18 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.metrics import f1_score
-from sklearn.preprocessing import normalize
 
-from dataselect import full_pool_arm
+from dataselect import full_pool_arm, streamed_full_arm, tfidf
 from dataselect.full_pool_arm import FullPoolPredictions
 from dataselect.linear import logistic_regression
 from dataselect.pool_terms import PoolTerms
 from dataselect.records import ID, LABEL, TEXT
+from dataselect.shard_pool import ShardPool
 from dataselect.term_counts import TermCounts, Texts
 from dataselect.threads import available
 
@@ -95,6 +94,9 @@ class Config:
     # Arms trained at once on threads (the SGD and saga loops run without the GIL, so 2 threads roughly
     # halve the report on 2 cores); None: dataselect.threads.available().
     n_jobs: int | None = None
+    # A pool read shard by shard (:mod:`dataselect.streamed_full_arm`): the full arm's vocabulary is
+    # chosen on a seeded sample of this many labelled records.
+    full_arm_vocabulary_sample: int = 100_000
 
 
 @dataclass
@@ -229,7 +231,7 @@ class _TermCounts:
             if pool_terms.matrix.shape[0] != len(pool_texts):
                 raise ValueError(f"pool terms have {pool_terms.matrix.shape[0]} rows for a pool of {len(pool_texts)}")
             self.pool, names, self.counted_range = pool_terms.matrix, pool_terms.feature_names, tuple(pool_terms.ngram_range)
-            self.eval = _counts_on(names, eval_texts, self.counted_range)
+            self.eval = tfidf.counts_on(names, eval_texts, self.counted_range)
         self._names = names
 
     def tfidf(self, rows: np.ndarray, config: Config) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -237,17 +239,11 @@ class _TermCounts:
         ``config``'s vectorizer were fitted on the subset (its min_df is at least the counted one)."""
         # The whole pool (the full arm) is read as it is: a row copy of it would double the peak.
         subset = self.pool if len(rows) == self.pool.shape[0] else self.pool[rows]
-        n_terms = subset.shape[1]
         # Rows hold each term once, so counting column indices gives document frequency.
-        document_frequency = np.bincount(subset.indices, minlength=n_terms)
-        keep = np.flatnonzero((document_frequency >= config.min_df) & self._in_range(config.ngram_range))
-        if config.max_features is not None and keep.size > config.max_features:
-            term_frequency = _column_sums(subset, n_terms)[keep]
-            # Most frequent first; ties broken by column (i.e. alphabetical) order.
-            top = np.lexsort((keep, -term_frequency))[: config.max_features]
-            keep = np.sort(keep[top])
-        idf = (np.log((1.0 + len(rows)) / (1.0 + document_frequency[keep])) + 1.0).astype(np.float32)
-        return self._weigh(subset, keep, idf), self._weigh(self.eval, keep, idf)
+        document_frequency = np.bincount(subset.indices, minlength=subset.shape[1])
+        keep = tfidf.kept_columns(subset, document_frequency, config.min_df, config.max_features, self._in_range(config.ngram_range))
+        idf = tfidf.smoothed_idf(len(rows), document_frequency[keep])
+        return tfidf.weigh(subset, keep, idf), tfidf.weigh(self.eval, keep, idf)
 
     def _in_range(self, ngram_range: tuple[int, int]) -> np.ndarray | bool:
         """Columns of the wanted orders: counting 1-2-grams once serves a unigram recipe too."""
@@ -263,62 +259,6 @@ class _TermCounts:
         """Words per column, so a narrower n-gram range reads a subset of these columns (counted
         only then: over a large pool's million names it costs a fraction of a second)."""
         return (pc.count_substring(self._names, " ").to_numpy(zero_copy_only=False) + 1).astype(np.int8)
-
-    @staticmethod
-    def _weigh(counts: sp.csr_matrix, keep: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:
-        """Sublinear tf times idf of the ``keep`` columns (sorted), l2-normalised rows, float32.
-
-        Every step is row by row, so blocks of rows are weighed alone into one preallocated
-        matrix: a large arm (the full pool) holds its counts and the result, not also the column
-        selection's and the weighting's temporaries of the whole pool."""
-        if not len(keep) or counts.shape[0] <= _WEIGH_ROWS:
-            return _weigh_rows(counts, keep, idf)
-        is_kept = np.zeros(counts.shape[1], bool)
-        is_kept[keep] = True
-        nonzeros = int(np.count_nonzero(is_kept[counts.indices]))
-        data, indices = np.empty(nonzeros, np.float32), np.empty(nonzeros, np.int32)
-        indptr = np.zeros(counts.shape[0] + 1, np.int64)
-        for start in range(0, counts.shape[0], _WEIGH_ROWS):
-            stop = min(start + _WEIGH_ROWS, counts.shape[0])
-            block = _weigh_rows(counts[start:stop], keep, idf)
-            at = indptr[start]
-            data[at : at + block.nnz], indices[at : at + block.nnz] = block.data, block.indices
-            indptr[start + 1 : stop + 1] = at + block.indptr[1:]
-        return sp.csr_matrix((data, indices, indptr), shape=(counts.shape[0], len(keep)))
-
-
-_WEIGH_ROWS = 65_536  # rows weighed at a time
-
-
-def _column_sums(counts: sp.csr_matrix, n_terms: int, block: int = 1 << 24) -> np.ndarray:
-    """Each column's total count, ``bincount(indices, weights=data)`` in blocks: bincount makes its
-    weights float64, a 2.8 GB copy for the full pool at 1M records. The counts are whole numbers,
-    so the float64 sums are exact in any order."""
-    totals = np.zeros(n_terms)
-    for start in range(0, counts.nnz, block):
-        totals += np.bincount(counts.indices[start : start + block], weights=counts.data[start : start + block], minlength=n_terms)
-    return totals
-
-
-def _weigh_rows(counts: sp.csr_matrix, keep: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:
-    weighted = counts[:, keep].tocsr().astype(np.float32, copy=False)
-    np.log(weighted.data, out=weighted.data)
-    weighted.data += 1.0  # sublinear tf
-    weighted.data *= idf[weighted.indices]
-    return normalize(weighted, norm="l2", copy=False) if weighted.shape[1] else weighted
-
-
-def _counts_on(columns: pa.Array, texts: Sequence[str], ngram_range: tuple[int, int]) -> sp.csr_matrix:
-    """``CountVectorizer(vocabulary=columns).transform(texts)`` for alphabetical ``columns``: the
-    texts' own counts, their terms looked up among the columns (terms not there are dropped)."""
-    own = TermCounts(texts, ngram_range, min_df=1)
-    column_of = pc.fill_null(pc.index_in(own.feature_names, value_set=columns), -1).to_numpy(zero_copy_only=False)
-    counts = own.matrix.tocoo()
-    found = column_of[counts.col] >= 0
-    rows, cols = counts.row[found], column_of[counts.col[found]]
-    matrix = sp.csr_matrix((counts.data[found], (rows, cols)), shape=(len(texts), len(columns)), dtype=np.float32)
-    matrix.sort_indices()
-    return matrix
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -425,6 +365,9 @@ class ArmEvaluator:
     ``pool_terms`` (TF-IDF recipe) are the pool's term counts counted beforehand, row-aligned with ``pool``;
     ``full_pool``: the full pool's predictions trained beforehand from them (:mod:`dataselect.full_pool_arm`),
     used for the full arm when their fingerprint is this evaluator's and they cover every evaluation text.
+    ``shards`` (TF-IDF recipe, a ``pool`` without its text column): the pool's texts left in its shards,
+    for a pool too large to hold: each arm counts its own texts (the same features as from the pool's
+    counts), and the full arm is trained shard by shard (:mod:`dataselect.streamed_full_arm`).
     """
 
     def __init__(
@@ -437,6 +380,7 @@ class ArmEvaluator:
         config: Config | None = None,
         pool_terms: PoolTerms | None = None,
         full_pool: FullPoolPredictions | None = None,
+        shards: ShardPool | None = None,
     ):
         self.config = config or Config()
         self.recipe = recipe
@@ -450,7 +394,12 @@ class ArmEvaluator:
         if any(label is None for label in self.eval_labels):
             raise ValueError("every evaluation record needs a label")
         started = time.perf_counter()
-        if recipe == "tfidf_logreg":
+        self._counts, self._shards = None, None
+        if recipe == "tfidf_logreg" and TEXT not in pool and shards is not None:
+            if len(shards) != len(pool) or pool_terms is not None:
+                raise ValueError(f"a pool read from its shards needs {len(pool)} shard rows (it has {len(shards)}) and no pool terms")
+            self._shards = shards
+        elif recipe == "tfidf_logreg":
             self._counts = _TermCounts(pool[TEXT], eval_set[TEXT].tolist(), self.config, pool_terms)
         else:
             if len(pool_embeddings) != len(pool) or len(eval_embeddings) != len(eval_set):
@@ -500,7 +449,7 @@ class ArmEvaluator:
         whole_pool = seed == 0 and rows.size == self.n_pool and np.array_equal(rows, np.arange(self.n_pool))
         stored = self._stored_full_pool() if whole_pool else None
         rows, labels = self._labelled(rows)
-        predictions, seconds, converged = stored if stored is not None else self._fit_predict_rows(rows, labels, seed)
+        predictions, seconds, converged = stored if stored is not None else self._fit_predict_rows(rows, labels, seed, whole_pool)
         return _score("", self.recipe, predictions, self.eval_labels, labels, seed, seconds, converged, self.config)
 
     def _labelled(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -508,11 +457,21 @@ class ArmEvaluator:
         rows = rows[np.array([label is not None for label in self.pool_labels[rows]], dtype=bool)]
         return rows, self.pool_labels[rows].astype(str) if rows.size else np.array([], dtype=object)
 
-    def _fit_predict_rows(self, rows: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, float, bool]:
-        """Predictions on the evaluation set of the recipe trained on labelled ``rows``, seconds, converged."""
+    def _fit_predict_rows(
+        self, rows: np.ndarray, labels: np.ndarray, seed: int, whole_pool: bool = False
+    ) -> tuple[np.ndarray, float, bool]:
+        """Predictions on the evaluation set of the recipe trained on labelled ``rows`` (``whole_pool``:
+        every labelled row of the pool), seconds, converged."""
         started = time.perf_counter()
         if rows.size == 0 or len(np.unique(labels)) < 2:
             train_x = eval_x = None
+        elif self._shards is not None and whole_pool:
+            vocabulary_sample = self.config.full_arm_vocabulary_sample
+            predictions = streamed_full_arm.fit_predict(self._shards, rows, labels, self._eval_texts, self.config, seed, vocabulary_sample)
+            return predictions, time.perf_counter() - started, True
+        elif self._shards is not None:  # the arm's own counts: what the pool's counts' rows would give
+            counts = _TermCounts(self._shards.texts(rows), self._eval_texts, self.config)
+            train_x, eval_x = counts.tfidf(np.arange(len(rows)), self.config)
         elif self.recipe == "tfidf_logreg":
             train_x, eval_x = self._counts.tfidf(rows, self.config)
         else:
@@ -527,7 +486,8 @@ class ArmEvaluator:
         if self._pool_terms_fingerprint is None or self.recipe != "tfidf_logreg":
             return None
         # Threads and the bootstrap do not change the model.
-        settings = {k: v for k, v in asdict(self.config).items() if k not in ("n_jobs", "n_bootstrap", "confidence")}
+        unused = ("n_jobs", "n_bootstrap", "confidence", "full_arm_vocabulary_sample")
+        settings = {k: v for k, v in asdict(self.config).items() if k not in unused}
         return full_pool_arm.fingerprint(self._pool_terms_fingerprint, self.recipe, settings)
 
     def predict_full_pool(self) -> FullPoolPredictions:
@@ -574,7 +534,9 @@ class ArmEvaluator:
 
     def train_many(self, tasks: Sequence[tuple[str, np.ndarray, int]]) -> list[ArmResult]:
         """(arm, rows, seed) tasks, on ``config.n_jobs`` threads (SGD and saga fits release the GIL)."""
-        n_jobs = self.config.n_jobs or available()
+        # A pool read from its shards counts each arm's texts: one arm at a time bounds the memory
+        # (the counting and the fit use every core themselves).
+        n_jobs = 1 if self._shards is not None else self.config.n_jobs or available()
         if n_jobs == 1 or len(tasks) < 2:
             return [self.train_rows(rows, arm, seed) for arm, rows, seed in tasks]
         # Largest subsets first (fit time grows with rows): the full pool's fit, which alone can

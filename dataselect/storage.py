@@ -219,6 +219,12 @@ def parquet_num_rows(path: str | os.PathLike) -> int:
         return pq.ParquetFile(handle).metadata.num_rows
 
 
+def parquet_schema_names(path: str | os.PathLike) -> list[str]:
+    """A Parquet file's column names, from its footer."""
+    with as_path(path).open("rb") as handle:
+        return pq.read_schema(handle).names
+
+
 def parquet_metadata(path: str | os.PathLike) -> dict[str, str]:
     with as_path(path).open("rb") as handle:
         raw = pq.read_schema(handle).metadata or {}

@@ -32,7 +32,17 @@ from dataselect.evaluation import Config as RecipeConfig
 from dataselect.ingest import read_reference
 from dataselect.report import headline_markdown, write_report
 from dataselect.selection import SelectionConfig
-from dataselect.storage import exists, parquet_metadata, parquet_num_rows, read_json, read_parquet, write_json, write_parquet
+from dataselect.shard_pool import ShardPool
+from dataselect.storage import (
+    exists,
+    parquet_metadata,
+    parquet_num_rows,
+    parquet_schema_names,
+    read_json,
+    read_parquet,
+    write_json,
+    write_parquet,
+)
 from dataselect.tuning import split_evaluation, tune_table
 from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.lineage import upstream_materialization
@@ -44,11 +54,13 @@ from resources import EmbeddingResource, InputsResource, StorageResource
 _DEFAULTS = ReportConfig()
 _ANALYSES = AnalysesConfig()
 _RECIPE = RecipeConfig()  # the report's fixed recipe: its n-gram range and min_df are what is counted
+# Above it the pool's text and term counts are not held (evaluation_features stops counting there too).
+_STREAM_ABOVE = 250_000
 
 
 class EvaluationFeaturesConfig(Config):
     max_records: int = Field(
-        250_000,
+        _STREAM_ABOVE,
         description="Count the terms before the selection for pools of at most this many records: the step holds the "
         "whole pool's text and n-gram matrices beside the shards' scoring runs, so above it the report counts them itself.",
     )
@@ -121,6 +133,7 @@ class BuildToEvaluate(NamedTuple):
     target_vectors: np.ndarray
     eval_set: pd.DataFrame | None  # after --tune, only the half no recipe was chosen on
     selection: SelectionConfig  # the one that made the build (the tuned one after --tune)
+    shards: ShardPool | None = None  # read from the shards: ``pool`` is then id and label, ``pool_vectors`` None
 
 
 def read_manifest(storage: StorageResource, build_id: str) -> dict:
@@ -130,27 +143,41 @@ def read_manifest(storage: StorageResource, build_id: str) -> dict:
     return read_json(path)
 
 
-def read_build(storage: StorageResource, build_id: str) -> BuildToEvaluate:
+def read_build(storage: StorageResource, build_id: str, stream: bool = False) -> BuildToEvaluate:
+    """The build's pool in memory, or (``stream``) its ids and labels with its texts and vectors left in
+    the shards, and only the decisions' columns the report reads."""
     build = storage.path("builds", build_id)
     manifest = read_manifest(storage, build_id)
     keys = sorted(manifest["input_shards"])
-    pool = pd.concat([storage.read_shard("raw_pool", k, [cols.ID, cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
+    columns = [cols.ID, cols.LABEL] if stream else [cols.ID, cols.TEXT, cols.LABEL]
+    pool = pd.concat([storage.read_shard("raw_pool", k, columns).to_pandas() for k in keys], ignore_index=True)
+    shards = ShardPool(*([storage.shard_file(a, k) for k in keys] for a in ("raw_pool", "embeddings"))) if stream else None
     target, target_vectors = storage.read_target()
     eval_set = read_parquet(storage.path("reference", "evaluation.parquet")).to_pandas()
     eval_set = eval_set if len(eval_set) else None
     tuned = manifest["config"].get("tune")
     if tuned and eval_set is not None:
         eval_set = split_evaluation(eval_set)[1]  # the recipe was chosen on the tune half: report on the rest
+    decisions = build / "decisions.parquet"
     return BuildToEvaluate(
-        read_parquet(build / "decisions.parquet").to_pandas(),
+        read_parquet(decisions, _report_columns(decisions) if stream else None).to_pandas(),
         manifest,
         pool,
-        storage.read_pool_embeddings(keys),
+        None if stream else storage.read_pool_embeddings(keys),
         target.column(cols.TEXT).to_pylist(),
         target_vectors,
         eval_set,
         SelectionConfig(**(tuned or manifest["config"])["selection"]),
+        shards,
     )
+
+
+def _report_columns(decisions_path) -> list[str]:
+    """What the report reads of the decisions: who decided, the scores and every scorer's keep flag
+    (at 1M records the rest, the scorers' own measurements, is most of the table's 0.6 GB)."""
+    wanted = {cols.ID, cols.SHARD, cols.ROW, cols.STATUS, cols.DECIDED_BY, cols.LABEL, cols.FUSED_SCORE}
+    names = parquet_schema_names(decisions_path)
+    return [n for n in names if n in wanted or n.endswith((".keep", ".score"))]
 
 
 def stored_pool_terms(storage: StorageResource, manifest: dict) -> pool_terms.PoolTerms | None:
@@ -171,15 +198,22 @@ class _Evaluated(NamedTuple):
 
 
 def _build_to_evaluate(
-    context: AssetExecutionContext, build_id: str | None, recipe: str, storage: StorageResource, embedding: EmbeddingResource
+    context: AssetExecutionContext,
+    build_id: str | None,
+    recipe: str,
+    storage: StorageResource,
+    embedding: EmbeddingResource,
+    stream_above: int | None = None,
 ) -> _Evaluated:
-    """The build the report (or the analyses) evaluates, with what evaluation_features made for it."""
+    """The build the report (or the analyses) evaluates, with what evaluation_features made for it;
+    with the TF-IDF recipe, a pool of more than ``stream_above`` records is left in its shards."""
     build_id = build_id or upstream_materialization(context, filtered_set.key).metadata["build_id"].value
-    build = read_build(storage, build_id)
+    stream = recipe == "tfidf_logreg" and stream_above is not None and decided_records(read_manifest(storage, build_id)) > stream_above
+    build = read_build(storage, build_id, stream)
     if build.eval_set is not None and recipe == "embedding_probe":
         build.eval_set.attrs["embeddings"] = embedding.get_embedder().embed(build.eval_set[cols.TEXT].tolist())
     # The counts evaluation_features made of exactly these shards, if it did; otherwise counted here.
-    counted = stored_pool_terms(storage, build.manifest) if build.eval_set is not None and recipe == "tfidf_logreg" else None
+    counted = stored_pool_terms(storage, build.manifest) if build.eval_set is not None and recipe == "tfidf_logreg" and not stream else None
     return _Evaluated(build_id, build, counted, stored_full_pool_arm(storage) if counted is not None else None)
 
 
@@ -191,6 +225,12 @@ class EvaluationConfig(Config):
         None,
         description="The filtered_set build to evaluate; unset: the one this run made, else the current materialization. "
         "The build runner sets it, since its report runs after the selection's run.",
+    )
+    stream_above_records: int = Field(
+        _STREAM_ABOVE,
+        description="With the TF-IDF recipe, a pool of more records is read from its shards rather than held: each arm counts "
+        "its own texts, the full pool's arm is trained shard by shard (its vocabulary chosen on a 100k-record sample), and "
+        "the full pool's embedding metrics read a 100k-record sample.",
     )
 
 
@@ -209,7 +249,9 @@ def evaluation_report(
     storage: StorageResource,
     embedding: EmbeddingResource,
 ) -> MaterializeResult:
-    build_id, inputs, counted, full_pool = _build_to_evaluate(context, config.build_id, config.recipe, storage, embedding)
+    build_id, inputs, counted, full_pool = _build_to_evaluate(
+        context, config.build_id, config.recipe, storage, embedding, config.stream_above_records
+    )
     build, decisions, manifest, eval_set = storage.path("builds", build_id), inputs.decisions, inputs.manifest, inputs.eval_set
     tuned = manifest["config"].get("tune")
 
@@ -233,6 +275,7 @@ def evaluation_report(
         ),
         counted,
         full_pool,
+        inputs.shards,
     )
     result.summary["build_id"] = build_id
     if tuned:
@@ -257,7 +300,11 @@ def evaluation_report(
                 }
             ),
             **({"tune_grid": MetadataValue.md(tune_table(tuned["grid"]))} if tuned else {}),
-            "pool_term_counts": "read from evaluation_features" if counted is not None else "counted in this step",
+            "pool_term_counts": "read from evaluation_features"
+            if counted is not None
+            else "each arm's counted from its texts, read from the shards"
+            if inputs.shards is not None
+            else "counted in this step",
             "full_pool_arm": result.summary.get("full_pool_arm", "not trained"),
             "label_free_metrics": MetadataValue.json(result.summary["label_free"]),
             "build_comparison": MetadataValue.json(comparison or {"note": "first build"}),

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import SGDClassifier
 
-from dataselect import evaluation as evaluation_module
+from dataselect import tfidf as tfidf_module
 from dataselect.evaluation import (
     ABLATION_COLUMNS,
     SWEEP_COLUMNS,
@@ -69,7 +69,7 @@ def evaluator(clean_and_noisy):
 
 @pytest.mark.parametrize("weigh_rows", [65_536, 7])  # 7: the arms' rows are weighed in blocks
 def test_cached_tfidf_equals_tfidf_vectorizer_fitted_on_the_subset(monkeypatch, weigh_rows):
-    monkeypatch.setattr(evaluation_module, "_WEIGH_ROWS", weigh_rows)
+    monkeypatch.setattr(tfidf_module, "WEIGH_ROWS", weigh_rows)
     rng = np.random.default_rng(1)
     vocabulary = [f"w{i}" for i in range(60)]
     pool = [" ".join(rng.choice(vocabulary, rng.integers(3, 12))) for _ in range(120)]
@@ -104,7 +104,7 @@ def test_column_totals_in_blocks_equal_one_bincount():
     counts = sp.random(300, 50, density=0.2, format="csr", random_state=0, dtype=np.float32)
     counts.data = np.ceil(counts.data * 9)
     expected = np.bincount(counts.indices, weights=counts.data, minlength=50)
-    np.testing.assert_array_equal(evaluation_module._column_sums(counts, 50, block=17), expected)
+    np.testing.assert_array_equal(tfidf_module.column_sums(counts, 50, block=17), expected)
 
 
 def test_clean_selection_beats_random_and_full_on_a_noisy_pool(clean_and_noisy):

@@ -168,6 +168,9 @@ def test_end_to_end_harness_times_the_cli_and_reads_the_event_log(tmp_path):
     cold, warm, bare = runs
     assert (cold["temperature"], warm["temperature"], bare["temperature"]) == ("cold", "warm", "no report")
     assert cold["summary"]["counts"]["raw"] == 300 and cold["peak_tree_mb"] > 50
+    # The processes share pages (the fork server's imports, the libraries): PSS divides them, RSS counts each.
+    assert 50 < cold["peak_tree_pss_mb"] < cold["peak_tree_mb"]
+    assert cold["commit"].rstrip("+") == end_to_end._commit().rstrip("+") and len(cold["commit"].rstrip("+")) >= 7
     assert bare["summary"]["counts"] == cold["summary"]["counts"]  # the same selection, made without the report's runs
     reports = {
         out: list((tmp_path / "builds" / out / "store" / "builds").glob("*/report/report.html"))

@@ -29,6 +29,7 @@ from jobs.build_plan import BUILD_PLAN, BuildSettings
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 from tests.platform.helpers import (
     ALL_CHECK_NAMES,
+    FAST_REPORT,
     NO_ANALYSES,
     ROOT,
     PlatformBuild,
@@ -163,6 +164,29 @@ def test_report_beats_random(demo_build):
     assert sweep.loc[(BUDGET, "selected"), "accuracy"] == headline["selected_accuracy"]
     assert sweep.loc[(BUDGET, "random"), "accuracy"] == headline["random_accuracy"]
     assert sweep.loc[(1.0, "full"), "accuracy"] == headline["full_accuracy"]
+
+
+@pytest.mark.slow
+def test_the_report_of_a_pool_read_from_its_shards_scores_the_same_budget_arms(demo_build):
+    """The path a pool above ``stream_above_records`` takes (a million records), run on the demo pool."""
+    summary_path = demo_build.build_paths(demo_build.build_id)["summary"]
+    in_memory = json.loads(summary_path.read_text())
+    config = {"build_id": demo_build.build_id, **FAST_REPORT}
+    try:
+        demo_build.run(["evaluation_report"], run_config={"ops": {"evaluation_report": {"config": {**config, "stream_above_records": 0}}}})
+        meta = latest_metadata(demo_build.instance, "evaluation_report")
+        streamed = json.loads(summary_path.read_text())
+        assert meta["pool_term_counts"] == "each arm's counted from its texts, read from the shards"
+        assert meta["full_pool_arm"] == streamed["full_pool_arm"] == "trained here, shard by shard"
+        for arm in ("selected", "random", "stratified_random"):
+            assert streamed["arms"][arm]["accuracy"] == in_memory["arms"][arm]["accuracy"]
+        assert streamed["arms"]["full"]["n_train"] == in_memory["arms"]["full"]["n_train"]
+        assert abs(streamed["arms"]["full"]["accuracy"] - in_memory["arms"]["full"]["accuracy"]) <= 0.03
+        assert streamed["label_free"]["kl_reduction"] == in_memory["label_free"]["kl_reduction"]
+        assert streamed["n_pool"] == in_memory["n_pool"] and streamed["verdict"]["beats_random"] is True
+    finally:  # the later tests read the in-memory report
+        demo_build.run(["evaluation_report"], run_config={"ops": {"evaluation_report": {"config": config}}})
+    assert json.loads(summary_path.read_text())["arms"] == in_memory["arms"]
 
 
 @pytest.mark.slow
