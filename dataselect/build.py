@@ -17,6 +17,7 @@ import pyarrow as pa
 from dataselect import decontamination
 from dataselect import records as cols
 from dataselect.pipeline import fingerprint, make_scorers, score_pool
+from dataselect.scorers.base import StoredColumns
 from dataselect.selection import SelectionConfig, accounting, decide
 from dataselect.storage import confined, exists, read_json, write_json, write_parquet
 
@@ -45,13 +46,16 @@ def score_for_selection(
     texts: pa.Array | list[str] | None = None,
     evaluation: pd.DataFrame | None = None,
     text_parts: Iterable[pa.Array] | None = None,
+    stored: StoredColumns | None = None,
 ) -> pd.DataFrame:
     """Pool-stage scoring of the shard scores; with an ``evaluation`` set (``id``, ``text``), also
     the ``decontamination.*`` columns (records sharing word n-grams with it). Decontamination reads
     ``texts``, or else ``text_parts``: the same texts in consecutive parts (one shard's at a time), so
-    that a pool whose scorers need no text is never held whole."""
+    that a pool whose scorers need no text is never held whole. ``stored``: more columns of ``scores``
+    left in their files (see :class:`dataselect.scorers.base.Batch`)."""
     scorers = make_scorers(pool_scorers, pool_options)
-    frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text_given(scores.column_names) for s in scorers) else None)
+    names = scores.column_names + (stored.names if stored is not None else [])
+    frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text_given(names) for s in scorers) else None, stored)
     if evaluation is not None and len(evaluation):
         parts = [texts] if texts is not None else text_parts
         if parts is None:

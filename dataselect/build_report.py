@@ -137,9 +137,9 @@ def evaluate_build(
             "full_raw_pool": metrics.rates(flags),
         },
     }
-    if len(full_rows) < len(good):
-        label_free["full_pool_vectors_sampled"] = len(full_rows)
     summary: dict[str, Any] = {"label_free": label_free, "n_selected": len(selected_ids), "n_pool": len(good)}
+    if len(full_rows) < len(good):  # the full pool's embedding metrics stand on a sample
+        summary["full_pool_vectors_sampled"] = len(full_rows)
     # Who rejected how many (decontamination and the label rule included), next to the arms.
     summary["rejections_by_reason"] = accounting(decisions)["rejections_by_reason"]
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from dataselect import records as cols
 from dataselect.scorers import SCORERS
-from dataselect.scorers.base import Batch, Scorer, prefixed
+from dataselect.scorers.base import Batch, Scorer, StoredColumns, prefixed
 
 # Columns every scores table carries besides the scorer outputs.
 KEY_COLUMNS = [cols.ID, cols.SHARD, cols.ROW, cols.CONTENT_HASH, cols.LABEL]
@@ -71,13 +71,18 @@ def score_shard(records: pa.Table, embeddings: np.ndarray | None, scorers: Itera
 
 
 def score_pool(
-    scores: pa.Table, embeddings: np.ndarray | None, scorers: Iterable[Scorer], texts: pa.Array | Sequence[str | None] | None = None
+    scores: pa.Table,
+    embeddings: np.ndarray | None,
+    scorers: Iterable[Scorer],
+    texts: pa.Array | Sequence[str | None] | None = None,
+    stored: StoredColumns | None = None,
 ) -> pd.DataFrame:
-    """Run pool-stage scorers over the concatenated per-record scores of every shard."""
+    """Run pool-stage scorers over the concatenated per-record scores of every shard (``stored``: more
+    of their columns, left in the shards' files until a scorer reads them)."""
     table = scores
     if texts is not None:
         table = table.append_column(cols.TEXT, texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string()))
-    batch = Batch(table, embeddings)
+    batch = Batch(table, embeddings, stored)
     frame = scores.drop_columns([c for c in scores.column_names if _is_vector_column(scores, c)]).to_pandas()
     for scorer in scorers:
         if scorer.needs_embeddings and embeddings is None:

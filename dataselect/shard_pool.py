@@ -1,8 +1,10 @@
-"""A pool left in its shards' Parquet files, read by rows or shard by shard, never whole.
+"""A pool left in its shards' Parquet files, read by rows, shard by shard or column by column, never whole.
 
 The report of a pool too large to hold in one process (a million real-text records are 1.6 GB of
 text and 1 GB of vectors) reads only what each arm and metric needs: an arm's texts, a sample's
-vectors, or the labelled texts one shard at a time for the full pool's arm.
+vectors, or the labelled texts one shard at a time for the full pool's arm. The selection reads
+the shards' wide score columns (MinHash signatures, label probabilities) one at a time, while the
+scorer that needs each runs.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dataselect.embedding import arrow_to_vectors
+from dataselect.memory import release_freed_memory
 from dataselect.records import TEXT
-from dataselect.storage import as_path, parquet_num_rows, read_parquet
+from dataselect.storage import parquet_num_rows, parquet_schema, read_parquet
 
 
 class ShardPool:
@@ -56,10 +58,10 @@ class ShardPool:
         rows = np.asarray(rows, dtype=np.int64)
         parts = [self.shard_texts(shard, rows[lo:hi]) for shard, lo, hi in self.shards_of(rows)]
         texts = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
-        # Arrow's allocator keeps the pages of every shard's decoded column (measured: 440 MB held for
-        # an arm's 160 MB of text at 1M records, 180 MB of it given back by this).
+        # The C heap keeps the pages of every shard's decoded column (measured: 440 MB held for an
+        # arm's 160 MB of text at 1M records; 180 MB of it came back).
         del parts
-        pa.default_memory_pool().release_unused()
+        release_freed_memory()
         return texts
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
@@ -74,6 +76,44 @@ class ShardPool:
                 out = np.empty((len(rows), vectors.shape[1]), vectors.dtype)
             out[lo:hi] = vectors[rows[lo:hi] - self.starts[shard]]
         if out is None:  # no rows: the width from the first file's schema
-            with as_path(self.vector_files[0]).open("rb") as handle:
-                out = np.empty((0, pq.read_schema(handle).field("vector").type.list_size), np.float32)
+            out = np.empty((0, parquet_schema(self.vector_files[0]).field("vector").type.list_size), np.float32)
+        return out
+
+
+class ShardColumns:
+    """Columns ``names`` of consecutive shard files, each read whole (all shards, in order) when asked for;
+    a shard without one gives nulls, as a permissive concatenation of the shards would."""
+
+    def __init__(self, files: Sequence[str | os.PathLike], names: Sequence[str]):
+        self.files, self.names = list(files), list(names)
+        self._schemas = [parquet_schema(path) for path in self.files]
+
+    def field(self, name: str) -> pa.Field:
+        """The first shard's field: its type and metadata (e.g. the settings a column was made with)."""
+        return next(schema.field(name) for schema in self._schemas if name in schema.names)
+
+    def read(self, name: str) -> pa.ChunkedArray:
+        if name not in self.names:
+            raise KeyError(f"{name!r} is not among the stored columns {self.names}")
+        field, chunks = self.field(name), []
+        for path, schema in zip(self.files, self._schemas):
+            if name in schema.names:
+                chunks.extend(read_parquet(path, [name]).column(name).cast(field.type).chunks)
+            else:
+                chunks.append(pa.nulls(parquet_num_rows(path), field.type))
+        return pa.chunked_array(chunks, field.type)
+
+    def matrix(self, name: str, dtype: np.dtype) -> np.ndarray:
+        """A fixed-size list column as an (n, width) ``dtype`` array, each file's part copied in as it is read."""
+        field = self.field(name)
+        if not pa.types.is_fixed_size_list(field.type):
+            raise TypeError(f"{name!r} is {field.type}, not a fixed-size list")
+        lengths = [parquet_num_rows(path) for path in self.files]
+        out, at = np.empty((sum(lengths), field.type.list_size), dtype), 0
+        for path, schema, length in zip(self.files, self._schemas, lengths):
+            if name not in schema.names:
+                raise ValueError(f"{path} has no {name!r} column")
+            values = read_parquet(path, [name]).column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            out[at : at + length] = values.reshape(length, field.type.list_size)
+            at += length
         return out

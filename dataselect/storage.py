@@ -219,10 +219,10 @@ def parquet_num_rows(path: str | os.PathLike) -> int:
         return pq.ParquetFile(handle).metadata.num_rows
 
 
-def parquet_schema_names(path: str | os.PathLike) -> list[str]:
-    """A Parquet file's column names, from its footer."""
+def parquet_schema(path: str | os.PathLike) -> pa.Schema:
+    """A Parquet file's schema (column names, types, metadata), from its footer."""
     with as_path(path).open("rb") as handle:
-        return pq.read_schema(handle).names
+        return pq.read_schema(handle)
 
 
 def parquet_metadata(path: str | os.PathLike) -> dict[str, str]:

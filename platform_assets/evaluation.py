@@ -37,7 +37,7 @@ from dataselect.storage import (
     exists,
     parquet_metadata,
     parquet_num_rows,
-    parquet_schema_names,
+    parquet_schema,
     read_json,
     read_parquet,
     write_json,
@@ -176,7 +176,7 @@ def _report_columns(decisions_path) -> list[str]:
     """What the report reads of the decisions: who decided, the scores and every scorer's keep flag
     (at 1M records the rest, the scorers' own measurements, is most of the table's 0.6 GB)."""
     wanted = {cols.ID, cols.SHARD, cols.ROW, cols.STATUS, cols.DECIDED_BY, cols.LABEL, cols.FUSED_SCORE}
-    names = parquet_schema_names(decisions_path)
+    names = parquet_schema(decisions_path).names
     return [n for n in names if n in wanted or n.endswith((".keep", ".score"))]
 
 

@@ -32,7 +32,8 @@ from dataselect.pipeline import fingerprint, make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
 from dataselect.scorers.label_noise import LabelNoise
 from dataselect.selection import POLICIES, SelectionConfig, accounting, decide
-from dataselect.storage import parquet_metadata
+from dataselect.shard_pool import ShardColumns
+from dataselect.storage import parquet_metadata, parquet_schema, read_parquet
 from dataselect.tuning import tune_build, tune_table
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool
@@ -152,6 +153,19 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> Snapshot:
     return Snapshot(fingerprints, version, models_of.get(version, {}))
 
 
+def _read_scores(storage: StorageResource, keys: list[str]) -> tuple[pa.Table, ShardColumns]:
+    """Every shard's scores without their wide columns (a list per record), and those columns left in the
+    files: a pool scorer reads the one it needs while it runs (at 1M records the MinHash signatures
+    are 0.5 GB and the label probabilities 0.2 GB, and no scorer needs both)."""
+    files = [storage.shard_file("quality_scores", k) for k in keys]
+    schemas = [parquet_schema(path) for path in files]
+    wide = list(
+        dict.fromkeys(f.name for schema in schemas for f in schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))
+    )
+    tables = [read_parquet(path, [n for n in schema.names if n not in wide]) for path, schema in zip(files, schemas)]
+    return pa.concat_tables(tables, promote_options="permissive"), ShardColumns(files, wide)
+
+
 def _shard_texts(storage: StorageResource, key: str) -> pa.Array:
     return storage.read_shard("raw_pool", key, [cols.TEXT]).column(cols.TEXT).combine_chunks().cast(pa.string())
 
@@ -172,7 +186,7 @@ def filtered_set(
 ) -> MaterializeResult:
     keys = _shard_keys(context, storage)
     selection = config.selection(has_evaluation=inputs.evaluation() is not None)
-    scores = pa.concat_tables([storage.read_shard("quality_scores", k) for k in keys], promote_options="permissive")
+    scores, stored = _read_scores(storage, keys)
     quarantine = pd.concat([storage.read_shard("quarantine", k).to_pandas() for k in keys], ignore_index=True)
     vectors = storage.read_pool_embeddings(keys)
     snapshot = _snapshot(storage, keys)
@@ -180,13 +194,17 @@ def filtered_set(
     texts = None
     # The whole pool's text is held only for label noise on TF-IDF when the shards' scores lack its
     # label_classifier probabilities, and for --tune (it trains arms); decontamination reads one shard's at a time.
-    needs_text = any(s.needs_text_given(scores.column_names) for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
+    names = scores.column_names + stored.names
+    needs_text = any(s.needs_text_given(names) for s in make_scorers(config.pool_scorers, config.pool_scorer_options))
     if needs_text or (config.tune and evaluation is not None):
         # One Arrow array, no Python strings: at 1M records a list of them held 2.5 GB beside the 1.4 GB of text.
         texts = pa.concat_arrays([_shard_texts(storage, k) for k in keys])
     text_parts = (_shard_texts(storage, k) for k in keys)
-    frame = score_for_selection(scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation, text_parts)
+    frame = score_for_selection(scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation, text_parts, stored)
+    del scores  # the frame holds its columns
     selection = with_decontamination(selection, frame)
+    if not (config.tune or POLICIES[selection.policy].needs_embeddings):
+        vectors = None  # the pool scorers are done with them (1 GB at 1M records); top-k never reads them
     tuned = None
     if config.tune:
         label_noise = config.pool_scorer_options.get("label_noise", {})

@@ -32,21 +32,58 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 
+class StoredColumns(Protocol):
+    """Columns of the records left in their files, read whole when asked for (e.g. :class:`dataselect.shard_pool.ShardColumns`)."""
+
+    names: list[str]
+
+    def field(self, name: str) -> pa.Field: ...
+
+    def read(self, name: str) -> pa.ChunkedArray: ...
+
+    def matrix(self, name: str, dtype: np.dtype) -> np.ndarray: ...
+
+
 @dataclass
 class Batch:
-    """Records plus, when a scorer needs them, their row-aligned unit-norm embeddings."""
+    """Records plus, when a scorer needs them, their row-aligned unit-norm embeddings.
+
+    ``stored``: more columns of the same records, left in their files until a scorer reads them with
+    :meth:`column_array` (the pool's MinHash signatures are 0.5 GB at 1M records, read only while
+    ``near_dup`` runs)."""
 
     records: pa.Table
     embeddings: np.ndarray | None = None
+    stored: StoredColumns | None = None
 
     def __len__(self) -> int:
         return self.records.num_rows
+
+    @property
+    def column_names(self) -> list[str]:
+        names = self.records.column_names
+        return names + [n for n in self.stored.names if n not in names] if self.stored is not None else names
+
+    def field(self, name: str) -> pa.Field:
+        return self.records.schema.field(name) if name in self.records.column_names or self.stored is None else self.stored.field(name)
+
+    def column_array(self, name: str) -> pa.ChunkedArray:
+        """One column, read from its files when it was left there (not kept: the caller holds it while it needs it)."""
+        return self.records.column(name) if self._in_records(name) else self.stored.read(name)
+
+    def stored_matrix(self, name: str, dtype: np.dtype) -> np.ndarray | None:
+        """A stored fixed-size list column as an (n, width) array, filled one file at a time (no second
+        copy of the whole column); None when the column is among ``records``."""
+        return None if self._in_records(name) else self.stored.matrix(name, dtype)
+
+    def _in_records(self, name: str) -> bool:
+        return name in self.records.column_names or self.stored is None
 
     def column(self, name: str) -> np.ndarray:
         return self.records.column(name).to_numpy(zero_copy_only=False)

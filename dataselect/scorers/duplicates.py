@@ -302,7 +302,8 @@ class NearDuplicates(Scorer):
 
     def score(self, batch: Batch) -> dict[str, np.ndarray]:
         n = len(batch)
-        signatures = signature_matrix(batch.records.column(self.config.signature_column))
+        signatures = batch.stored_matrix(self.config.signature_column, _U32)
+        signatures = signature_matrix(batch.column_array(self.config.signature_column)) if signatures is None else signatures
         if n and signatures.shape[1] != self.config.num_perm:
             raise ValueError(f"signatures have {signatures.shape[1]} permutations, config says {self.config.num_perm}")
         bands, rows = lsh_parameters(self.config.threshold, self.config.num_perm, self.config.false_negative_weight)

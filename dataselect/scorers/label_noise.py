@@ -534,8 +534,8 @@ class LabelNoise(Scorer):
     def _probabilities(self, batch: Batch) -> tuple[list[str], np.ndarray]:
         """The classes and every record's out-of-fold ``p(k | x)`` over them (NaN rows: not predicted)."""
         settings = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(ClassifierConfig)}
-        if self._reads_column(batch.records.column_names):
-            field = batch.records.schema.field(self.config.proba_column)
+        if self._reads_column(batch.column_names):
+            field = batch.field(self.config.proba_column)
             written = json.loads((field.metadata or {}).get(b"settings", b"{}"))
             if not written:
                 raise ValueError(f"{self.config.proba_column} carries no classifier settings: score the shards with label_classifier")
@@ -547,7 +547,7 @@ class LabelNoise(Scorer):
                     "label_classifier the same settings (its fit options), or set proba_column=None to fit the models here"
                 )
             classes = json.loads((field.metadata or {}).get(b"classes", b"[]"))
-            column = batch.records.column(self.config.proba_column).combine_chunks()
+            column = batch.column_array(self.config.proba_column).combine_chunks()
             values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
             return classes, values.reshape(len(batch), column.type.list_size)[:, : len(classes)]
         classifier = LabelClassifier(ClassifierConfig(**settings))

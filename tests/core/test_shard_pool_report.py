@@ -11,6 +11,7 @@ import pytest
 from dataselect.build_report import ReportConfig, evaluate_build
 from dataselect.embedding import vectors_to_arrow
 from dataselect.evaluation import ArmEvaluator
+from dataselect.report import write_report
 from dataselect.selection import SelectionConfig, decide
 from dataselect.shard_pool import ShardPool
 
@@ -85,13 +86,17 @@ def test_the_report_from_the_shards_scores_the_same_budget_arms(newsgroups, tmp_
     config = ReportConfig(random_seeds=(1, 2, 3), max_full_vectors=1000)
     common = (vectors[:20], selection, evaluation, None, config)
     expected = evaluate_build(decisions, pool, vectors, pool["text"].tolist()[:20], *common).summary
-    summary = evaluate_build(decisions, pool[["id", "label"]], None, pool["text"].tolist()[:20], *common, shards=shards).summary
+    report = evaluate_build(decisions, pool[["id", "label"]], None, pool["text"].tolist()[:20], *common, shards=shards)
+    summary = report.summary
     for arm in ("selected", "random", "stratified_random"):
         assert summary["arms"][arm]["accuracy"] == expected["arms"][arm]["accuracy"]
     assert summary["label_free"]["kl_reduction"] == expected["label_free"]["kl_reduction"]
     for metric in ("embedding_distance", "target_coverage", "diversity"):
         for arm in ("selected", "random"):
             assert summary["label_free"][metric][arm] == expected["label_free"][metric][arm]
-    assert summary["label_free"]["full_pool_vectors_sampled"] == 1000 and "full_pool_vectors_sampled" not in expected["label_free"]
+    assert summary["full_pool_vectors_sampled"] == 1000 and "full_pool_vectors_sampled" not in expected
+    assert summary["label_free"]["embedding_distance"]["full"]["n_selected"] == 1000
     assert summary["full_pool_arm"] == "trained here, shard by shard"
     assert summary["verdict"]["beats_random"] == expected["verdict"]["beats_random"]
+    paths = write_report(str(tmp_path / "report"), summary, report.tables, report.figures)  # as the asset does
+    assert "shard by shard" in open(paths.html).read()
