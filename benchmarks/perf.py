@@ -206,10 +206,12 @@ def gx_seconds() -> tuple[float, float]:
     return float(imported), float(created)
 
 
-def measure(kind: str, size: int, repeats: int, budget: float, work: Path, results: Path = RESULTS, cold_only: bool = False) -> list[dict]:
+def measure(
+    kind: str, size: int, repeats: int, budget: float, work: Path, results: Path = RESULTS, cold_only: bool = False, bare: bool = True
+) -> list[dict]:
     pool = prepare_pool(kind, size, work)
     runs = []
-    temperatures = ["cold"] + ([] if cold_only else ["warm"]) + ([] if kind == "demo" else [NO_REPORT])
+    temperatures = ["cold"] + ([] if cold_only else ["warm"]) + ([] if kind == "demo" or not bare else [NO_REPORT])
     for repeat in range(repeats):
         for temperature in temperatures:
             out = work / "builds" / f"{kind}-{size}-{repeat}{'-no-report' if temperature == NO_REPORT else ''}"
@@ -248,9 +250,9 @@ def measure(kind: str, size: int, repeats: int, budget: float, work: Path, resul
 
 
 def _commit() -> str:
-    """The checkout measured (with "+" when it has uncommitted changes to tracked files)."""
+    """The checkout measured (with "+" when its tracked code has uncommitted changes; results and prose do not count)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":!benchmarks/results", ":!*.md"], cwd=REPO).returncode != 0
     return head + ("+" if dirty else "")
 
 
@@ -389,12 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report-only", action="store_true", help="rewrite results/perf.md from runs.jsonl")
     parser.add_argument("--cold-only", action="store_true", help="skip the warm rebuild (for builds that take many minutes)")
+    parser.add_argument("--skip-no-report", action="store_true", help="skip the --no-report build (the report's share)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for kind in args.pool:
             for size in [0] if kind == "demo" else args.sizes:  # the demo writes its own 3,540-row pool
-                measure(kind, size, args.repeats, args.budget, args.work, args.results, args.cold_only)
+                measure(kind, size, args.repeats, args.budget, args.work, args.results, args.cold_only, not args.skip_no_report)
     text = write_markdown(load_runs(args.work / "runs.jsonl"), args.results)
     gx = [gx_seconds() for _ in range(3)]
     text += (

@@ -246,7 +246,7 @@ def run_plan(
     base_config = {**execution.run_config(), "resources": inputs.resources_config()}
     outcome = BuildOutcome()
     live = sorted(files)
-    pool = None
+    pool, retired = None, False  # retired: a pool was shut down, so global runs go to a new one, not this process
     try:
         for wave in waves(BUILD_PLAN):
             pool_records = _pool_records(inputs.store, outcome.build_id)
@@ -261,7 +261,13 @@ def run_plan(
                 )
                 for step, key, assets in runs
             ]
-            if max_concurrent > 1 and len(requests) > 1 and pool is None:
+            if pool is not None and all(request.partition is None for request in requests):
+                # A wave of global steps gets workers of its own, forked as its runs start: a worker that
+                # ran shards keeps their models and embedder cached (0.8 GB at 1M records) beside the
+                # selection or the report, which need the memory.
+                pool.shutdown()
+                pool, retired = None, True
+            if max_concurrent > 1 and (len(requests) > 1 or retired) and pool is None:
                 pool = ProcessPoolExecutor(
                     max_workers=max_concurrent,
                     mp_context=fork_server.context(),

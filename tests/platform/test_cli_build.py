@@ -114,6 +114,19 @@ def test_build_runs_the_named_jobs_concurrently_and_the_sensor_skips_what_it_ing
 
     # `dagster dev` on this home: the landing sensor requests nothing for the files the CLI ingested ...
     instance = DagsterInstance.from_config(str(home))
+    # A wave of global steps ran in workers of its own: none ran in a process that had run an earlier wave.
+    pids = {
+        stage: {
+            e.dagster_event.pid for r in found for e in instance.all_logs(r.dagster_run.run_id) if e.dagster_event and e.dagster_event.pid
+        }
+        for stage, found in stage_runs.items()
+    }
+    earlier: set[int] = set()
+    for wave in plan_waves:
+        here = set().union(*(pids[step.stage] for step in wave))
+        if all(not step.per_shard for step in wave):
+            assert here and not here & earlier, (wave, here, earlier)
+        earlier |= here
     inputs = {"inputs": InputsResource(landing_dir=str(landing))}
     with build_sensor_context(instance=instance, resources=inputs) as context:
         first = landing_sensor(context)
