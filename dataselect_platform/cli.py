@@ -9,6 +9,7 @@ selection or the report did.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ def run_build(
     task: str | None = None,
     tune: bool = False,
     report: bool = True,
+    fresh_workers_above: int | None = None,
 ) -> dict:
     out_dir = Path(out).resolve()
     home = os.environ.get("DAGSTER_HOME") or str(out_dir / "dagster_home")
@@ -60,6 +62,8 @@ def run_build(
     options = {**({"policy": policy} if policy else {}), **({"task": task} if task else {}), **({"tune": True} if tune else {})}
     settings = BuildSettings(seed=seed, selection={"budget": budget, **options}, with_report=report)
     execution = Execution(executor, ray_address, gpu_step_num_gpus=1.0 if executor == "ray" and _uses_cuda(backend) else 0.0)
+    if fresh_workers_above is not None:
+        execution = dataclasses.replace(execution, fresh_workers_above=fresh_workers_above)
     concurrency = max_concurrent or default_concurrency()
     say(f"building on the Dagster instance in {home}: up to {concurrency} runs at a time, {executor} executor", quiet)
     started = time.perf_counter()
@@ -175,8 +179,21 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--executor", default="in_process", choices=EXECUTORS, help="how each run executes its steps")
         command.add_argument("--ray-address", default=None, help="Ray dashboard address for --executor ray, e.g. http://127.0.0.1:8265")
         command.add_argument("--quiet", action="store_true", help="no progress; only failures (stderr) and the JSON summary (stdout)")
+        command.add_argument(
+            "--fresh-workers-above",
+            type=int,
+            default=None,
+            help="above this many records, the global steps run in workers of their own, freeing the shard workers' "
+            "caches (default 250000; 0: always)",
+        )
     args = parser.parse_args(argv)
-    run_options = {"max_concurrent": args.max_concurrent, "executor": args.executor, "ray_address": args.ray_address, "quiet": args.quiet}
+    run_options = {
+        "max_concurrent": args.max_concurrent,
+        "executor": args.executor,
+        "ray_address": args.ray_address,
+        "quiet": args.quiet,
+        "fresh_workers_above": args.fresh_workers_above,
+    }
 
     # Before any heavy import (Dagster, torch): a bad call fails at once, naming what is wrong.
     from dataselect.build_inputs import InputError, check_build_inputs, check_policy, check_run_arguments

@@ -58,6 +58,11 @@ class Execution:
     ray_address: str | None = None
     gpu_step_num_gpus: float = 0.0
     log_level: str = "WARNING"  # Dagster's console log of each run; the event log keeps everything
+    # Above this many ingested records, each wave of global steps (the fits, the selection, the
+    # report) runs in workers forked for it: a worker that scored shards keeps their models and
+    # embedder cached (0.8 GB at 1M records) beside the selection or the report. Below it a fresh
+    # worker's start costs more than the memory it frees (3-4 s of the demo's 12 s, measured).
+    fresh_workers_above: int = 250_000
 
     def run_config(self) -> dict:
         if self.executor not in EXECUTORS:
@@ -261,10 +266,9 @@ def run_plan(
                 )
                 for step, key, assets in runs
             ]
-            if pool is not None and all(request.partition is None for request in requests):
-                # A wave of global steps gets workers of its own, forked as its runs start: a worker that
-                # ran shards keeps their models and embedder cached (0.8 GB at 1M records) beside the
-                # selection or the report, which need the memory.
+            global_wave = all(request.partition is None for request in requests)
+            if pool is not None and global_wave and _ingested_records(inputs.store, live) > execution.fresh_workers_above:
+                # Workers of its own, forked as its runs start (see Execution.fresh_workers_above).
                 pool.shutdown()
                 pool, retired = None, True
             if max_concurrent > 1 and (len(requests) > 1 or retired) and pool is None:
@@ -304,6 +308,14 @@ def run_plan(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return outcome
+
+
+def _ingested_records(store: str, shards: list[str]) -> int:
+    """Records in the shards' raw_pool files (their footers only)."""
+    from dataselect.storage import confined, exists, parquet_num_rows, safe_name
+
+    paths = [confined(store, "raw_pool", f"{safe_name(key)}.parquet") for key in shards]
+    return sum(parquet_num_rows(path) for path in paths if exists(path))
 
 
 def _pool_records(store: str, build_id: str | None) -> int | None:
