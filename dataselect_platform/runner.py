@@ -61,7 +61,7 @@ class Execution:
     # Above this many ingested records, each wave of global steps (the fits, the selection, the
     # report) runs in workers forked for it: a worker that scored shards keeps their models and
     # embedder cached (0.8 GB at 1M records) beside the selection or the report. Below it a fresh
-    # worker's start costs more than the memory it frees (3-4 s of the demo's 12 s, measured).
+    # worker's start costs more than the memory it frees (the demo took 15.9 s with them, 13.6 s without).
     fresh_workers_above: int = 250_000
 
     def run_config(self) -> dict:
