@@ -9,10 +9,11 @@ counts alone are 2.8 GB. Here the process holds one shard's counts at a time:
   one approximation: at ten times the sample, a term near the frequency cut-off may fall on the
   other side of it;
 - idf: the document frequency of those columns over every labelled record, counted shard by
-  shard, each shard's counts kept in a scratch folder for the passes;
+  shard; each record's counts go to one of about n / 10k seeded random parts in a scratch folder;
 - SGD: the same objective (log loss, alpha = 1 / (C * n)) and learning-rate schedule, as
-  ``epochs`` passes of ``partial_fit`` over the shards in a seeded order and each shard's rows in a
-  seeded order (``fit`` shuffles all rows at once in each pass).
+  ``epochs`` passes of ``partial_fit`` over the parts in a seeded order and each part's rows in a
+  seeded order (``fit`` shuffles all rows at once in each pass; a part is a random sample of the
+  pool, where a shard may hold one domain or one label).
 """
 
 from __future__ import annotations
