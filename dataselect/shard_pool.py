@@ -82,21 +82,26 @@ class ShardPool:
 
 class ShardColumns:
     """Columns ``names`` of consecutive shard files, each read whole (all shards, in order) when asked for;
-    a shard without one gives nulls, as a permissive concatenation of the shards would."""
+    a shard without one gives nulls, as a permissive concatenation of the shards would. ``names`` None:
+    every list column (a vector per record) of any file."""
 
-    def __init__(self, files: Sequence[str | os.PathLike], names: Sequence[str]):
-        self.files, self.names = list(files), list(names)
-        self._schemas = [parquet_schema(path) for path in self.files]
+    def __init__(self, files: Sequence[str | os.PathLike], names: Sequence[str] | None = None):
+        self.files = list(files)
+        self.schemas = [parquet_schema(path) for path in self.files]
+        if names is None:
+            lists = (f.name for schema in self.schemas for f in schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))
+            names = dict.fromkeys(lists)
+        self.names = list(names)
 
     def field(self, name: str) -> pa.Field:
         """The first shard's field: its type and metadata (e.g. the settings a column was made with)."""
-        return next(schema.field(name) for schema in self._schemas if name in schema.names)
+        return next(schema.field(name) for schema in self.schemas if name in schema.names)
 
     def read(self, name: str) -> pa.ChunkedArray:
         if name not in self.names:
             raise KeyError(f"{name!r} is not among the stored columns {self.names}")
         field, chunks = self.field(name), []
-        for path, schema in zip(self.files, self._schemas):
+        for path, schema in zip(self.files, self.schemas):
             if name in schema.names:
                 chunks.extend(read_parquet(path, [name]).column(name).cast(field.type).chunks)
             else:
@@ -110,7 +115,7 @@ class ShardColumns:
             raise TypeError(f"{name!r} is {field.type}, not a fixed-size list")
         lengths = [parquet_num_rows(path) for path in self.files]
         out, at = np.empty((sum(lengths), field.type.list_size), dtype), 0
-        for path, schema, length in zip(self.files, self._schemas, lengths):
+        for path, schema, length in zip(self.files, self.schemas, lengths):
             if name not in schema.names:
                 raise ValueError(f"{path} has no {name!r} column")
             values = read_parquet(path, [name]).column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)

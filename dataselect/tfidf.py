@@ -8,8 +8,6 @@ functions here give the same matrices without tokenising again.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,7 +76,7 @@ def column_sums(counts: sp.csr_matrix, n_terms: int, block: int = 1 << 24) -> np
     return totals
 
 
-def counts_on(columns: pa.Array, texts: Texts | Sequence[str], ngram_range: tuple[int, int]) -> sp.csr_matrix:
+def counts_on(columns: pa.Array, texts: Texts, ngram_range: tuple[int, int]) -> sp.csr_matrix:
     """``CountVectorizer(vocabulary=columns).transform(texts)`` for alphabetical ``columns``: the
     texts' own counts, their terms looked up among the columns (terms not there are dropped)."""
     own = TermCounts(texts, ngram_range, min_df=1)

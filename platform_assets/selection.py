@@ -33,7 +33,7 @@ from dataselect.scorers import DEFAULT_POOL_SCORERS
 from dataselect.scorers.label_noise import LabelNoise
 from dataselect.selection import POLICIES, SelectionConfig, accounting, decide
 from dataselect.shard_pool import ShardColumns
-from dataselect.storage import parquet_metadata, parquet_schema, read_parquet
+from dataselect.storage import parquet_metadata, read_parquet
 from dataselect.tuning import tune_build, tune_table
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool
@@ -157,13 +157,9 @@ def _read_scores(storage: StorageResource, keys: list[str]) -> tuple[pa.Table, S
     """Every shard's scores without their wide columns (a list per record), and those columns left in the
     files: a pool scorer reads the one it needs while it runs (at 1M records the MinHash signatures
     are 0.5 GB and the label probabilities 0.2 GB, and no scorer needs both)."""
-    files = [storage.shard_file("quality_scores", k) for k in keys]
-    schemas = [parquet_schema(path) for path in files]
-    wide = list(
-        dict.fromkeys(f.name for schema in schemas for f in schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))
-    )
-    tables = [read_parquet(path, [n for n in schema.names if n not in wide]) for path, schema in zip(files, schemas)]
-    return pa.concat_tables(tables, promote_options="permissive"), ShardColumns(files, wide)
+    wide = ShardColumns([storage.shard_file("quality_scores", k) for k in keys])
+    tables = [read_parquet(path, [n for n in schema.names if n not in wide.names]) for path, schema in zip(wide.files, wide.schemas)]
+    return pa.concat_tables(tables, promote_options="permissive"), wide
 
 
 def _shard_texts(storage: StorageResource, key: str) -> pa.Array:

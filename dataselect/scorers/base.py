@@ -71,7 +71,7 @@ class Batch:
         return names + [n for n in self.stored.names if n not in names] if self.stored is not None else names
 
     def field(self, name: str) -> pa.Field:
-        return self.records.schema.field(name) if name in self.records.column_names or self.stored is None else self.stored.field(name)
+        return self.records.schema.field(name) if self._in_records(name) else self.stored.field(name)
 
     def column_array(self, name: str) -> pa.ChunkedArray:
         """One column, read from its files when it was left there (not kept: the caller holds it while it needs it)."""

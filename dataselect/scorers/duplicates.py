@@ -302,8 +302,9 @@ class NearDuplicates(Scorer):
 
     def score(self, batch: Batch) -> dict[str, np.ndarray]:
         n = len(batch)
-        signatures = batch.stored_matrix(self.config.signature_column, _U32)
-        signatures = signature_matrix(batch.column_array(self.config.signature_column)) if signatures is None else signatures
+        signatures = batch.stored_matrix(self.config.signature_column, _U32)  # None: the column is in memory
+        if signatures is None:
+            signatures = signature_matrix(batch.column_array(self.config.signature_column))
         if n and signatures.shape[1] != self.config.num_perm:
             raise ValueError(f"signatures have {signatures.shape[1]} permutations, config says {self.config.num_perm}")
         bands, rows = lsh_parameters(self.config.threshold, self.config.num_perm, self.config.false_negative_weight)

@@ -52,6 +52,7 @@ def test_pool_scorers_read_the_wide_columns_from_the_shards_and_decide_the_same(
     options = {"label_noise": {"max_train_per_fold": 400}}
     expected = score_for_selection(whole, vectors, DEFAULT_POOL_SCORERS, options)
     stored = ShardColumns(files, wide)
+    assert ShardColumns(files).names == wide  # unnamed: the files' list columns, as filtered_set reads them
     frame = score_for_selection(whole.drop_columns(wide), vectors, DEFAULT_POOL_SCORERS, options, stored=stored)
     pd.testing.assert_frame_equal(frame, expected)
     # The scorers found something to decide on: near copies and moved labels.
