@@ -6,8 +6,9 @@ nearly all of it in its per-token Python loop. Here the same matrix (same column
 alphabetical order, same counts) comes from a few vectorised passes:
 
 - tokens: ``CountVectorizer``'s default ``(?u)\\b\\w\\w+\\b`` on lower-cased text is every maximal
-  run of word characters (``[\\pL\\pN_]``, as Python's ``\\w``) of length >= 2, so splitting at the
-  runs of other characters with Arrow's RE2 kernels finds them, on all cores;
+  run of word characters (``[\\pL\\pN_]``, as Python's ``\\w``) of length >= 2: all-ASCII texts
+  are cut on their bytes by numpy, others split at the runs of other characters with Arrow's RE2
+  kernels, on all cores;
 - terms: a word's id is its index in the Arrow dictionary of the pool's words, an n-gram's id
   the factorised pair (id of its first n-1 words, id of its last word), so no n-gram string is
   built before the vocabulary is known;
@@ -24,6 +25,7 @@ Tests compare the two on tricky strings and on the real corpora.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -34,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from dataselect.ngrams import _as_array, map_chunks
+from dataselect.ngrams import _as_array, _string_buffers, map_chunks
 from dataselect.threads import available
 
 # Texts as the callers hold them: Arrow arrays, a pandas column (pandas' strings are Arrow-backed
@@ -42,6 +44,7 @@ from dataselect.threads import available
 Texts = pa.Array | pa.ChunkedArray | pd.Series | Sequence[str | None]
 
 _SEPARATORS = r"[^\pL\pN_]+"  # anything that is not a word character
+_ASCII_WORD = np.array([bool(re.fullmatch(r"\w", chr(b))) for b in range(128)] + [False] * 128)  # \w, byte by byte
 _SLICE_TEXTS = 2000  # texts per tokenising slice (with at most 4 MB of text)
 # Token positions per part of the n-gram numbering: bounds its temporaries (~2 GB a part) at a
 # million records, and leaves a pool of 100k real-text records (35M tokens) in one part.
@@ -66,19 +69,74 @@ def _lower(texts: pa.Array) -> pa.Array:
     return pa.array([text.lower() for text in texts.to_pylist()], pa.string())
 
 
-def _slice_tokens(texts: pa.Array | pa.ChunkedArray) -> tuple[int, np.ndarray, pa.Array]:
-    # Null and large-string handling per slice, so a large pool's array is never copied whole.
+def _prepared(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One slice as plain strings, nulls as empty ones. Null and large-string handling per slice,
+    so a large pool's array is never copied whole."""
     texts = _as_array(texts)
     if texts.type != pa.string():
         # Rebased by the concatenation: a cast slice's offsets need not start at 0, and Arrow's
         # ascii_lower (pyarrow 26) then lower-cases the wrong bytes.
         texts = pa.concat_arrays([texts.cast(pa.string())])
-    texts = pc.fill_null(texts, "")
+    return pc.fill_null(texts, "")
+
+
+def _slice_tokens(texts: pa.Array | pa.ChunkedArray) -> tuple[int, np.ndarray, pa.Array]:
+    texts = _prepared(texts)
     lists = pc.split_pattern_regex(_lower(texts), _SEPARATORS)
     tokens = pc.list_flatten(lists)
     long_enough = pc.greater_equal(pc.utf8_length(tokens), 2)
     parents = pc.list_parent_indices(lists).filter(long_enough).to_numpy(zero_copy_only=False).astype(np.int32)
     return len(texts), parents, tokens.filter(long_enough)
+
+
+def _regex_encoded(texts: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """(text index, words, word index) of every token, by Arrow's RE2 kernels: any text."""
+    _, parents, tokens = _slice_tokens(texts)
+    encoded = tokens.dictionary_encode()
+    return parents, encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def _ascii_encoded(texts: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """:func:`_regex_encoded` of all-ASCII texts, found on their bytes (3x faster than RE2 at 100k
+    real-text records): a token is a run of at least two word bytes. The lower-cased texts' own
+    buffer, cut at every token's start and end, is one string array (the tokens at odd positions,
+    what lies between them at even ones), which Arrow dictionary-encodes without copying a token."""
+    data, offsets = _string_buffers(pc.ascii_lower(texts))
+    word = _ASCII_WORD[data]
+    boundary = np.ones(len(data) + 1, bool)
+    boundary[1:-1] = word[1:] != word[:-1]
+    boundary[offsets] = True
+    starts = np.flatnonzero(boundary[:-1] & word)
+    ends = np.flatnonzero(boundary[1:] & word) + 1
+    long_enough = ends - starts >= 2
+    starts, ends = starts[long_enough], ends[long_enough]
+    parents = (np.searchsorted(offsets, starts, side="right") - 1).astype(np.int32)
+    cuts = np.empty(2 * len(starts) + 2, np.int32)
+    cuts[0], cuts[-1] = 0, len(data)
+    cuts[1:-1:2], cuts[2:-1:2] = starts, ends
+    encoded = pa.StringArray.from_buffers(len(cuts) - 1, pa.py_buffer(cuts), pa.py_buffer(data)).dictionary_encode()
+    indices = encoded.indices.to_numpy(zero_copy_only=False)[1::2]
+    used = np.zeros(len(encoded.dictionary), bool)  # the text between tokens is no word
+    used[indices] = True
+    return parents, encoded.dictionary.filter(pa.array(used)), (np.cumsum(used) - 1).astype(np.int32)[indices]
+
+
+def _slice_encoded(texts: pa.Array | pa.ChunkedArray) -> tuple[int, np.ndarray, pa.Array, np.ndarray]:
+    """(number of texts, text index, words, word index) of every token of one slice: its ASCII texts
+    on their bytes, the others by RE2, merged back into text order."""
+    texts = _prepared(texts)
+    ascii = pc.string_is_ascii(texts).to_numpy(zero_copy_only=False)
+    if ascii.all() or not ascii.any():
+        return len(texts), *(_ascii_encoded if ascii.all() else _regex_encoded)(texts)
+    rows = [np.flatnonzero(ascii), np.flatnonzero(~ascii)]
+    found = [encoded(texts.take(pa.array(where))) for where, encoded in zip(rows, (_ascii_encoded, _regex_encoded))]
+    both = pa.concat_arrays([words for _, words, _ in found]).dictionary_encode()
+    ids_of = both.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    first_word = len(found[0][1])
+    parents = np.concatenate([where[local] for where, (local, _, _) in zip(rows, found)]).astype(np.int32)
+    ids = np.concatenate([ids_of[:first_word][found[0][2]], ids_of[first_word:][found[1][2]]])
+    order = np.argsort(parents, kind="stable")  # each text's tokens lie in one part, in order
+    return len(texts), parents[order], both.dictionary, ids[order]
 
 
 def tokenize(texts: Texts, threads: int | None = None) -> tuple[np.ndarray, pa.Array]:
@@ -102,16 +160,9 @@ def _as_strings(texts: Texts) -> pa.Array | pa.ChunkedArray:
 
 
 def _encoded_tokens(texts: Texts, threads: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
-    """(text index, word id) of every token, both int32, and the words by id (in order of first
-    appearance, as one ``dictionary_encode`` of all tokens would number them). Each slice encodes its
+    """(text index, word id) of every token, both int32, and the words by id. Each slice encodes its
     own tokens; one encode of the slices' dictionaries then numbers the words of all."""
-
-    def encode(piece: pa.Array) -> tuple[int, np.ndarray, pa.Array, np.ndarray]:
-        n, parents, tokens = _slice_tokens(piece)
-        encoded = tokens.dictionary_encode()
-        return n, parents, encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
-
-    pieces = map_chunks(encode, _as_strings(texts), threads, size=_SLICE_TEXTS, max_bytes=4 << 20)
+    pieces = map_chunks(_slice_encoded, _as_strings(texts), threads, size=_SLICE_TEXTS, max_bytes=4 << 20)
     both = pa.concat_arrays([dictionary for _, _, dictionary, _ in pieces]) if pieces else pa.array([], pa.string())
     numbered = both.dictionary_encode()
     ids_of = numbered.indices.to_numpy(zero_copy_only=False).astype(np.int32)
