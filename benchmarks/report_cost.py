@@ -3,7 +3,8 @@
 ``python -m benchmarks.report_cost [--store benchmarks/work/perf/builds/realtext-100000-0/store]``
 
 Reads the newest build of the store as the ``evaluation_report`` asset does (with the pool's term
-counts and the full pool's predictions that ``evaluation_features`` stored while the shards were scored),
+counts that ``evaluation_features`` stored while the shards were scored, and the full pool's predictions
+that ``evaluation_full_pool_arm`` stored beside the selection),
 then times (1) the whole of :func:`dataselect.build_report.evaluate_build`, wall clock and CPU (user
 + system of this process, every thread), and (2) each of its TF-IDF arms alone on one thread:
 featurising the arm from the pool's term counts, then fitting the fixed recipe (the full pool's
@@ -75,7 +76,8 @@ def write_markdown(store_root: Path, rows: list[tuple[str, int, float, float]], 
         "",
         f"Store: `{store_root.relative_to(REPO) if store_root.is_relative_to(REPO) else store_root}` (its newest build), "
         f"{time.strftime('%Y-%m-%d')}, 2 CPU cores. The default report (random arm: 5 seeds; stratified: 2; the full pool) "
-        "with the pool's term counts and the full pool's predictions from `evaluation_features`. CPU = user + system seconds "
+        "with the pool's term counts from `evaluation_features` and the full pool's predictions from `evaluation_full_pool_arm`. "
+        "CPU = user + system seconds "
         "of the process, every thread. The arms alone are each trained here, the full pool's too.",
         "",
         "| part | records | wall s | CPU s |",

@@ -149,7 +149,7 @@ def evaluate_build(
         arms = evaluator.evaluate_arms(selected_ids, config.random_seeds, True, True, selection.seed, stratified_seeds)
         summary.update(report.summarize(arms))
         summary["full_pool_arm"] = (
-            "stored predictions (trained by evaluation_features)"
+            "stored predictions (trained by evaluation_full_pool_arm)"
             if evaluator.has_stored_full_pool()
             else "trained here, shard by shard"
             if shards is not None

@@ -217,10 +217,12 @@ class _TermCounts:
     in the pool is rarer in every subset, so no subset vectorizer could keep it.
     """
 
-    def __init__(self, pool_texts: Texts, eval_texts: Sequence[str], config: Config, pool_terms: PoolTerms | None = None):
+    def __init__(self, pool_texts: Texts | None, eval_texts: Sequence[str], config: Config, pool_terms: PoolTerms | None = None):
         """``pool_terms``: the pool's counts counted beforehand (:mod:`dataselect.pool_terms`), with the
-        recipe's n-gram range and min_df; None counts them here."""
+        recipe's n-gram range and min_df (the pool's texts may then be None); None counts them here."""
         if pool_terms is None:
+            if pool_texts is None:
+                raise ValueError("the TF-IDF recipe needs the pool's texts or their term counts")
             # CountVectorizer's matrix, 3x faster (see dataselect.term_counts): min_df as in the recipe.
             counter = TermCounts(pool_texts, tuple(config.ngram_range), config.min_df)
             self.pool, names, self.counted_range = counter.matrix, counter.feature_names, counter.ngram_range
@@ -228,7 +230,7 @@ class _TermCounts:
         else:
             if (tuple(pool_terms.ngram_range), pool_terms.min_df) != (tuple(config.ngram_range), config.min_df):
                 raise ValueError(f"pool terms counted with {pool_terms.ngram_range}, min_df {pool_terms.min_df}: not this recipe's")
-            if pool_terms.matrix.shape[0] != len(pool_texts):
+            if pool_texts is not None and pool_terms.matrix.shape[0] != len(pool_texts):
                 raise ValueError(f"pool terms have {pool_terms.matrix.shape[0]} rows for a pool of {len(pool_texts)}")
             self.pool, names, self.counted_range = pool_terms.matrix, pool_terms.feature_names, tuple(pool_terms.ngram_range)
             self.eval = tfidf.counts_on(names, eval_texts, self.counted_range)
@@ -362,7 +364,8 @@ class ArmEvaluator:
 
     Build one per report and call :meth:`evaluate_arms`, :meth:`budget_sweep` and
     :meth:`ablation` on it, so tokenisation and the full-pool model are paid for once.
-    ``pool_terms`` (TF-IDF recipe) are the pool's term counts counted beforehand, row-aligned with ``pool``;
+    ``pool_terms`` (TF-IDF recipe) are the pool's term counts counted beforehand, row-aligned with ``pool``
+    (which then needs no text column);
     ``full_pool``: the full pool's predictions trained beforehand from them (:mod:`dataselect.full_pool_arm`),
     used for the full arm when their fingerprint is this evaluator's and they cover every evaluation text.
     ``shards`` (TF-IDF recipe, a ``pool`` without its text column): the pool's texts left in its shards,
@@ -400,7 +403,10 @@ class ArmEvaluator:
                 raise ValueError(f"a pool read from its shards needs {len(pool)} shard rows (it has {len(shards)}) and no pool terms")
             self._shards = shards
         elif recipe == "tfidf_logreg":
-            self._counts = _TermCounts(pool[TEXT], eval_set[TEXT].tolist(), self.config, pool_terms)
+            if pool_terms is not None and pool_terms.matrix.shape[0] != len(pool):
+                raise ValueError(f"pool terms have {pool_terms.matrix.shape[0]} rows for a pool of {len(pool)}")
+            texts = pool[TEXT] if TEXT in pool else None  # counted beforehand, the texts are not needed
+            self._counts = _TermCounts(texts, eval_set[TEXT].tolist(), self.config, pool_terms)
         else:
             if len(pool_embeddings) != len(pool) or len(eval_embeddings) != len(eval_set):
                 raise ValueError("embeddings must be row-aligned with pool and eval_set")

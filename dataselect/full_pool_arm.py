@@ -1,11 +1,11 @@
-"""The report's full-pool arm, trained before the selection and stored beside the build.
+"""The report's full-pool arm, trained beside the selection and stored for the report.
 
 The full pool's model is the report's costliest fit (at 100k real-text records two thirds of its
 CPU), and it depends on the pool, the evaluation texts and the fixed recipe, never on the
-selection. So the platform trains it while the shards are scored (the ``evaluation_features``
-asset, after counting the pool's terms) and stores its prediction for each evaluation text. The report
-scores those predictions on its own evaluation records (after ``--tune``, only the held-out
-half), exactly as if it had trained the arm itself.
+selection. So the platform trains it from the pool's term counts (``evaluation_features``) beside
+the selection (the ``evaluation_full_pool_arm`` asset) and stores its prediction for each
+evaluation text. The report scores those predictions on its own evaluation records (after
+``--tune``, only the held-out half), exactly as if it had trained the arm itself.
 
 The stored predictions are tied to the pool's term counts (its shards and counting settings), the
 recipe and its model settings by a fingerprint; a reader that finds another fingerprint, or an

@@ -9,7 +9,7 @@ from dagster import Definitions, definitions
 from jobs import all_jobs, retraining_schedule
 from platform_assets.checks import all_checks
 from platform_assets.embeddings import embeddings
-from platform_assets.evaluation import evaluation_analyses, evaluation_features, evaluation_report
+from platform_assets.evaluation import evaluation_analyses, evaluation_features, evaluation_full_pool_arm, evaluation_report
 from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.scoring import model_assets, quality_scores
 from platform_assets.selection import filtered_set
@@ -25,6 +25,7 @@ all_assets = [
     quality_scores,
     filtered_set,
     evaluation_features,
+    evaluation_full_pool_arm,
     evaluation_report,
     evaluation_analyses,
 ]

@@ -6,7 +6,7 @@ The build (``jobs/build_plan.py`` orders them; ``dataselect build`` launches the
 - ``model_fit_job``: the target reference and the default recipe's scorer models, fit on the pool.
 - ``shard_score_job``: one shard's quality_scores from the fitted models.
 - ``selection_build_job``: the global steps, filtered_set -> evaluation_report (evaluation_features beside the shards'
-  scoring, evaluation_analyses beside the report).
+  scoring, evaluation_full_pool_arm beside the selection, evaluation_analyses beside the report).
 
 Launched by the platform itself:
 
@@ -25,7 +25,9 @@ from platform_assets.partitions import shards
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 
 per_shard = AssetSelection.assets("raw_pool", "embeddings", "quality_scores")
-global_steps = AssetSelection.assets("filtered_set", "evaluation_set", "evaluation_features", "evaluation_report", "evaluation_analyses")
+global_steps = AssetSelection.assets(
+    "filtered_set", "evaluation_set", "evaluation_features", "evaluation_full_pool_arm", "evaluation_report", "evaluation_analyses"
+)
 fitted_models = AssetSelection.assets("target_reference", *DEFAULT_MODEL_KEYS)
 
 

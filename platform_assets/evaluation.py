@@ -1,9 +1,10 @@
 """evaluation_report: does the selection beat random subsets of the same size, and the full pool?
 
-evaluation_features counts the pool's terms for the report's TF-IDF arms and trains the full
-pool's arm from them; neither needs anything but the pool, so a build runs it while the shards
-are scored rather than after the selection. evaluation_analyses (the budget sweep and the ablation) needs
-nothing from the report, so a build runs it beside the report.
+evaluation_features counts the pool's terms for the report's TF-IDF arms, and
+evaluation_full_pool_arm trains the full pool's arm from them; neither needs the selection, so a
+build counts while the shards are scored and trains the arm beside the selection, on the core the
+selection leaves idle. evaluation_analyses (the budget sweep and the ablation) needs nothing from
+the report, so a build runs it beside the report.
 """
 
 from typing import NamedTuple
@@ -64,11 +65,6 @@ class EvaluationFeaturesConfig(Config):
         description="Count the terms before the selection for pools of at most this many records: the step holds the "
         "whole pool's text and n-gram matrices beside the shards' scoring runs, so above it the report counts them itself.",
     )
-    full_pool_arm: bool = Field(
-        True,
-        description="Also train the report's full-pool arm (the TF-IDF recipe on every labelled pool record) and store its "
-        "predictions on the evaluation texts, so the report does not train it. Off: the report trains it.",
-    )
 
 
 def _pool_terms_fingerprint(shard_fingerprints: dict[str, str]) -> str:
@@ -79,24 +75,22 @@ def _pool_terms_fingerprint(shard_fingerprints: dict[str, str]) -> str:
     deps=[raw_pool],
     automation_condition=AutomationCondition.eager(),
     group_name="evaluate",
-    kinds={"python", "parquet", "scikit-learn"},
-    description="The report recipe's word n-gram counts of every pool record (CountVectorizer's matrix) and the full "
-    "pool's arm trained from them, made while the shards are scored so the report does not; skipped without a labelled "
-    "evaluation file.",
+    kinds={"python", "parquet"},
+    description="The report recipe's word n-gram counts of every pool record (CountVectorizer's matrix), made while the "
+    "shards are scored so the report does not; skipped without a labelled evaluation file.",
 )
 def evaluation_features(
     context: AssetExecutionContext, config: EvaluationFeaturesConfig, inputs: InputsResource, storage: StorageResource
 ) -> MaterializeResult:
-    keys = sorted(k for k in context.instance.get_dynamic_partitions(shards.name) if k in storage.shard_files("raw_pool"))
-    eval_path = inputs.evaluation()
-    if eval_path is None:
+    keys = _pool_keys(context, storage)
+    if inputs.evaluation() is None:
         return MaterializeResult(metadata={"skipped": "no evaluation file: the report trains no arms"})
     n_records = sum(parquet_num_rows(storage.shard_file("raw_pool", k)) for k in keys)
     if n_records > config.max_records:
         return MaterializeResult(metadata={"skipped": f"{n_records:,} pool records, above max_records: the report counts them itself"})
-    shard_fingerprints = {k: parquet_metadata(storage.shard_file("raw_pool", k))["fingerprint"] for k in keys}
-    pool = pd.concat([storage.read_shard("raw_pool", k, [cols.TEXT, cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
-    counted = pool_terms.count(pool[cols.TEXT], _RECIPE.ngram_range, _RECIPE.min_df, _pool_terms_fingerprint(shard_fingerprints))
+    columns = [storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).cast(pa.large_string()) for k in keys]
+    texts = pa.chunked_array([chunk for column in columns for chunk in column.chunks], pa.large_string())
+    counted = pool_terms.count(texts, _RECIPE.ngram_range, _RECIPE.min_df, _current_terms_fingerprint(storage, keys))
     pool_terms.write(storage.path("evaluation_features"), counted)
     metadata = {
         "fingerprint": counted.fingerprint,
@@ -104,22 +98,48 @@ def evaluation_features(
         "terms": counted.matrix.shape[1],
         "nonzeros": int(counted.matrix.nnz),
         "shards": len(keys),
-        "full_pool_arm": _train_full_pool_arm(pool, read_reference(eval_path).records.to_pandas(), counted, storage)
-        if config.full_pool_arm
-        else "off: the report trains it",
     }
     return MaterializeResult(metadata=metadata)
 
 
-def _train_full_pool_arm(pool: pd.DataFrame, eval_set: pd.DataFrame, counted: pool_terms.PoolTerms, storage: StorageResource) -> str:
-    """Train the report's full-pool arm and store its predictions; what happened, in words."""
+def _pool_keys(context: AssetExecutionContext, storage: StorageResource) -> list[str]:
+    """The registered shards that have a raw_pool file, in key order (the pool's row order)."""
+    return sorted(k for k in context.instance.get_dynamic_partitions(shards.name) if k in storage.shard_files("raw_pool"))
+
+
+def _current_terms_fingerprint(storage: StorageResource, keys: list[str]) -> str:
+    return _pool_terms_fingerprint({k: parquet_metadata(storage.shard_file("raw_pool", k))["fingerprint"] for k in keys})
+
+
+@asset(
+    deps=[evaluation_features],
+    automation_condition=AutomationCondition.eager(),
+    group_name="evaluate",
+    kinds={"python", "parquet", "scikit-learn"},
+    description="The report's full-pool arm (the TF-IDF recipe on every labelled pool record, from evaluation_features' "
+    "counts) and its prediction for each evaluation text, trained beside the selection so the report does not; skipped "
+    "when there are no counts of the current shards.",
+)
+def evaluation_full_pool_arm(context: AssetExecutionContext, inputs: InputsResource, storage: StorageResource) -> MaterializeResult:
+    keys = _pool_keys(context, storage)
+    eval_path = inputs.evaluation()
+    counted = pool_terms.read(storage.path("evaluation_features"), _current_terms_fingerprint(storage, keys)) if eval_path else None
+    if counted is None:
+        return MaterializeResult(
+            metadata={"skipped": "no term counts of the current shards (no evaluation file, or a pool the report reads from its shards)"}
+        )
+    # Labels only: the counts stand for the texts. Row positions as ids: a shard's ids may repeat in another.
+    labels = pd.concat([storage.read_shard("raw_pool", k, [cols.LABEL]).to_pandas() for k in keys], ignore_index=True)
+    pool = labels.assign(**{cols.ID: np.arange(len(labels)).astype(str)})
+    eval_set = read_reference(eval_path).records.to_pandas()
     if not len(eval_set) or eval_set[cols.LABEL].isna().any() or pool[cols.LABEL].isna().all():
-        return "not trained: the report needs every evaluation record and some pool records labelled"
-    # Row positions as ids: a shard's ids may repeat in another, and the arm takes every row anyway.
-    pool = pool.assign(**{cols.ID: np.arange(len(pool)).astype(str)})
+        return MaterializeResult(metadata={"skipped": "the report needs every evaluation record and some pool records labelled"})
     stored = ArmEvaluator(pool, eval_set, "tfidf_logreg", pool_terms=counted).predict_full_pool()
-    full_pool_arm.write(storage.path("evaluation_features"), stored)
-    return f"trained on {int(pool[cols.LABEL].notna().sum()):,} labelled records in {stored.fit_seconds:.1f} s"
+    full_pool_arm.write(storage.path("evaluation_full_pool_arm"), stored)
+    trained = int(pool[cols.LABEL].notna().sum())
+    return MaterializeResult(
+        metadata={"fingerprint": stored.fingerprint, "trained_on": trained, "fit_seconds": round(stored.fit_seconds, 2)}
+    )
 
 
 class BuildToEvaluate(NamedTuple):
@@ -186,8 +206,8 @@ def stored_pool_terms(storage: StorageResource, manifest: dict) -> pool_terms.Po
 
 
 def stored_full_pool_arm(storage: StorageResource) -> full_pool_arm.FullPoolPredictions | None:
-    """The full-pool predictions evaluation_features stored, if any (the report's evaluator checks they are its own)."""
-    return full_pool_arm.read(storage.path("evaluation_features"))
+    """The full-pool predictions evaluation_full_pool_arm stored, if any (the report's evaluator checks they are its own)."""
+    return full_pool_arm.read(storage.path("evaluation_full_pool_arm"))
 
 
 class _Evaluated(NamedTuple):
@@ -235,7 +255,7 @@ class EvaluationConfig(Config):
 
 
 @asset(
-    deps=[filtered_set, target_reference, evaluation_set, evaluation_features],
+    deps=[filtered_set, target_reference, evaluation_set, evaluation_features, evaluation_full_pool_arm],
     automation_condition=AutomationCondition.eager(),
     group_name="evaluate",
     kinds={"scikit-learn", "html"},
@@ -333,7 +353,7 @@ class EvaluationAnalysesConfig(Config):
 
 
 @asset(
-    deps=[filtered_set, evaluation_set, evaluation_features],
+    deps=[filtered_set, evaluation_set, evaluation_features, evaluation_full_pool_arm],
     automation_condition=AutomationCondition.eager(),
     group_name="evaluate",
     kinds={"scikit-learn", "html"},

@@ -5,7 +5,7 @@ import dagster as dg
 from dataselect_platform.definitions import defs
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 
-GLOBAL_STEPS = ["filtered_set", "evaluation_features", "evaluation_report", "evaluation_analyses"]
+GLOBAL_STEPS = ["filtered_set", "evaluation_features", "evaluation_full_pool_arm", "evaluation_report", "evaluation_analyses"]
 
 
 def requested(result, keys):

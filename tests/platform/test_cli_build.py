@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, SensorResult, SkipReason, build_sensor_context
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, SensorResult, SkipReason, build_sensor_context
 
 from dataselect.demo import write_demo
 from dataselect_platform.runner import STAGE_TAG
@@ -191,10 +191,13 @@ def test_unreadable_files_are_listed_and_the_readable_ones_built(demo, tmp_path)
         assert run.tags["dagster/partition"] == failure["shard"] and Path(failure["file"]).name.startswith(failure["shard"])
         assert f"FAILED, run {failure['run_id']}" in done.stderr  # so the user can open it in the UI
     # The failed selection run is named too, with the description of the blocking check that failed;
-    # the run counting the pool's terms before it succeeded, and no report run was launched after them.
-    selection_runs = {r.status: r for r in runs.values() if r.job_name == "selection_build_job"}
-    assert len(selection_runs) == 2 and selection_runs[DagsterRunStatus.FAILURE].run_id in summary["stopped"]
-    assert selection_runs[DagsterRunStatus.SUCCESS].tags.get(STAGE_TAG) == "count terms"
+    # the run counting the pool's terms before it and the full pool's arm beside it succeeded, and no
+    # report run was launched after them.
+    selection_runs = [r for r in runs.values() if r.job_name == "selection_build_job"]
+    [failed] = [r for r in selection_runs if r.status == DagsterRunStatus.FAILURE]
+    assert failed.run_id in summary["stopped"] and len(selection_runs) == 3
+    succeeded = sorted((r.tags.get(STAGE_TAG), r.asset_selection) for r in selection_runs if r.status == DagsterRunStatus.SUCCESS)
+    assert succeeded == [("count terms", {AssetKey("evaluation_features")}), ("select", {AssetKey("evaluation_full_pool_arm")})]
     planted = json.loads(pool_line)["id"]
     assert f"blocking check evaluation_set_disjoint: 1 evaluation records whose id is also in the pool: {planted}" in done.stderr
 

@@ -73,6 +73,7 @@ def test_every_asset_materializes_with_its_checks_passing(demo_build):
         "filtered_set": 1,
         "evaluation_set": 1,
         "evaluation_features": 1,
+        "evaluation_full_pool_arm": 1,
         "evaluation_report": 1,
         "evaluation_analyses": 1,
     }
@@ -150,10 +151,11 @@ def test_report_beats_random(demo_build):
     assert report_meta["pool_term_counts"] == "read from evaluation_features"
     features_meta = latest_metadata(demo_build.instance, "evaluation_features")
     assert features_meta["dagster/row_count"] == summary["n_pool"]
-    # The full pool's arm was trained there too, and the report scored its stored predictions.
-    assert features_meta["full_pool_arm"].startswith("trained on ")
-    assert report_meta["full_pool_arm"] == summary["full_pool_arm"] == "stored predictions (trained by evaluation_features)"
-    assert summary["arms"]["full"]["n_train"] == int(features_meta["full_pool_arm"].split()[2].replace(",", ""))
+    # The full pool's arm was trained from those counts beside the selection, and the report scored
+    # its stored predictions.
+    arm_meta = latest_metadata(demo_build.instance, "evaluation_full_pool_arm")
+    assert arm_meta["trained_on"] == summary["arms"]["full"]["n_train"] > 0
+    assert report_meta["full_pool_arm"] == summary["full_pool_arm"] == "stored predictions (trained by evaluation_full_pool_arm)"
     # The budget sweep ran beside the report, on the same build and recipe: at the build's budget its
     # selected and random arms are the report's own.
     analyses_meta = latest_metadata(demo_build.instance, "evaluation_analyses")
@@ -209,6 +211,9 @@ def test_pool_term_counts_are_left_to_the_report_above_max_records(demo_build):
     n_pool = json.loads(demo_build.build_paths(demo_build.build_id)["summary"].read_text())["n_pool"]
     assert meta["skipped"] == f"{n_pool:,} pool records, above max_records: the report counts them itself"
     assert "fingerprint" not in meta and before
+    # The counts on disk are still those of the same shards, so the full pool's arm trains from them.
+    demo_build.run(["evaluation_full_pool_arm"])
+    assert latest_metadata(demo_build.instance, "evaluation_full_pool_arm")["trained_on"] > 0
 
 
 @pytest.mark.slow

@@ -86,7 +86,8 @@ def webserver(tmp_path_factory):
         for key in build.keys:
             build.run(["quality_scores"], key)
         build.run(
-            ["filtered_set", "evaluation_set", "evaluation_features"], run_config={"ops": {"filtered_set": {"config": {"budget": 0.1}}}}
+            ["filtered_set", "evaluation_set", "evaluation_features", "evaluation_full_pool_arm"],
+            run_config={"ops": {"filtered_set": {"config": {"budget": 0.1}}}},
         )
 
     port = _free_port()
