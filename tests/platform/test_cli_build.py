@@ -262,4 +262,4 @@ def test_no_report_makes_the_decontaminated_selection_and_nothing_for_the_report
     for record in _runs(tmp_path / "out" / "dagster_home"):
         made |= {key.to_user_string() for key in record.dagster_run.asset_selection or ()}
     assert "filtered_set" in made
-    assert not made & {"evaluation_features", "evaluation_report", "evaluation_analyses"}
+    assert not made & {"evaluation_features", "evaluation_full_pool_arm", "evaluation_report", "evaluation_analyses"}
