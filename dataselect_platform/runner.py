@@ -251,11 +251,12 @@ def run_plan(
     base_config = {**execution.run_config(), "resources": inputs.resources_config()}
     outcome = BuildOutcome()
     live = sorted(files)
+    trains_arms = inputs.evaluation is not None  # without a labelled evaluation file the report trains no arm
     pool, retired = None, False  # retired: a pool was shut down, so global runs go to a new one, not this process
     try:
         for wave in waves(BUILD_PLAN):
             pool_records = _pool_records(inputs.store, outcome.build_id)
-            runs = [(step, key, assets) for step in wave for key, assets in step.runs(settings, live, pool_records)]
+            runs = [(step, key, assets) for step in wave for key, assets in step.runs(settings, live, pool_records, trains_arms)]
             if not runs:  # e.g. the report's step of a build without a report
                 continue
             # Side-by-side runs share the cores; a lone run has them all (see dataselect.threads).

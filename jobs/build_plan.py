@@ -27,6 +27,9 @@ class BuildSettings:
 
 
 ANALYSES = "evaluation_analyses"
+# Runs that only serve the report's arms: a build without a labelled evaluation file trains none,
+# so it leaves them out rather than start runs that skip (and take a slot and a core from the selection).
+ARMS_ONLY = frozenset({"evaluation_features", "evaluation_full_pool_arm"})
 
 
 @dataclass(frozen=True)
@@ -57,15 +60,18 @@ class Step:
         return {"ops": ops} if ops else {}
 
     def runs(
-        self, settings: BuildSettings, shards: list[str], pool_records: int | None = None
+        self, settings: BuildSettings, shards: list[str], pool_records: int | None = None, trains_arms: bool = True
     ) -> list[tuple[str | None, list[str] | None]]:
         """(partition, asset selection) of each of the step's runs: one per shard of ``shards`` for a
         per-shard step, one per asset group for a global one (selection None: all of the job's assets).
         ``pool_records``: the build's records once its selection is made; at sizes where the analyses'
-        config runs nothing, their run is left out, so the report's run has the cores to itself."""
+        config runs nothing, their run is left out, so the report's run has the cores to itself.
+        ``trains_arms``: whether the build has a labelled evaluation file (else :data:`ARMS_ONLY` runs are left out)."""
         if self.per_shard:
             return [(key, None) for key in shards]
         groups = self.side_by_side or (None,)
+        if not trains_arms:
+            groups = tuple(group for group in groups if group is None or not set(group) <= ARMS_ONLY)
         if pool_records is not None and not AnalysesConfig.from_options(settings.analyses or {}).runs_anything(pool_records):
             groups = tuple(group for group in groups if group is None or ANALYSES not in group)
         if self.job == selection_build_job.name and not settings.with_report:

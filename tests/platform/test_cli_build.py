@@ -168,6 +168,16 @@ def test_the_report_runs_alone_where_the_analyses_would_do_nothing():
     assert report_step.runs(nothing, [], pool_records=10) == [(None, ["evaluation_report"])]
 
 
+def test_a_build_without_an_evaluation_file_starts_no_run_for_the_arms():
+    """Counting terms and training the full pool's arm serve only the report's arms: without a labelled
+    evaluation file the shards are scored without a run beside them and the selection has the cores."""
+    steps = {step.stage: step for step in BUILD_PLAN}
+    assert steps["count terms"].runs(BuildSettings(), ["a"], trains_arms=False) == []
+    assert steps["select"].runs(BuildSettings(), [], trains_arms=False) == [(None, ["evaluation_set", "filtered_set"])]
+    assert steps["select"].runs(BuildSettings(), []) == [(None, ["evaluation_set", "filtered_set"]), (None, ["evaluation_full_pool_arm"])]
+    assert steps["score"].runs(BuildSettings(), ["a"], trains_arms=False) == [("a", None)]
+
+
 def test_unreadable_files_are_listed_and_the_readable_ones_built(demo, tmp_path):
     landing = Path(shutil.copytree(demo.landing, tmp_path / "landing"))
     bad = _unreadable_files(landing)
