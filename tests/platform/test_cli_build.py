@@ -72,7 +72,9 @@ def demo(tmp_path_factory):
 def test_build_runs_the_named_jobs_concurrently_and_the_sensor_skips_what_it_ingested(demo, tmp_path):
     landing = Path(shutil.copytree(demo.landing, tmp_path / "landing"))
     # --fresh-workers-above 0: the global waves get workers of their own, as a pool above 250k records does.
-    done, summary = _build(landing, demo.reference, tmp_path / "out", "--max-concurrent", "2", "--quiet", "--fresh-workers-above", "0")
+    # With --eval every stage of the plan has runs (the report's arms need the term counts).
+    options = ("--max-concurrent", "2", "--quiet", "--fresh-workers-above", "0")
+    done, summary = _build(landing, demo.reference, tmp_path / "out", *options, evaluation=demo.evaluation)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("\n") == 1 and "[dataselect]" not in done.stderr  # --quiet: the JSON summary only
     assert summary["failed_files"] == [] and summary["counts"]["raw"] == _rows(demo)
