@@ -38,6 +38,12 @@ def build_id_for(
     return f"{config_hash[:8]}-{inputs_hash[:8]}"
 
 
+def decontamination_version(evaluation: pd.DataFrame) -> str:
+    """What a shard's ``decontamination.*`` columns were found against: the evaluation records and the rule."""
+    texts = evaluation[cols.TEXT].tolist()
+    return fingerprint(evaluation[cols.ID].astype(str).tolist(), texts, decontamination.DEFAULT_NGRAM, decontamination.DEFAULT_MIN_OVERLAP)
+
+
 def score_for_selection(
     scores: pa.Table,
     embeddings: np.ndarray | None,
@@ -47,16 +53,23 @@ def score_for_selection(
     evaluation: pd.DataFrame | None = None,
     text_parts: Iterable[pa.Array] | None = None,
     stored: StoredColumns | None = None,
+    decontaminated: bool = False,
 ) -> pd.DataFrame:
     """Pool-stage scoring of the shard scores; with an ``evaluation`` set (``id``, ``text``), also
     the ``decontamination.*`` columns (records sharing word n-grams with it). Decontamination reads
     ``texts``, or else ``text_parts``: the same texts in consecutive parts (one shard's at a time), so
-    that a pool whose scorers need no text is never held whole. ``stored``: more columns of ``scores``
-    left in their files (see :class:`dataselect.scorers.base.Batch`)."""
+    that a pool whose scorers need no text is never held whole. ``decontaminated``: every shard's
+    scores carry those columns, found against this evaluation set when the shard was scored, and no
+    text is read; otherwise any such stored columns are dropped. ``stored``: more columns of
+    ``scores`` left in their files (see :class:`dataselect.scorers.base.Batch`)."""
     scorers = make_scorers(pool_scorers, pool_options)
+    decontaminated = decontaminated and evaluation is not None and len(evaluation) > 0
+    found_before = [name for name in scores.column_names if name.startswith(f"{decontamination.NAME}.")]
+    if found_before and not decontaminated:  # found against another evaluation set, or none is asked for now
+        scores = scores.drop_columns(found_before)
     names = scores.column_names + (stored.names if stored is not None else [])
     frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text_given(names) for s in scorers) else None, stored)
-    if evaluation is not None and len(evaluation):
+    if evaluation is not None and len(evaluation) and not decontaminated:
         parts = [texts] if texts is not None else text_parts
         if parts is None:
             raise ValueError("decontamination against an evaluation set needs the pool texts")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from dataselect.ngrams import map_chunks, window_keys
+from dataselect.ngrams import Tokenized, map_chunks, window_keys
 
 NAME = "decontamination"  # decided_by of the records it rejects
 DEFAULT_NGRAM = 13
@@ -67,15 +67,18 @@ def contamination_of_parts(
     """:func:`contamination` of a pool given in consecutive parts (one shard's texts at a time, say),
     each read only when it is reached: a part's text is all that is held, and the evaluation set's
     n-grams are hashed once."""
-    evaluation = _EvaluationNgrams(eval_ids, eval_texts, n, min_overlap)
+    evaluation = EvaluationNgrams(eval_ids, eval_texts, n, min_overlap)
     found = [evaluation.contamination(part) for part in pool_parts] or [evaluation.contamination([])]
     return {name: np.concatenate([part[name] for part in found]) for name in found[0]}
 
 
-class _EvaluationNgrams:
-    """The evaluation set's distinct word n-grams, looked up by each pool part's n-grams."""
+class EvaluationNgrams:
+    """The evaluation set's distinct word n-grams, looked up by each pool part's n-grams: a shard's
+    texts, or their tokens (:meth:`dataselect.scorers.base.Batch.tokens`) when its scorers cut them."""
 
-    def __init__(self, eval_ids: Sequence[str], eval_texts: Sequence[str | None], n: int, min_overlap: float):
+    def __init__(
+        self, eval_ids: Sequence[str], eval_texts: Sequence[str | None], n: int = DEFAULT_NGRAM, min_overlap: float = DEFAULT_MIN_OVERLAP
+    ):
         self.eval_ids, self.n, self.min_overlap = list(eval_ids), n, min_overlap
         eval_rows, eval_keys = ngram_keys(eval_texts, n)
         # Distinct n-grams per evaluation record; an n-gram in several records counts for the first.
@@ -87,7 +90,7 @@ class _EvaluationNgrams:
         self.lookup = pd.Index(self.keys)
         self.lookup.get_indexer(self.keys[:1])  # builds the hash table before the threads share it
 
-    def contamination(self, pool_texts: pa.Array | Sequence[str | None]) -> dict[str, np.ndarray]:
+    def contamination(self, pool_texts: pa.Array | Tokenized | Sequence[str | None]) -> dict[str, np.ndarray]:
         size, n = len(pool_texts), self.n
         keep = np.ones(size, bool)
         reason = np.full(size, "", dtype=object)
@@ -101,7 +104,7 @@ class _EvaluationNgrams:
             found = position >= 0
             return size, rows[found], position[found]
 
-        rows, positions = _per_text(map_chunks(hits, pool_texts if isinstance(pool_texts, pa.Array) else list(pool_texts)))
+        rows, positions = _per_text(map_chunks(hits, pool_texts if isinstance(pool_texts, (pa.Array, Tokenized)) else list(pool_texts)))
         pairs = np.unique(np.stack([rows, positions], axis=1), axis=0)  # distinct (pool record, n-gram)
         if len(pairs) == 0:
             return {"keep": keep, "reason": reason, "overlap": overlap}

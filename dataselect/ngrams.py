@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -169,6 +170,50 @@ def _slice_token_hashes(texts: pa.Array | Sequence[str | None], lowercase: bool,
     return parents[order], np.concatenate([hashes for _, (_, hashes) in found])[order]
 
 
+@dataclass(frozen=True)
+class SliceTokens:
+    """The :data:`TOKEN_PATTERN` tokens of one slice of texts, hashed: what :func:`ngram_buckets`,
+    :func:`window_keys` and the functions built on them accept in place of the slice's texts."""
+
+    size: int  # texts in the slice
+    parents: np.ndarray  # int64: the text (within the slice) of each token
+    hashes: np.ndarray  # uint64: :func:`word_hash` of each token
+    lowercase: bool
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Texts tokenised once, in the slices :func:`map_chunks` cuts them into: it maps over the slices'
+    tokens as it would over their texts, so several featurisers of the same texts share one pass."""
+
+    slices: list[SliceTokens]
+
+    def __len__(self) -> int:
+        return sum(piece.size for piece in self.slices)
+
+    @property
+    def lowercase(self) -> bool:
+        return not self.slices or self.slices[0].lowercase
+
+
+def tokenize(texts: pa.Array | Sequence[str | None], lowercase: bool = True, threads: int | None = None) -> Tokenized:
+    """The texts' :data:`TOKEN_PATTERN` tokens, slice by slice."""
+    return Tokenized(
+        map_chunks(lambda piece: SliceTokens(len(piece), *_slice_token_hashes(piece, lowercase, TOKEN_PATTERN), lowercase), texts, threads)
+    )
+
+
+def _tokens_of(texts: pa.Array | Sequence[str | None] | SliceTokens, lowercase: bool) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(texts, SliceTokens):
+        return _slice_token_hashes(texts, lowercase, TOKEN_PATTERN)
+    if texts.lowercase != lowercase:
+        raise ValueError(f"tokens cut with lowercase={texts.lowercase}, asked for lowercase={lowercase}")
+    return texts.parents, texts.hashes
+
+
 def token_hashes(
     texts: pa.Array | Sequence[str | None], lowercase: bool = True, pattern: str = TOKEN_PATTERN, threads: int | None = 1
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -186,14 +231,14 @@ def token_hashes(
 
 
 def ngram_buckets(
-    texts: pa.Array | Sequence[str | None],
+    texts: pa.Array | Sequence[str | None] | SliceTokens,
     num_buckets: int,
     ngram_range: tuple[int, int] = (1, 2),
     lowercase: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(text index, bucket in ``[0, num_buckets)``) of every n-gram of every text, in one pass:
-    callers with many texts give it the slices of :func:`map_chunks`."""
-    parents, hashes = _slice_token_hashes(texts, lowercase, TOKEN_PATTERN)
+    callers with many texts give it the slices of :func:`map_chunks` (or their tokens)."""
+    parents, hashes = _tokens_of(texts, lowercase)
     rows, buckets = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     low, high = ngram_range
     for size in range(low, high + 1):
@@ -208,13 +253,13 @@ def ngram_buckets(
     return np.concatenate(rows), np.concatenate(buckets)
 
 
-def window_keys(texts: pa.Array | Sequence[str | None], n: int, lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def window_keys(texts: pa.Array | Sequence[str | None] | SliceTokens, n: int, lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(text index, 64-bit key) of every run of ``n`` consecutive tokens of every text.
 
     For long n-grams (decontamination's 13): a key is the polynomial of the run's token hashes,
     read off one prefix sum as :func:`_substring_hashes` reads bytes, then mixed. Its cost does not
     grow with ``n``, where :func:`ngram_buckets` mixes every n-gram ``n - 1`` times."""
-    parents, hashes = _slice_token_hashes(texts, lowercase, TOKEN_PATTERN)
+    parents, hashes = _tokens_of(texts, lowercase)
     count = len(hashes) - n + 1
     if count <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint64)
@@ -239,7 +284,11 @@ def distinct_counts(rows: np.ndarray, buckets: np.ndarray, num_buckets: int) -> 
 
 
 def map_chunks(
-    function: Callable, texts: pa.Array | Sequence[str | None], threads: int | None = None, size: int = 500, max_bytes: int = 1 << 20
+    function: Callable,
+    texts: pa.Array | Sequence[str | None] | Tokenized,
+    threads: int | None = None,
+    size: int = 500,
+    max_bytes: int = 1 << 20,
 ) -> list:
     """``function`` of consecutive slices of the texts, in order, on ``threads`` threads.
 
@@ -247,8 +296,11 @@ def map_chunks(
     slice alone): the featurisers' per-byte and per-token arrays then stay a few MB, which is
     ~1.5x faster than large slices, whose fresh arrays are paid for in page faults. Arrow's string
     kernels and numpy release the GIL, so threads share the cores. ``threads=None``: :func:`dataselect.threads.available`.
+    :class:`Tokenized` texts: ``function`` of each slice's tokens.
     """
     threads = max(1, threads or available())
+    if isinstance(texts, Tokenized):
+        return _map_slices(function, texts.slices, threads)
     if isinstance(texts, (pa.Array, pa.ChunkedArray)):
         lengths = pc.binary_length(pc.fill_null(texts, "")).to_numpy(zero_copy_only=False)
     else:
@@ -256,7 +308,10 @@ def map_chunks(
     ends = np.cumsum(lengths, dtype=np.int64)
     by_bytes = np.searchsorted(ends, np.arange(max_bytes, ends[-1] if len(ends) else 0, max_bytes), side="right")
     cuts = np.union1d(np.arange(0, len(texts), size), by_bytes[by_bytes < len(texts)]).tolist()
-    slices = [texts[start:stop] for start, stop in zip(cuts, cuts[1:] + [len(texts)])]
+    return _map_slices(function, [texts[start:stop] for start, stop in zip(cuts, cuts[1:] + [len(texts)])], threads)
+
+
+def _map_slices(function: Callable, slices: list, threads: int) -> list:
     if threads == 1 or len(slices) <= 1:
         return [function(piece) for piece in slices]
     with ThreadPoolExecutor(min(threads, len(slices))) as pool:
@@ -264,7 +319,7 @@ def map_chunks(
 
 
 def hashed_counts(
-    texts: pa.Array | Sequence[str | None],
+    texts: pa.Array | Sequence[str | None] | Tokenized,
     num_buckets: int,
     ngram_range: tuple[int, int] = (1, 2),
     lowercase: bool = True,
@@ -291,7 +346,7 @@ def _idf(document_frequency: np.ndarray, n_texts: int) -> np.ndarray:
 
 
 def hashed_tfidf(
-    texts: pa.Array | Sequence[str | None], num_buckets: int, threads: int | None = None, idf: np.ndarray | None = None
+    texts: pa.Array | Sequence[str | None] | Tokenized, num_buckets: int, threads: int | None = None, idf: np.ndarray | None = None
 ) -> sp.csr_matrix:
     """Word TF-IDF over hashed buckets: sublinear tf, smoothed idf over ``texts`` (or the given ``idf``,
     fitted on other texts: see :func:`hashed_idf`), unit rows, float32 (``TfidfVectorizer(sublinear_tf=True)``
@@ -302,7 +357,9 @@ def hashed_tfidf(
     return _hashed_tfidf(texts, num_buckets, threads, idf)[0]
 
 
-def hashed_idf(texts: pa.Array | Sequence[str | None], num_buckets: int, threads: int | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+def hashed_idf(
+    texts: pa.Array | Sequence[str | None] | Tokenized, num_buckets: int, threads: int | None = None
+) -> tuple[sp.csr_matrix, np.ndarray]:
     """:func:`hashed_tfidf` of ``texts`` and the idf it fitted on them, to weigh other texts alike."""
     return _hashed_tfidf(texts, num_buckets, threads, None)
 
@@ -338,7 +395,7 @@ def _hashed_tfidf(texts, num_buckets: int, threads: int | None, idf: np.ndarray 
 
 
 def bucket_totals(
-    texts: pa.Array | Sequence[str | None],
+    texts: pa.Array | Sequence[str | None] | Tokenized,
     num_buckets: int,
     ngram_range: tuple[int, int] = (1, 2),
     lowercase: bool = True,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from dataselect import decontamination
 from dataselect import records as cols
 from dataselect.scorers import SCORERS
 from dataselect.scorers.base import Batch, Scorer, StoredColumns, prefixed
@@ -56,8 +57,14 @@ def _as_arrow_column(values) -> pa.Array:
     return pa.array(array)
 
 
-def score_shard(records: pa.Table, embeddings: np.ndarray | None, scorers: Iterable[Scorer]) -> pa.Table:
-    """Key columns of ``records`` plus every scorer's prefixed output columns."""
+def score_shard(
+    records: pa.Table,
+    embeddings: np.ndarray | None,
+    scorers: Iterable[Scorer],
+    evaluation: decontamination.EvaluationNgrams | None = None,
+) -> pa.Table:
+    """Key columns of ``records`` plus every scorer's prefixed output columns; with ``evaluation``,
+    the ``decontamination.*`` columns too, found on the tokens the n-gram scorers cut."""
     batch = Batch(records, embeddings)
     table = records.select([c for c in KEY_COLUMNS if c in records.column_names])
     for scorer in scorers:
@@ -67,6 +74,9 @@ def score_shard(records: pa.Table, embeddings: np.ndarray | None, scorers: Itera
         for name, values in prefixed(scorer.name, scorer.score(batch)).items():
             column = _as_arrow_column(values)
             table = table.append_column(pa.field(name, column.type, metadata=metadata.get(name)), column)
+    if evaluation is not None:
+        for name, values in prefixed(decontamination.NAME, evaluation.contamination(batch.tokens())).items():
+            table = table.append_column(name, _as_arrow_column(values))
     return table
 
 

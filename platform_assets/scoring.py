@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -15,6 +16,9 @@ from dagster import (
 from pydantic import Field
 
 from dataselect import records as cols
+from dataselect.build import decontamination_version
+from dataselect.decontamination import EvaluationNgrams
+from dataselect.ingest import read_reference
 from dataselect.pipeline import fingerprint, make_scorers, pool_sample, records_fingerprint, score_shard
 from dataselect.scorers import DEFAULT_SHARD_SCORERS, SCORERS
 from dataselect.scorers.base import Batch
@@ -22,7 +26,7 @@ from dataselect.storage import parquet_metadata, parquet_num_rows, write_parquet
 from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool, target_reference
 from platform_assets.partitions import GPU_POOL, shards
-from resources import StorageResource
+from resources import InputsResource, StorageResource
 
 
 class FitConfig(Config):
@@ -83,6 +87,18 @@ DEFAULT_MODEL_KEYS = [f"{name}_model" for name in FIT_SCORERS if name in DEFAULT
 
 # quality_scores' file metadata: the version of its scoring (see scoring_version) and the fitted models' versions.
 SCORED_WITH, MODELS = "scored_with", "models"
+# The evaluation set a shard's decontamination.* columns were found against (decontamination_version).
+DECONTAMINATED_AGAINST = "decontaminated_against"
+
+
+def evaluation_records(inputs: InputsResource) -> pd.DataFrame | None:
+    """The evaluation records (id, text, label), read as the evaluation_set asset reads them, so that
+    pool records overlapping them are left out; None without an evaluation file."""
+    path = inputs.evaluation()
+    if path is None:
+        return None
+    records = read_reference(path).records.select([cols.ID, cols.TEXT, cols.LABEL]).to_pandas()
+    return records if len(records) else None
 
 
 def scoring_version(scorers: list[str], options: dict, models: dict[str, str]) -> str:
@@ -108,9 +124,12 @@ class ScoringConfig(Config):
     group_name="score",
     kinds={"python", "parquet"},
     description="Per-record quality and relevance scores of one shard: heuristic rules (each value and pass/fail), "
-    "DSIR importance log-weight, learned target relevance, MinHash signatures; one row per raw_pool record.",
+    "DSIR importance log-weight, learned target relevance, MinHash signatures, and with an evaluation file the records "
+    "sharing long word n-grams with it (decontamination); one row per raw_pool record.",
 )
-def quality_scores(context: AssetExecutionContext, config: ScoringConfig, storage: StorageResource) -> MaterializeResult:
+def quality_scores(
+    context: AssetExecutionContext, config: ScoringConfig, storage: StorageResource, inputs: InputsResource
+) -> MaterializeResult:
     key = context.partition_key
     records = storage.read_shard("raw_pool", key)
     scorers, models = [], {}
@@ -135,15 +154,21 @@ def quality_scores(context: AssetExecutionContext, config: ScoringConfig, storag
                 f"shard {key!r}: embeddings are from another version of raw_pool; materialize embeddings first", allow_retries=False
             )
         vectors = storage.read_embeddings(key)
-    table = score_shard(records, vectors, scorers)
+    # Decontamination here rather than in the selection: it reads the tokens the n-gram scorers cut.
+    evaluation = evaluation_records(inputs)
+    found_against = (
+        EvaluationNgrams(evaluation[cols.ID].astype(str).tolist(), evaluation[cols.TEXT].tolist()) if evaluation is not None else None
+    )
+    table = score_shard(records, vectors, scorers, found_against)
     target = storage.shard_file("quality_scores", key)
     # The raw shard version these scores belong to, and what scored it (scorers, settings, fitted
     # models' versions): the selection refuses shards of mixed versions of either.
     source = parquet_metadata(storage.shard_file("raw_pool", key))["fingerprint"]
     scored_with = scoring_version(config.scorers, config.options, models)
-    write_parquet(
-        target, table, {"scorers": ",".join(config.scorers), "fingerprint": source, SCORED_WITH: scored_with, MODELS: json.dumps(models)}
-    )
+    file_metadata = {"scorers": ",".join(config.scorers), "fingerprint": source, SCORED_WITH: scored_with, MODELS: json.dumps(models)}
+    if evaluation is not None:
+        file_metadata[DECONTAMINATED_AGAINST] = decontamination_version(evaluation)
+    write_parquet(target, table, file_metadata)
     keep_columns = [c for c in table.column_names if c.endswith(".keep")]
     frame = table.select(keep_columns).to_pandas() if keep_columns else None
     return MaterializeResult(

@@ -22,12 +22,12 @@ from pydantic import Field
 from dataselect import records as cols
 from dataselect.build import (
     build_id_for,
+    decontamination_version,
     make_manifest,
     score_for_selection,
     with_decontamination,
     write_build,
 )
-from dataselect.ingest import read_reference
 from dataselect.pipeline import fingerprint, make_scorers
 from dataselect.scorers import DEFAULT_POOL_SCORERS
 from dataselect.scorers.label_noise import LabelNoise
@@ -39,7 +39,7 @@ from platform_assets.embeddings import embeddings
 from platform_assets.ingest import raw_pool
 from platform_assets.metadata import table_preview
 from platform_assets.partitions import shards
-from platform_assets.scoring import MODELS, SCORED_WITH, quality_scores
+from platform_assets.scoring import DECONTAMINATED_AGAINST, MODELS, SCORED_WITH, evaluation_records, quality_scores
 from resources import InputsResource, StorageResource
 
 _DEFAULTS = SelectionConfig()
@@ -92,16 +92,6 @@ class SelectionBuildConfig(Config):
         fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(SelectionConfig) if field.name != "task"}
         task = self.task or ("classification" if has_evaluation else "language_modeling")
         return SelectionConfig(**fields, task=task)
-
-
-def _evaluation_set(inputs: InputsResource) -> pd.DataFrame | None:
-    """The evaluation records (id, text, label), read as the evaluation_set asset reads them, so the
-    selection can leave out pool records that overlap them; None without an evaluation file."""
-    path = inputs.evaluation()
-    if path is None:
-        return None
-    records = read_reference(path).records.select([cols.ID, cols.TEXT, cols.LABEL]).to_pandas()
-    return records if len(records) else None
 
 
 def _shard_keys(context: AssetExecutionContext, storage: StorageResource) -> list[str]:
@@ -186,7 +176,7 @@ def filtered_set(
     quarantine = pd.concat([storage.read_shard("quarantine", k).to_pandas() for k in keys], ignore_index=True)
     vectors = storage.read_pool_embeddings(keys)
     snapshot = _snapshot(storage, keys)
-    evaluation = _evaluation_set(inputs)
+    evaluation = evaluation_records(inputs)
     texts = None
     # The whole pool's text is held only for label noise on TF-IDF when the shards' scores lack its
     # label_classifier probabilities, and for --tune (it trains arms); decontamination reads one shard's at a time.
@@ -196,7 +186,14 @@ def filtered_set(
         # One Arrow array, no Python strings: at 1M records a list of them held 2.5 GB beside the 1.4 GB of text.
         texts = pa.concat_arrays([_shard_texts(storage, k) for k in keys])
     text_parts = (_shard_texts(storage, k) for k in keys)
-    frame = score_for_selection(scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation, text_parts, stored)
+    # Found per shard when it was scored, against this evaluation set: no text is read for it here.
+    decontaminated = evaluation is not None and all(
+        parquet_metadata(storage.shard_file("quality_scores", k)).get(DECONTAMINATED_AGAINST) == decontamination_version(evaluation)
+        for k in keys
+    )
+    frame = score_for_selection(
+        scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation, text_parts, stored, decontaminated
+    )
     del scores  # the frame holds its columns
     selection = with_decontamination(selection, frame)
     if not (config.tune or POLICIES[selection.policy].needs_embeddings):

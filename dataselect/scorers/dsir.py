@@ -104,7 +104,9 @@ class DSIRImportance(Scorer):
             rows, buckets = ngrams.ngram_buckets(chunk, c.num_buckets, c.ngram_range, c.lowercase)
             return np.stack([np.bincount(rows, weights=log_ratio[buckets], minlength=len(chunk)), np.bincount(rows, minlength=len(chunk))])
 
-        log_weight, lengths = np.concatenate([np.zeros((2, 0)), *ngrams.map_chunks(weigh, batch.text_array, c.threads)], axis=1)
+        log_weight, lengths = np.concatenate(
+            [np.zeros((2, 0)), *ngrams.map_chunks(weigh, batch.tokens(c.lowercase, c.threads), c.threads)], axis=1
+        )
         score = log_weight / np.maximum(lengths, 1.0) if c.length_normalize else log_weight
         return {"log_weight": log_weight, "score": score}
 

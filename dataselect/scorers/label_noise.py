@@ -348,7 +348,7 @@ class LabelClassifier(Scorer):
             return vectors if len(rows) == len(vectors) else vectors[rows]  # no copy when all are labelled
         if TEXT not in batch.records.column_names:
             raise ValueError(f"label_noise with features={self.config.features!r} needs a 'text' column in the batch")
-        texts = batch.text_array if len(rows) == len(batch) else batch.text_array.take(rows)
+        texts = batch.tokens() if len(rows) == len(batch) else batch.text_array.take(rows)  # tokens shared with other scorers
         if self.idf_ is not None:
             return ngrams.hashed_tfidf(texts, self.config.hashed_buckets, idf=self.idf_)
         # The idf over the labelled sample is unsupervised: it leaks no label into the folds.

@@ -184,7 +184,9 @@ class NgramRelevance(_CalibratedLinearRelevance):
             dot = np.bincount(rows, weight * self.coef_[buckets], minlength=len(chunk))
             return np.divide(dot, norm, out=np.zeros(len(chunk)), where=norm > 0) + self.intercept_
 
-        return np.concatenate([np.zeros(0), *ngrams.map_chunks(decision_of, batch.text_array, self.config.threads)])
+        return np.concatenate(
+            [np.zeros(0), *ngrams.map_chunks(decision_of, batch.tokens(threads=self.config.threads), self.config.threads)]
+        )
 
     def fit_features(self, pool: Batch, target: Batch) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         counts = sp.vstack([self._counts(target), self._counts(pool)]).tocsr()

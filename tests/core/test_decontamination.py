@@ -86,3 +86,43 @@ def test_planted_edited_copies_of_eval_texts_are_found(newsgroups_records):
     assert (table.loc[list(planted), cols.DECIDED_BY] == "decontamination").all()
     assert not table.loc[list(planted), cols.STATUS].eq(cols.SELECTED).any()
     assert accounting(decisions)["rejections_by_reason"]["decontamination"] == len(flagged)
+
+
+@pytest.mark.newsgroups
+def test_found_while_a_shard_is_scored_as_in_the_selection(newsgroups_records):
+    """quality_scores finds each shard's contamination on the tokens its n-gram scorers cut; the
+    selection uses those columns when they were found against its evaluation set, else finds its own."""
+    from dataselect.build import score_for_selection
+    from dataselect.decontamination import EvaluationNgrams
+    from dataselect.pipeline import score_shard
+    from dataselect.scorers.heuristics import HeuristicRules
+
+    rng = np.random.default_rng(1)
+    test = [r for r in newsgroups_records if r["split"] == "test" and len(r["text"].split()) >= 60]
+    first, second = test[:100], test[100:200]  # two evaluation sets
+    train = [r for r in newsgroups_records if r["split"] == "train"][:1200]
+    texts = [r["text"] for r in train] + [lightly_edited(r["text"], rng) for r in first[:10] + second[:10]]
+    records = pa.table({cols.ID: [f"p{i}" for i in range(len(texts))], cols.TEXT: texts})
+    shards = [records.slice(0, 700), records.slice(700)]
+
+    def against(evaluation):
+        return [r["id"] for r in evaluation], [r["text"] for r in evaluation]
+
+    scores = pa.concat_tables([score_shard(shard, None, [HeuristicRules()], EvaluationNgrams(*against(first))) for shard in shards])
+    expected = contamination(texts, *against(first))
+    assert (~expected["keep"]).sum() >= 10
+    for name in ("keep", "reason", "overlap"):
+        np.testing.assert_array_equal(scores.column(f"decontamination.{name}").to_numpy(zero_copy_only=False), expected[name])
+
+    def frame_of(evaluation, decontaminated):
+        table = None if evaluation is None else pd.DataFrame(dict(zip((cols.ID, cols.TEXT), against(evaluation))))
+        parts = (shard.column(cols.TEXT).combine_chunks() for shard in shards)
+        return score_for_selection(scores, None, [], None, None, table, parts, None, decontaminated)
+
+    stored = frame_of(first, decontaminated=True)
+    found_here = frame_of(first, decontaminated=False)
+    pd.testing.assert_frame_equal(stored, found_here, check_dtype=False)
+    # Columns found against another evaluation set are dropped and found again; with none, dropped.
+    other = contamination(texts, *against(second))
+    np.testing.assert_array_equal(frame_of(second, decontaminated=False)["decontamination.keep"], other["keep"])
+    assert not [c for c in frame_of(None, decontaminated=False).columns if c.startswith("decontamination.")]
