@@ -102,8 +102,9 @@ BUILD_PLAN = (
     # the shards are scored in the other, queued first (the longest run of the wave).
     Step("count terms", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_features",),)),
     Step("score", shard_score_job.name, per_shard=True, with_previous=True),
-    # The full pool's arm needs only the counts: it trains on the core the selection leaves idle (at
-    # 100k real-text records 12 s, about as long as filtered_set; beside the scoring it took 15 s of a slot).
+    # The full pool's arm needs only the counts: it trains beside the selection, on every core (the
+    # selection, single-threaded, ends first; beside the scoring the arm took 15 s of a slot at 100k
+    # real-text records).
     Step(
         "select",
         selection_build_job.name,

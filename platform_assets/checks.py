@@ -126,14 +126,18 @@ def filtered_set_valid(context: AssetCheckExecutionContext, storage: StorageReso
     build_id = materialization.metadata["build_id"].value
     selection = SelectionConfig(**materialization.metadata["manifest"].value["config"]["selection"])
     decisions = read_parquet(storage.path("builds", build_id, "decisions.parquet")).to_pandas()
-    raw_ids, raw_total = set(), 0
+    raw_ids, raw_total = [], 0
     for key in sorted(context.instance.get_dynamic_partitions(shards.name)):
-        raw_ids.update(storage.read_shard("raw_pool", key, [cols.ID]).column(cols.ID).to_pylist())
+        raw_ids.extend(chunk.cast(pa.string()) for chunk in storage.read_shard("raw_pool", key, [cols.ID]).column(cols.ID).chunks)
         raw_total += int(parquet_metadata(storage.shard_file("raw_pool", key))["raw_count"])
     budget = selection.budget_count(raw_total)  # the build counts its budget against every raw record
     selected = decisions[decisions[cols.STATUS] == cols.SELECTED].copy()
     selected["passes_hard_filters"] = passes_hard_filters(selected, selection.hard_filters)
-    selected["in_raw_pool"] = selected[cols.ID].isin(raw_ids)
+    # Arrow's is_in: pandas' isin against a set of 100k ids took 0.8 s.
+    in_pool = pc.is_in(
+        pa.array(selected[cols.ID], pa.string()), value_set=pa.concat_arrays(raw_ids) if raw_ids else pa.array([], pa.string())
+    )
+    selected["in_raw_pool"] = in_pool.to_numpy(zero_copy_only=False)
     accounting = pd.DataFrame({cols.ID: decisions[cols.ID], cols.STATUS: decisions[cols.STATUS]})
     result_selected = validate(
         selected[[cols.ID, "passes_hard_filters", "in_raw_pool"]],
