@@ -263,7 +263,12 @@ def run_plan(
             threads = max(1, cores() // min(max_concurrent, len(runs))) if max_concurrent > 1 else None
             requests = [
                 RunRequest(
-                    step.job, key, {**base_config, **step.run_config(settings, assets, outcome.build_id)}, assets, threads, step.stage
+                    step.job,
+                    key,
+                    {**base_config, **step.run_config(settings, assets, outcome.build_id)},
+                    assets,
+                    step.threads(assets, threads),
+                    step.stage,
                 )
                 for step, key, assets in runs
             ]

@@ -11,6 +11,7 @@ reference, which needs nothing from the pool, shares those of the shards' ingest
 from dataclasses import dataclass, field
 
 from dataselect.build_analyses import AnalysesConfig
+from dataselect.threads import cores
 from jobs import model_fit_job, selection_build_job, shard_embed_job, shard_score_job
 from platform_assets.scoring import DEFAULT_MODEL_KEYS
 
@@ -42,6 +43,15 @@ class Step:
     side_by_side: tuple[tuple[str, ...], ...] = ()
     # Starts with the step before it and shares its run slots: it needs nothing that step makes.
     with_previous: bool = False
+    # Assets whose run may use every core rather than its share: it outlasts the runs beside it, so
+    # its threads take up the cores they leave (its own and theirs sharing them until then).
+    every_core: tuple[str, ...] = ()
+
+    def threads(self, assets: list[str] | None, share: int | None) -> int | None:
+        """Threads of the step's run of ``assets``, given each run's ``share`` of the cores (None: no limit)."""
+        if share is None or not assets or not set(assets) & set(self.every_core):
+            return share
+        return cores()
 
     def run_config(self, settings: BuildSettings, assets: list[str] | None = None, build_id: str | None = None) -> dict:
         """The run config of one of the step's runs, for its asset selection ``assets`` (None: all).
@@ -82,7 +92,8 @@ class Step:
 
 # The model fits are independent of one another once the target is embedded: two runs share the
 # cores. label_classifier's fold models cost about as much as the other four fits together (at
-# 20k synthetic records 6.0 s, against 0.3-0.9 s each), so it has a run of its own. A model the
+# 20k synthetic records 6.0 s, against 0.3-0.9 s each), so it has a run of its own, which fits its
+# folds on every core (the other fits end first, and their core would idle). A model the
 # first run does not name joins the second.
 _FIRST_FITS = ("label_classifier_model",)
 _FITS_SIDE_BY_SIDE = tuple(
@@ -97,19 +108,19 @@ _FITS_SIDE_BY_SIDE = tuple(
 BUILD_PLAN = (
     Step("ingest + embed", shard_embed_job.name, per_shard=True),
     Step("embed target", model_fit_job.name, per_shard=False, side_by_side=(("target_reference",),), with_previous=True),
-    Step("fit models", model_fit_job.name, per_shard=False, side_by_side=_FITS_SIDE_BY_SIDE),
+    Step("fit models", model_fit_job.name, per_shard=False, side_by_side=_FITS_SIDE_BY_SIDE, every_core=_FIRST_FITS),
     # Counting the pool's terms for the report needs nothing but the pool: it takes one run slot while
     # the shards are scored in the other, queued first (the longest run of the wave).
     Step("count terms", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_features",),)),
     Step("score", shard_score_job.name, per_shard=True, with_previous=True),
     # The full pool's arm needs only the counts: it trains beside the selection, on every core (the
-    # selection, single-threaded, ends first; beside the scoring the arm took 15 s of a slot at 100k
-    # real-text records).
+    # selection ends first; beside the scoring the arm took 15 s of a slot at 100k real-text records).
     Step(
         "select",
         selection_build_job.name,
         per_shard=False,
         side_by_side=(("evaluation_set", "filtered_set"), ("evaluation_full_pool_arm",)),
+        every_core=("evaluation_full_pool_arm",),
     ),
     # The budget sweep and the ablation need nothing from the report: they run beside it.
     Step("report", selection_build_job.name, per_shard=False, side_by_side=(("evaluation_report",), (ANALYSES,))),

@@ -44,7 +44,6 @@ from dataselect.storage import (
     write_json,
     write_parquet,
 )
-from dataselect.threads import cores
 from dataselect.tuning import split_evaluation, tune_table
 from platform_assets.ingest import evaluation_set, raw_pool, target_reference
 from platform_assets.lineage import upstream_materialization
@@ -135,10 +134,7 @@ def evaluation_full_pool_arm(context: AssetExecutionContext, inputs: InputsResou
     eval_set = read_reference(eval_path).records.to_pandas()
     if not len(eval_set) or eval_set[cols.LABEL].isna().any() or pool[cols.LABEL].isna().all():
         return MaterializeResult(metadata={"skipped": "the report needs every evaluation record and some pool records labelled"})
-    # Every core, not the run's share: the selection beside it ends first (at 100k real-text records in
-    # about half the arm's time), and the arm's classes then train on the core it leaves.
-    recipe = RecipeConfig(n_jobs=cores())
-    stored = ArmEvaluator(pool, eval_set, "tfidf_logreg", config=recipe, pool_terms=counted).predict_full_pool()
+    stored = ArmEvaluator(pool, eval_set, "tfidf_logreg", pool_terms=counted).predict_full_pool()
     full_pool_arm.write(storage.path("evaluation_full_pool_arm"), stored)
     trained = int(pool[cols.LABEL].notna().sum())
     return MaterializeResult(

@@ -180,6 +180,20 @@ def test_a_build_without_an_evaluation_file_starts_no_run_for_the_arms():
     assert steps["score"].runs(BuildSettings(), ["a"], trains_arms=False) == [("a", None)]
 
 
+def test_runs_that_outlast_those_beside_them_may_use_every_core(monkeypatch):
+    """The label classifier's folds and the full pool's arm take up the cores their wave's shorter
+    runs leave; every other run keeps its share, and an unlimited run stays unlimited."""
+    import jobs.build_plan as plan
+
+    monkeypatch.setattr(plan, "cores", lambda: 8)
+    steps = {step.stage: step for step in BUILD_PLAN}
+    assert steps["fit models"].threads(["label_classifier_model"], 4) == 8
+    assert steps["fit models"].threads(["dsir_model", "relevance_model"], 4) == 4
+    assert steps["select"].threads(["evaluation_full_pool_arm"], 4) == 8
+    assert steps["select"].threads(["evaluation_set", "filtered_set"], 4) == 4
+    assert steps["score"].threads(None, 4) == 4 and steps["select"].threads(["evaluation_full_pool_arm"], None) is None
+
+
 def test_unreadable_files_are_listed_and_the_readable_ones_built(demo, tmp_path):
     landing = Path(shutil.copytree(demo.landing, tmp_path / "landing"))
     bad = _unreadable_files(landing)
