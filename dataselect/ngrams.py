@@ -194,10 +194,6 @@ class Tokenized:
     def __len__(self) -> int:
         return sum(piece.size for piece in self.slices)
 
-    @property
-    def lowercase(self) -> bool:
-        return not self.slices or self.slices[0].lowercase
-
 
 def tokenize(texts: pa.Array | Sequence[str | None], lowercase: bool = True, threads: int | None = None) -> Tokenized:
     """The texts' :data:`TOKEN_PATTERN` tokens, slice by slice."""

@@ -108,8 +108,8 @@ class Batch:
 
     def tokens(self, lowercase: bool = True, threads: int | None = None) -> ngrams.Tokenized | pa.Array:
         """What the n-gram featurisers of :mod:`dataselect.ngrams` read: the texts' tokens, cut on the
-        first call and shared by the scorers after it (DSIR, the n-gram classifier and the label
-        classifier each cut the same ~4.5 s of tokens per 100k mail texts), or for a batch of more
+        first call and shared by the scorers after it (DSIR, the n-gram classifier, the label
+        classifier and decontamination each cut the same tokens otherwise), or for a batch of more
         than :data:`SHARED_TOKEN_BYTES` of text, the texts themselves."""
         texts = self.text_array
         if (pc.sum(pc.binary_length(texts)).as_py() or 0) > SHARED_TOKEN_BYTES:
