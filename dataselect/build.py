@@ -69,6 +69,8 @@ def score_for_selection(
         scores = scores.drop_columns(found_before)
     names = scores.column_names + (stored.names if stored is not None else [])
     frame = score_pool(scores, embeddings, scorers, texts if any(s.needs_text_given(names) for s in scorers) else None, stored)
+    if decontaminated:  # last, as when found here: without a hard_filters list, column order decides who rejects
+        frame = frame[[c for c in frame.columns if c not in found_before] + found_before]
     if evaluation is not None and len(evaluation) and not decontaminated:
         parts = [texts] if texts is not None else text_parts
         if parts is None:

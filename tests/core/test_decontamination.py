@@ -102,7 +102,9 @@ def test_found_while_a_shard_is_scored_as_in_the_selection(newsgroups_records):
     first, second = test[:100], test[100:200]  # two evaluation sets
     train = [r for r in newsgroups_records if r["split"] == "train"][:1200]
     texts = [r["text"] for r in train] + [lightly_edited(r["text"], rng) for r in first[:10] + second[:10]]
-    records = pa.table({cols.ID: [f"p{i}" for i in range(len(texts))], cols.TEXT: texts})
+    # One id twice: a record that fails both unique_id and decontamination is rejected by the filter
+    # whose column comes first, so the frames' column order must be the same too.
+    records = pa.table({cols.ID: [f"p{i}" for i in range(len(texts) - 1)] + [f"p{len(texts) - 20}"], cols.TEXT: texts})
     shards = [records.slice(0, 700), records.slice(700)]
 
     def against(evaluation):
@@ -117,11 +119,12 @@ def test_found_while_a_shard_is_scored_as_in_the_selection(newsgroups_records):
     def frame_of(evaluation, decontaminated):
         table = None if evaluation is None else pd.DataFrame(dict(zip((cols.ID, cols.TEXT), against(evaluation))))
         parts = (shard.column(cols.TEXT).combine_chunks() for shard in shards)
-        return score_for_selection(scores, None, [], None, None, table, parts, None, decontaminated)
+        return score_for_selection(scores, None, ["unique_id"], None, None, table, parts, None, decontaminated)
 
     stored = frame_of(first, decontaminated=True)
     found_here = frame_of(first, decontaminated=False)
-    pd.testing.assert_frame_equal(stored, found_here, check_dtype=False)
+    pd.testing.assert_frame_equal(stored, found_here, check_dtype=False)  # columns in the same order too
+    assert list(stored.columns)[-3:] == ["decontamination.keep", "decontamination.reason", "decontamination.overlap"]
     # Columns found against another evaluation set are dropped and found again; with none, dropped.
     other = contamination(texts, *against(second))
     np.testing.assert_array_equal(frame_of(second, decontaminated=False)["decontamination.keep"], other["keep"])
