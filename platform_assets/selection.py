@@ -187,9 +187,9 @@ def filtered_set(
         texts = pa.concat_arrays([_shard_texts(storage, k) for k in keys])
     text_parts = (_shard_texts(storage, k) for k in keys)
     # Found per shard when it was scored, against this evaluation set: no text is read for it here.
-    decontaminated = evaluation is not None and all(
-        parquet_metadata(storage.shard_file("quality_scores", k)).get(DECONTAMINATED_AGAINST) == decontamination_version(evaluation)
-        for k in keys
+    version = decontamination_version(evaluation) if evaluation is not None else None
+    decontaminated = version is not None and all(
+        parquet_metadata(storage.shard_file("quality_scores", k)).get(DECONTAMINATED_AGAINST) == version for k in keys
     )
     frame = score_for_selection(
         scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation, text_parts, stored, decontaminated

@@ -111,11 +111,12 @@ class Batch:
         first call and shared by the scorers after it (DSIR, the n-gram classifier, the label
         classifier and decontamination each cut the same tokens otherwise), or for a batch of more
         than :data:`SHARED_TOKEN_BYTES` of text, the texts themselves."""
+        if lowercase in self._tokens:
+            return self._tokens[lowercase]
         texts = self.text_array
         if (pc.sum(pc.binary_length(texts)).as_py() or 0) > SHARED_TOKEN_BYTES:
             return texts
-        if lowercase not in self._tokens:
-            self._tokens[lowercase] = ngrams.tokenize(texts, lowercase, threads)
+        self._tokens[lowercase] = ngrams.tokenize(texts, lowercase, threads)
         return self._tokens[lowercase]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks import comparisons, refresh
+from benchmarks import comparisons, refresh, report_cost
 from benchmarks import stage_perf as perf  # noqa: E402
 from benchmarks.synthetic import SyntheticConfig, SyntheticPool, write_pool  # noqa: E402
 from dataselect.embedding import StaticEmbedder, _unit_rows  # noqa: E402
@@ -123,6 +123,20 @@ def test_refresh_report_states_the_ratio_against_the_target():
     assert "**NO** in 2 of 3 repeats" in text
     assert "models whose versions differ (dsir)" in text  # the first repeat's
     assert "outputs byte-identical to the refresh's: **NO** in 2 of 3 repeats" in text
+
+
+def test_report_floor_adds_counting_the_full_fit_and_every_arm_the_report_trains(tmp_path):
+    rows = [
+        ("read the build, pool, embeddings and term counts", 100, 9.0, 9.0),
+        ("arm: selected, alone on one thread", 10, 1.0, 1.0),
+        ("arm: one random arm, alone on one thread", 10, 2.0, 2.0),
+        ("arm: one stratified arm, alone on one thread", 10, 3.0, 3.0),
+        ("arm: full pool, alone on one thread", 100, 7.0, 7.0),
+        ("count the pool's terms and store them, alone on one thread", 100, 11.0, 11.0),
+    ]
+    # 11 counting + 7 full fit + 1 selected + 5 random x 2 + 2 stratified x 3; reading is not in the floor.
+    assert report_cost.floor_cpu(rows) == 35.0
+    assert "**35.0 CPU s**" in report_cost.write_markdown(tmp_path, rows, tmp_path / "report_cost.md")
 
 
 # --- the fast paths equal what they replace ------------------------------------------------
