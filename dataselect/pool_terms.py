@@ -4,7 +4,7 @@ Every TF-IDF arm of the report reads its rows from the pool's term counts (see
 :mod:`dataselect.evaluation`), and counting them does not depend on the selection. So the
 platform counts them in a run of their own while the shards are scored (the
 ``evaluation_features`` asset) and the report reads them back. At 100k real-text records counting
-is 17 s of the report's 39 s (library-only, 2 cores).
+and storing them is the largest of the report's costs (``benchmarks/results/report_cost.md``).
 
 The stored counts are tied to the shards' raw files and to the counting settings by a
 fingerprint; a reader that finds another fingerprint (or none) counts for itself.
