@@ -132,9 +132,10 @@ def test_report_floor_adds_counting_the_full_fit_and_every_arm_the_report_trains
         ("arm: one random arm, alone on one thread", 10, 2.0, 2.0),
         ("arm: one stratified arm, alone on one thread", 10, 3.0, 3.0),
         ("arm: full pool, alone on one thread", 100, 7.0, 7.0),
-        ("count the pool's terms and store them, alone on one thread", 100, 11.0, 11.0),
+        ("count the pool's terms, alone on one thread", 100, 11.0, 11.0),
+        ("store the pool's term counts (Parquet), alone on one thread", 100, 4.0, 4.0),
     ]
-    # 11 counting + 7 full fit + 1 selected + 5 random x 2 + 2 stratified x 3; reading is not in the floor.
+    # 11 counting + 7 full fit + 1 selected + 5 random x 2 + 2 stratified x 3; reading and storing are not in the floor.
     assert report_cost.floor_cpu(rows) == 35.0
     assert "**35.0 CPU s**" in report_cost.write_markdown(tmp_path, rows, tmp_path / "report_cost.md")
 
