@@ -110,13 +110,14 @@ class Snapshot(NamedTuple):
     shards: dict[str, str]  # shard -> raw file fingerprint
     scored_with: str | None  # None: scores written before scoring versions were recorded
     models: dict[str, str]  # fitted model -> version, as the scores record them
+    decontaminated_against: set[str | None]  # every shard's decontamination_version (None: found against none)
 
 
 def _snapshot(storage: StorageResource, keys: list[str]) -> Snapshot:
     """Each shard's raw file fingerprint, after checking its scores were computed from that version,
     and that every shard was scored with the same scorers, settings and fitted models: a shard
     scored before a model was refit ranks against the others on another scale."""
-    fingerprints, shards_of, models_of = {}, {}, {}
+    fingerprints, shards_of, models_of, decontaminated_against = {}, {}, {}, set()
     for key in keys:
         raw = parquet_metadata(storage.shard_file("raw_pool", key))["fingerprint"]
         scores = parquet_metadata(storage.shard_file("quality_scores", key))
@@ -129,6 +130,7 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> Snapshot:
         version = scores.get(SCORED_WITH)  # covers the models' versions; MODELS spells them out
         shards_of.setdefault(version, []).append(key)
         models_of.setdefault(version, json.loads(scores.get(MODELS, "{}")))
+        decontaminated_against.add(scores.get(DECONTAMINATED_AGAINST))
     if len(shards_of) > 1:
         groups = "; ".join(
             f"{len(shards)} shard(s) ({', '.join(shards[:3])}{', …' if len(shards) > 3 else ''}) with models {models_of[version]}"
@@ -140,7 +142,7 @@ def _snapshot(storage: StorageResource, keys: list[str]) -> Snapshot:
             allow_retries=False,
         )
     version = next(iter(shards_of), None)
-    return Snapshot(fingerprints, version, models_of.get(version, {}))
+    return Snapshot(fingerprints, version, models_of.get(version, {}), decontaminated_against)
 
 
 def _read_scores(storage: StorageResource, keys: list[str]) -> tuple[pa.Table, ShardColumns]:
@@ -187,10 +189,7 @@ def filtered_set(
         texts = pa.concat_arrays([_shard_texts(storage, k) for k in keys])
     text_parts = (_shard_texts(storage, k) for k in keys)
     # Found per shard when it was scored, against this evaluation set: no text is read for it here.
-    version = decontamination_version(evaluation) if evaluation is not None else None
-    decontaminated = version is not None and all(
-        parquet_metadata(storage.shard_file("quality_scores", k)).get(DECONTAMINATED_AGAINST) == version for k in keys
-    )
+    decontaminated = evaluation is not None and snapshot.decontaminated_against == {decontamination_version(evaluation)}
     frame = score_for_selection(
         scores, vectors, config.pool_scorers, config.pool_scorer_options, texts, evaluation, text_parts, stored, decontaminated
     )
