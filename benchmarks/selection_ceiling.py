@@ -87,7 +87,7 @@ def default_with_ground_truth(ctx: Context, config: BenchConfig) -> dict[str, li
         "default recipe, ground-truth filters": dataclasses.replace(default, hard_filters=[PERFECT]),
         "default recipe's filters, ground-truth ranking": dataclasses.replace(default, weights=ranked),
     }
-    return {name: selected_ids(decide(frame, ctx.bench.quarantine, config, ctx.embeddings)) for name, config in variants.items()}
+    return {name: selected_ids(decide(frame, ctx.bench.quarantine, selection, ctx.embeddings)) for name, selection in variants.items()}
 
 
 def run_corpus(config: BenchConfig, corpus: str, draws: int, path: str | Path | None = None) -> dict[str, Any]:
