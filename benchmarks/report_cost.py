@@ -24,13 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 import dataselect  # noqa: F401  (the build's memory defaults)
 from dataselect import evaluation, pool_terms, threads
 from dataselect import records as cols
 from dataselect.build_report import ReportConfig, evaluate_build, record_keys
-from platform_assets.evaluation import read_build, stored_full_pool_arm, stored_pool_terms
+from platform_assets.evaluation import pool_texts, read_build, stored_full_pool_arm, stored_pool_terms
 from resources import StorageResource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,12 +77,7 @@ def measure(store_root: Path) -> list[tuple[str, int, float, float]]:
     # evaluation_features' work, on the one thread a build gives it beside the scoring runs: the
     # counting, which the recipe needs wherever it runs, then the storing, which only handing the
     # counts to other runs needs.
-    texts = pa.chunked_array(
-        [
-            store.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).cast(pa.large_string())
-            for k in sorted(build.manifest["input_shards"])
-        ]
-    )
+    texts = pool_texts(store, sorted(build.manifest["input_shards"]))
     recipe = evaluation.Config()
     with threads.limited(1), tempfile.TemporaryDirectory() as folder:
         wall, cpu = time.perf_counter(), _cpu()

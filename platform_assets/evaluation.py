@@ -88,9 +88,7 @@ def evaluation_features(
     n_records = sum(parquet_num_rows(storage.shard_file("raw_pool", k)) for k in keys)
     if n_records > config.max_records:
         return MaterializeResult(metadata={"skipped": f"{n_records:,} pool records, above max_records: the report counts them itself"})
-    columns = [storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).cast(pa.large_string()) for k in keys]
-    texts = pa.chunked_array([chunk for column in columns for chunk in column.chunks], pa.large_string())
-    counted = pool_terms.count(texts, _RECIPE.ngram_range, _RECIPE.min_df, _current_terms_fingerprint(storage, keys))
+    counted = pool_terms.count(pool_texts(storage, keys), _RECIPE.ngram_range, _RECIPE.min_df, _current_terms_fingerprint(storage, keys))
     pool_terms.write(storage.path("evaluation_features"), counted)
     metadata = {
         "fingerprint": counted.fingerprint,
@@ -100,6 +98,12 @@ def evaluation_features(
         "shards": len(keys),
     }
     return MaterializeResult(metadata=metadata)
+
+
+def pool_texts(storage: StorageResource, keys: list[str]) -> pa.ChunkedArray:
+    """The shards' raw texts in key order, as one large-string column (what the term counting reads)."""
+    columns = [storage.read_shard("raw_pool", k, [cols.TEXT]).column(cols.TEXT).cast(pa.large_string()) for k in keys]
+    return pa.chunked_array([chunk for column in columns for chunk in column.chunks], pa.large_string())
 
 
 def _pool_keys(context: AssetExecutionContext, storage: StorageResource) -> list[str]:
