@@ -488,9 +488,14 @@ def selected_ids(decisions: pd.DataFrame) -> list[str]:
     return decisions.loc[decisions[cols.STATUS] == cols.SELECTED, cols.ID].astype(str).tolist()
 
 
+def oracle_accuracy(ctx: Context, seed: int) -> tuple[float, float]:
+    """(dev, test) accuracy of one clean in-target oracle draw: k uncorrupted target-domain training records, true labels."""
+    return split_accuracy(ctx, ctx.oracle.train_rows(ctx.oracle.random_rows(ctx.k, seed), "oracle", seed))
+
+
 def oracle_row(ctx: Context, seeds: tuple[int, ...]) -> dict[str, Any]:
     """Clean in-target oracle: k of the uncorrupted target-domain training records, true labels."""
-    accuracy = [split_accuracy(ctx, ctx.oracle.train_rows(ctx.oracle.random_rows(ctx.k, s), "oracle", s)) for s in seeds]
+    accuracy = [oracle_accuracy(ctx, s) for s in seeds]
     n = min(ctx.k, ctx.oracle.n_pool)
     dev, test = (float(np.mean([a[i] for a in accuracy])) for i in (0, 1))
     return {

@@ -42,9 +42,9 @@ from benchmarks.methods import (
     choose_model,
     default_recipe,
     log_line,
+    oracle_accuracy,
     run_default,
     selected_ids,
-    split_accuracy,
     train,
 )
 from benchmarks.methods import prepare_corpus as prepare_methods_corpus
@@ -66,18 +66,18 @@ def perfect_mask(ctx: Context) -> np.ndarray:
     return first_of_family.to_numpy(bool)
 
 
-def random_perfect_draws(ctx: Context, seeds: range) -> list[tuple[float, float]]:
-    """(dev, test) accuracy of budget-sized random draws from the perfect records."""
-    ids = ctx.frame[cols.ID].astype(str).to_numpy()[perfect_mask(ctx)]
+def random_perfect_draws(ctx: Context, perfect: np.ndarray, seeds: range) -> list[tuple[float, float]]:
+    """(dev, test) accuracy of budget-sized random draws from the perfect records (``perfect``: :func:`perfect_mask`)."""
+    ids = ctx.frame[cols.ID].astype(str).to_numpy()[perfect]
     k = min(ctx.k, len(ids))
     return [train(ctx, list(np.random.default_rng(seed).choice(ids, k, replace=False)), "perfect", seed) for seed in seeds]
 
 
-def default_with_ground_truth(ctx: Context, config: BenchConfig) -> dict[str, list[str]]:
-    """The default recipe's selection with its filters or its ranking from the ground truth."""
+def default_with_ground_truth(ctx: Context, config: BenchConfig, perfect: np.ndarray) -> dict[str, list[str]]:
+    """The default recipe's selection with its filters (``perfect``: :func:`perfect_mask`) or its ranking from the ground truth."""
     default = dataclasses.replace(default_recipe(config.seed).selection, budget=config.budget, hard_filters=ALL_FILTERS)
     frame = ctx.frame.copy()
-    frame[f"{PERFECT}.keep"] = perfect_mask(ctx)
+    frame[f"{PERFECT}.keep"] = perfect
     in_target = ctx.truth.loc[frame[cols.ID].astype(str), IN_TARGET].to_numpy(bool)
     # In-target records first; among them (and among the rest) the default's own fused order.
     fused = pd.Series(fuse(frame, default.weights, default.normalization)).rank(pct=True).to_numpy()
@@ -96,27 +96,23 @@ def run_corpus(config: BenchConfig, corpus: str, draws: int, path: str | Path | 
     model, _ = choose_model(ctx, config, lambda line: None)
     default_row, _ = run_default(ctx, scores, timer, config)
     rows = [{"arm": "default recipe", "dev": default_row["dev"], "test": default_row["test"], "in_target": default_row["in_target"]}]
-    for name, ids in default_with_ground_truth(ctx, config).items():
+    perfect = perfect_mask(ctx)
+    for name, ids in default_with_ground_truth(ctx, config, perfect).items():
         dev, test = train(ctx, ids, name)
         rows.append({"arm": name, "dev": dev, "test": test, "in_target": float(ctx.truth.loc[ids, IN_TARGET].mean())})
-    perfect = random_perfect_draws(ctx, range(1, draws + 1))
-    oracle = [train_oracle(ctx, seed) for seed in range(1, draws + 1)]
+    draws_of_perfect = random_perfect_draws(ctx, perfect, range(1, draws + 1))
+    oracle = [oracle_accuracy(ctx, seed) for seed in range(1, draws + 1)]
     return {
         "corpus": corpus,
         "k": ctx.k,
-        "n_perfect": int(perfect_mask(ctx).sum()),
+        "n_perfect": int(perfect.sum()),
         "n_dev": len(ctx.bench.dev),
         "n_test": len(ctx.bench.test),
         "model": _model_name(model),
         "rows": rows,
-        "perfect": perfect,
+        "perfect": draws_of_perfect,
         "oracle": oracle,
     }
-
-
-def train_oracle(ctx: Context, seed: int) -> tuple[float, float]:
-    """The methods benchmark's clean in-target oracle: k uncorrupted target-domain training records."""
-    return split_accuracy(ctx, ctx.oracle.train_rows(ctx.oracle.random_rows(ctx.k, seed), "oracle", seed))
 
 
 def spread(values: list[float], target: float) -> str:

@@ -23,7 +23,7 @@ def test_perfect_records_are_clean_in_target_and_one_per_family(amazon_dir, tmp_
     # The pool holds planted copies of clean target records: the mask drops them.
     assert len(clean) > mask.sum()
 
-    selections = default_with_ground_truth(ctx, config)
+    selections = default_with_ground_truth(ctx, config, mask)
     only_perfect = set(ctx.frame["id"].astype(str)[mask])
     with_truth_filters = selections["default recipe, ground-truth filters"]
     assert len(with_truth_filters) == min(ctx.k, mask.sum()) and set(with_truth_filters) <= only_perfect
